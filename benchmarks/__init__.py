@@ -1,0 +1,1 @@
+"""Benchmark scripts, imported as ``trtinfer.benchmarks``; run them with ``python -m``."""

@@ -1,0 +1,58 @@
+"""trtinfer: torchvision classifiers -> validated ONNX / TensorRT artifacts -> fast inference.
+
+The build-time packages live in folders of their own at the repository top level and are
+installed inside the ``trtinfer`` namespace, so nothing lands under a generic import name.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "trtinfer" / "_version.py").read_text()).group(1)
+
+# One ONNX Runtime only: ModelOpt pulls onnxruntime-gpu (same module, runs on the CPU too), so the
+# CPU extra names the plain package only for hosts that never build.
+BUILD = [
+    "torch>=2.4",
+    "torchvision>=0.19",
+    "onnx>=1.16",
+    "onnxscript>=0.2",
+    "nvidia-modelopt[onnx]>=0.27",
+    "pillow>=10",
+    "rich>=13",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="trtinfer",
+    version=VERSION,
+    description="Turn fine-tuned torchvision classifiers into fast TensorRT engines and serve them.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "trtinfer",
+        "trtinfer.runtime",
+        "trtinfer.commands",
+        "trtinfer.builders",
+        "trtinfer.calibration",
+        "trtinfer.benchmarks",
+    ],
+    package_dir={
+        "trtinfer": "trtinfer",
+        "trtinfer.builders": "builders",
+        "trtinfer.calibration": "calibration",
+        "trtinfer.benchmarks": "benchmarks",
+    },
+    install_requires=["numpy>=1.24", "click>=8.1"],
+    extras_require={
+        "build": BUILD,
+        "onnxruntime": ["onnxruntime>=1.17"],
+        "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+        "openvino": ["openvino>=2024.0"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10"],
+    },
+    entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],
+)

@@ -1,0 +1,62 @@
+"""``trtinfer`` command line. Commands are imported lazily so ``--help`` needs no torch or CUDA."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from ._version import __version__
+from .errors import TrtInferError
+
+# name -> "module:attribute"; each command lives in the module that owns its work.
+COMMANDS = {
+    "build": "trtinfer.commands.build:build",
+    "inspect": "trtinfer.commands.inspect:inspect_cmd",
+    "calib": "trtinfer.commands.calib:calib",
+    "doctor": "trtinfer.commands.doctor:doctor",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trtinfer")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Turn fine-tuned torchvision classifiers into validated ONNX / TensorRT artifacts and run them fast."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="trtinfer", standalone_mode=False)
+    except TrtInferError as exc:
+        click.echo(f"error: {exc.one_line()}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Versions of the libraries that shape an artifact, read from package metadata (nothing imported)."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+TRACKED = ("trtinfer", "numpy", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
+           "nvidia-modelopt", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "cuda-python", "cuda-bindings",
+           "openvino")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions(names: tuple[str, ...] = TRACKED) -> dict[str, str]:
+    found = {name: package_version(name) for name in names}
+    out = {"python": platform.python_version()}
+    out.update({k: v for k, v in found.items() if v is not None})
+    return out
