@@ -18,7 +18,11 @@ from .errors import ArtifactError
 
 def _staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)  # mkdtemp's 0700 would make shared artifacts unreadable
+    return staged
 
 
 def commit_directory(staged: Path, final: Path, overwrite: bool) -> None:
@@ -56,6 +60,10 @@ class StagedDirectories:
         self._staged[final] = (staged, self.overwrite or copy_from is not None)
         return staged
 
+    def path_for(self, final: str | Path) -> Path:
+        """The staging directory standing in for ``final`` until commit."""
+        return self._staged[Path(final).resolve()][0]
+
     def commit(self) -> list[Path]:
         done = []
         for final, (staged, overwrite) in self._staged.items():
@@ -87,6 +95,9 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

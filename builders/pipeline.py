@@ -1,0 +1,245 @@
+"""``trtinfer build``: checkpoint -> validated artifact directories, written all at once or not at all."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trtinfer._version import __version__
+from trtinfer.atomic import StagedDirectories
+from trtinfer.errors import TrtInferError
+from trtinfer.labels import resolve_labels
+from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, TensorSpec
+from trtinfer.preprocess import make_spec, preprocess
+from trtinfer.versions import library_versions
+
+from .report import Reporter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = 224
+CIFAR_INPUT_SIZE = 32
+DEFAULT_OUT = "artifacts"
+
+
+@dataclass
+class BuildOptions:
+    checkpoint: Path
+    precisions: tuple[str, ...] = ("fp32",)
+    out_dir: Path = Path(DEFAULT_OUT)
+    name: str | None = None
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    input_size: int | None = None
+    resize: int | None = None
+    normalize: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    labels: str | None = None
+    eval_data: Path | None = None
+    eval_samples: int | None = None
+    atol: float = 1e-3
+    rtol: float = 1e-4
+    opset: int = 17
+    force: bool = False
+    # reduced precision (issue 3)
+    calib_data: Path | None = None
+    calib_set: Path | None = None
+    calib_samples: int = 512
+    calib_method: str = "entropy"
+    seed: int = 0
+    max_accuracy_drop: float | None = None
+    allow_accuracy_drop: bool = False
+    # engine stage (issue 4)
+    engine: Any = None  # EngineBuildSettings or None
+    require_engine: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def artifact_name(opts: BuildOptions, precision: str) -> str:
+    base = opts.name or opts.checkpoint.stem
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+    return f"{base}-{precision}"
+
+
+def _load_eval(path: Path, spec: PreprocessSpec, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        from trtinfer.calibration.sources import load_labeled
+    except ImportError:
+        from trtinfer.calibration.cifar import load_cifar as load_labeled
+    data = load_labeled(path, split="test")
+    images, labels = data.images, data.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return preprocess(images, spec), labels, data.source
+
+
+class Builder:
+    """One build: every stage reports, nothing lands on disk until all checks pass."""
+
+    def __init__(self, opts: BuildOptions, reporter: Reporter | None = None) -> None:
+        self.opts = opts
+        self.report = reporter or Reporter()
+
+    # -- stages ---------------------------------------------------------------------------
+    def load(self):
+        from .archs import build_model, family_of, match_arch
+        from .checkpoint import load_checkpoint
+
+        opts = self.opts
+        with self.report.timed(f"loading checkpoint {opts.checkpoint}"):
+            ckpt = load_checkpoint(opts.checkpoint, trust=opts.trust_checkpoint)
+            match = match_arch(ckpt.state_dict, opts.arch)
+            model = build_model(match, ckpt.state_dict)
+            reference = ckpt.module if ckpt.module is not None else model
+        how = "given" if opts.arch else "inferred from the weights"
+        stem = ", CIFAR stem (3x3 stride-1 conv1, no max-pool)" if match.cifar_stem else ""
+        self.report.info(f"format {ckpt.format}; architecture {match.arch} ({how}, family {family_of(match.arch)}), "
+                         f"{match.num_classes} classes{stem}")
+        if ckpt.stripped_prefixes:
+            self.report.info(f"stripped wrapper prefixes {', '.join(ckpt.stripped_prefixes)}")
+        return ckpt, match, model, reference
+
+    def preprocessing(self, match) -> PreprocessSpec:
+        opts = self.opts
+        assumed = []
+        input_size = opts.input_size
+        if input_size is None:
+            input_size = CIFAR_INPUT_SIZE if match.cifar_stem else DEFAULT_INPUT_SIZE
+            assumed.append(f"input size {input_size} ({'CIFAR stem' if match.cifar_stem else 'default'}; --input-size)")
+        normalize = opts.normalize
+        if normalize is None and opts.mean is None:
+            normalize = "cifar10" if match.cifar_stem else "imagenet"
+            assumed.append(f"{normalize} normalization (--normalize or --mean/--std)")
+        spec = make_spec(input_size, normalize, opts.mean, opts.std, opts.resize)
+        self.report.info(f"preprocess: RGB, resize {spec.resize}, centre crop {spec.input_size}, "
+                         f"/255, mean {spec.mean}, std {spec.std}")
+        if assumed:
+            self.report.warn("assumed " + "; ".join(assumed))
+        return spec
+
+    def run(self) -> list[Path]:
+        opts = self.opts
+        for p in opts.precisions:
+            if p not in PRECISIONS:
+                raise TrtInferError(f"unknown precision {p!r}", hint=f"use {', '.join(PRECISIONS)}")
+        if opts.require_engine:
+            self._require_engine_stage()
+        ckpt, match, model, reference = self.load()
+        spec = self.preprocessing(match)
+        labels = resolve_labels(opts.labels, match.num_classes)
+        if opts.labels is None:
+            self.report.warn(f"assumed labels {labels[:3] + ['...'] if len(labels) > 3 else labels} (--labels)")
+        eval_x = eval_y = None
+        eval_source = None
+        if opts.eval_data is not None:
+            eval_x, eval_y, eval_source = _load_eval(opts.eval_data, spec, opts.eval_samples)
+            self.report.info(f"evaluation set: {len(eval_x)} labelled images from {eval_source}")
+
+        work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
+        try:
+            return self._build_in(work, ckpt, match, model, reference, spec, labels, eval_x, eval_y, eval_source)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _build_in(self, work, ckpt, match, model, reference, spec, labels, eval_x, eval_y, eval_source) -> list[Path]:
+        from .export import export_onnx
+        from .validate import validate_export
+
+        opts = self.opts
+        fp32_path = work / ONNX_NAME
+        with self.report.timed("exporting ONNX (dynamic batch, input 'input', output 'logits')") as facts:
+            export_facts = export_onnx(model, fp32_path, spec.input_size, opset=opts.opset)
+        export_facts["seconds"] = facts["seconds"]
+        samples = 0 if eval_x is None else len(eval_x)
+        with self.report.timed("validating ONNX against PyTorch with ONNX Runtime"), \
+                self.report.progress("validation", 2 * samples) as advance:
+            validation = validate_export(reference, fp32_path, spec.input_size, eval_x, eval_y,
+                                         atol=opts.atol, rtol=opts.rtol, progress=advance)
+        self._print_validation(validation)
+
+        base = dict(
+            arch=match.arch, num_classes=match.num_classes, labels=labels,
+            input=TensorSpec("input", [-1, 3, spec.input_size, spec.input_size]),
+            output=TensorSpec("logits", [-1, match.num_classes]),
+            preprocess=spec,
+            source={"checkpoint": ckpt.describe(), "eval_data": eval_source},
+            variant={"cifar_stem": match.cifar_stem},
+            versions=library_versions(), trtinfer_version=__version__,
+        )
+        outputs = {p: work / p / ONNX_NAME for p in opts.precisions}
+        extra_sections: dict[str, dict] = {p: {} for p in opts.precisions}
+        reduced = [p for p in opts.precisions if p != "fp32"]
+        if reduced:
+            from .reduced import build_reduced
+
+            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, spec, eval_x, eval_y))
+
+        with StagedDirectories(overwrite=opts.force) as staged:
+            finals = []
+            for precision in opts.precisions:
+                final = opts.out_dir / artifact_name(opts, precision)
+                directory = staged.stage(final)
+                src = fp32_path if precision == "fp32" else outputs[precision]
+                shutil.copyfile(src, directory / ONNX_NAME)
+                manifest = Manifest(name=artifact_name(opts, precision), precision=precision,
+                                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                    validation={"export": export_facts, **validation}, **base)
+                for key, value in extra_sections[precision].items():
+                    setattr(manifest, key, value)
+                manifest.record_file(directory, ONNX_NAME)
+                manifest.write(directory)
+                finals.append(final)
+            self._engine_stage(staged, finals)
+            committed = staged.commit()
+        for path in committed:
+            self.report.step(f"wrote {path}")
+        return committed
+
+    # -- engine stage (TensorRT, GPU hosts only) -------------------------------------------
+    def _require_engine_stage(self) -> None:
+        ok, reason = _engine_available()
+        if not ok:
+            raise TrtInferError(f"--require-engine: the TensorRT engine stage cannot run here: {reason}",
+                                hint="run `trtinfer doctor`, or build the engine later on a GPU host with "
+                                     "`trtinfer build --from-onnx DIR`")
+
+    def _engine_stage(self, staged: StagedDirectories, finals: list[Path]) -> None:
+        ok, reason = _engine_available()
+        if not ok:
+            self.report.step(f"stopping after the ONNX stage: no TensorRT engine built ({reason}); next: on a GPU host "
+                             f"with TensorRT run `trtinfer build --from-onnx DIR` for each artifact")
+            return
+        from .engine import EngineBuildSettings, build_engine_into_artifact
+
+        settings = self.opts.engine or EngineBuildSettings()
+        for final in finals:
+            directory = staged.path_for(final)
+            self.report.step(f"building TensorRT engine for {final.name}")
+            build_engine_into_artifact(directory, settings, progress=self.report)
+
+    def _print_validation(self, validation: dict) -> None:
+        for key in ("random", "eval"):
+            r = validation.get(key)
+            if r:
+                acc = ""
+                if r.get("reference_accuracy") is not None:
+                    acc = f", top-1 accuracy PyTorch {r['reference_accuracy']:.2%} / ONNX {r['candidate_accuracy']:.2%}"
+                self.report.info(f"{key}: {r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
+                                 f"top-1 agreement {r['top1_agreement']:.2%}{acc}")
+
+
+def _engine_available() -> tuple[bool, str]:
+    try:
+        from .engine import engine_stage_available
+    except ImportError as exc:  # the engine module needs nothing heavy at import, but stay safe
+        return False, f"engine module unavailable ({exc})"
+    return engine_stage_available()

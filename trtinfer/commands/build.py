@@ -1,0 +1,122 @@
+"""``trtinfer build``: checkpoint -> validated artifact directories (ONNX, then a TensorRT engine on GPU hosts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from trtinfer.manifest import PRECISIONS
+
+
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tuple[str, ...]:
+    chosen = [p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on]
+    if precision:
+        for p in precision.split(","):
+            p = p.strip().lower()
+            if p not in PRECISIONS:
+                raise click.BadParameter(f"{p!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision")
+            chosen.append(p)
+    ordered = tuple(p for p in PRECISIONS if p in chosen)
+    return ordered or ("fp32",)
+
+
+def engine_options(f):
+    """TensorRT engine options; provided by the engine stage when it is installed."""
+    try:
+        from trtinfer.builders.engine import engine_options as real
+    except ImportError:
+        return f
+    return real(f)
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@click.option("--fp32", is_flag=True, help="Build an FP32 artifact (the default when no precision is given).")
+@click.option("--fp16", is_flag=True, help="Build an FP16 artifact (ModelOpt AutoCast, float32 I/O kept).")
+@click.option("--int8", is_flag=True, help="Build an INT8 artifact (ModelOpt Q/DQ; needs --calib-data or --calib-set).")
+@click.option("--precision", metavar="LIST", help="Comma-separated precisions, e.g. fp32,fp16,int8 (shares one export).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
+              help="Parent directory; each artifact goes to OUT/<name>-<precision>/.")
+@click.option("--name", help="Artifact name (default: the checkpoint's file name without extension).")
+@click.option("--arch", help="torchvision architecture (default: inferred from the weights).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow checkpoints that run code when loaded (torch.save(model), TorchScript). Only for files you trust.")
+@click.option("--input-size", type=click.IntRange(8, 4096), help="Square input size (default 224; 32 for a CIFAR-stem ResNet).")
+@click.option("--resize", type=click.IntRange(8, 8192), help="Resize the shorter side to this before the centre crop (default: --input-size).")
+@click.option("--normalize", type=click.Choice(["imagenet", "cifar10", "cifar100", "none"]),
+              help="Normalization preset (default imagenet; cifar10 for a CIFAR-stem ResNet).")
+@click.option("--mean", callback=_floats, help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std; overrides --normalize).")
+@click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5.")
+@click.option("--labels", metavar="SET|FILE", help="cifar10, cifar100, imagenet or a file with one class name per line.")
+@click.option("--eval-data", type=click.Path(path_type=Path), help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and the accuracy guard.")
+@click.option("--eval-samples", type=click.IntRange(1), help="Use only the first N evaluation images.")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Data to draw the INT8 calibration set from (training split).")
+@click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
+@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True, help="Calibration images drawn from --calib-data.")
+@click.option("--calib-method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True, help="INT8 calibration method.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration draw.")
+@click.option("--max-accuracy-drop", type=float, help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16, 1.0 for INT8).")
+@click.option("--allow-accuracy-drop", is_flag=True, help="Write reduced-precision artifacts even when the accuracy guard fails.")
+@click.option("--atol", type=float, default=1e-3, show_default=True, help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True, help="Tolerance relative to the largest logit.")
+@click.option("--opset", type=click.IntRange(17), default=17, show_default=True, help="ONNX opset.")
+@click.option("--from-onnx", "from_onnx", type=click.Path(path_type=Path),
+              help="Finish an existing artifact directory: build its TensorRT engine (GPU host).")
+@click.option("--force", is_flag=True, help="Replace existing artifact directories.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@engine_options
+def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_checkpoint, input_size, resize,
+          normalize, mean, std, labels, eval_data, eval_samples, calib_data, calib_set, calib_samples, calib_method,
+          seed, max_accuracy_drop, allow_accuracy_drop, atol, rtol, opset, from_onnx, force, quiet, **engine_kw):
+    """Build CHECKPOINT (.pth/.pt) into validated artifact directories.
+
+    Each artifact holds model.onnx (and model.plan where TensorRT and a GPU are present) plus
+    manifest.json. Nothing is written unless every check passes.
+    """
+    from trtinfer.builders.report import Reporter
+    from trtinfer.errors import TrtInferError
+
+    reporter = Reporter(quiet=quiet)
+    engine_settings, require_engine = _engine_settings(engine_kw)
+    if from_onnx is not None:
+        if checkpoint is not None:
+            raise TrtInferError("pass either CHECKPOINT or --from-onnx DIR, not both")
+        from trtinfer.builders.engine import finish_from_onnx
+
+        finish_from_onnx(from_onnx, engine_settings, eval_data=eval_data, eval_samples=eval_samples,
+                         max_accuracy_drop=max_accuracy_drop, allow_accuracy_drop=allow_accuracy_drop,
+                         progress=reporter)
+        return
+    if checkpoint is None:
+        raise TrtInferError("missing CHECKPOINT", hint="trtinfer build model.pth, or --from-onnx DIR")
+    from trtinfer.builders.pipeline import BuildOptions, Builder
+
+    precisions = _precisions(fp32, fp16, int8, precision)
+    opts = BuildOptions(
+        checkpoint=checkpoint, precisions=precisions, out_dir=out_dir, name=name, arch=arch,
+        trust_checkpoint=trust_checkpoint, input_size=input_size, resize=resize, normalize=normalize, mean=mean,
+        std=std, labels=labels, eval_data=eval_data, eval_samples=eval_samples, atol=atol, rtol=rtol, opset=opset,
+        force=force, calib_data=calib_data, calib_set=calib_set, calib_samples=calib_samples,
+        calib_method=calib_method, seed=seed, max_accuracy_drop=max_accuracy_drop,
+        allow_accuracy_drop=allow_accuracy_drop, engine=engine_settings, require_engine=require_engine)
+    for path in Builder(opts, reporter).run():
+        click.echo(str(path))
+
+
+def _engine_settings(engine_kw: dict):
+    require = bool(engine_kw.pop("require_engine", False))
+    if not engine_kw:
+        return None, require
+    from trtinfer.builders.engine import settings_from_options
+
+    return settings_from_options(**engine_kw), require

@@ -1,0 +1,61 @@
+"""``trtinfer inspect``: an artifact's manifest, readable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+@click.command("inspect")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
+@click.option("--verify", is_flag=True, help="Also check every file's sha256 against the manifest.")
+def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
+    """Show what an artifact directory holds: model, shapes, preprocessing, precision, checks."""
+    from trtinfer.manifest import Manifest
+
+    manifest = Manifest.read(artifact)
+    if verify:
+        manifest.verify_files(artifact)
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    m = manifest
+    rows = [
+        ("name", m.name), ("arch", f"{m.arch}" + (" (CIFAR stem)" if m.variant.get("cifar_stem") else "")),
+        ("precision", m.precision), ("classes", f"{m.num_classes}: {', '.join(m.labels[:10])}{' ...' if m.num_classes > 10 else ''}"),
+        ("input", f"{m.input.name} {m.input.shape} {m.input.dtype}"), ("output", f"{m.output.name} {m.output.shape} {m.output.dtype}"),
+        ("preprocess", f"resize {m.preprocess.resize}, crop {m.preprocess.input_size}, mean {m.preprocess.mean}, "
+                       f"std {m.preprocess.std} ({m.preprocess.normalize})"),
+        ("checkpoint", f"{m.source.get('checkpoint', {}).get('file')} sha256 {str(m.source.get('checkpoint', {}).get('sha256'))[:16]}..."),
+    ]
+    for fname, entry in m.files.items():
+        rows.append((f"file {fname}", f"{entry['bytes']:,} bytes, sha256 {entry['sha256'][:16]}..."))
+    for key in ("random", "eval"):
+        r = m.validation.get(key)
+        if r:
+            rows.append((f"validation {key}", f"{r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
+                                              f"top-1 agreement {r['top1_agreement']:.2%}, passed {r['passed']}"))
+    for section in ("accuracy", "calibration", "engine"):
+        value = getattr(m, section)
+        if value:
+            rows.append((section, _fmt(value)))
+    rows.append(("versions", _fmt(m.versions)))
+    rows.append(("created", f"{m.created} by trtinfer {m.trtinfer_version}"))
+    if verify:
+        rows.append(("files verified", "all sha256 match"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
