@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,11 +90,14 @@ def _torch_load(path: Path, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{path} holds pickled Python objects beyond tensors (e.g. a whole model saved with "
-                f"torch.save(model))", hint=TRUST_HINT) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({text.splitlines()[0][:120]})",
+                f"{path} holds pickled Python objects beyond tensors{what}, e.g. a whole model saved with "
+                f"torch.save(model)", hint=TRUST_HINT) from None
+        detail = text.strip().splitlines()[-1][:120] if "Weights only" not in text.splitlines()[0] else "unreadable pickle"
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({detail})",
                               hint="pass a file written by torch.save") from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__})",
@@ -104,9 +108,12 @@ def _torch_load(path: Path, trust: bool) -> Any:
             raise CheckpointError(f"{path} is truncated or corrupt ({text})",
                                   hint="copy or save the checkpoint again") from None
         raise CheckpointError(f"{path} could not be loaded: {text}", hint="pass a file written by torch.save") from None
-    except (ValueError, TypeError, AttributeError, ModuleNotFoundError, ImportError) as exc:
-        raise CheckpointError(f"{path} could not be loaded ({type(exc).__name__}: {str(exc)[:160]})",
-                              hint="pass a state_dict checkpoint, or a trusted full model with --trust-checkpoint") from None
+    except (ModuleNotFoundError, ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{path} refers to code that is not importable here ({str(exc)[:160]})",
+                              hint="save model.state_dict() instead of the whole model") from None
+    except Exception as exc:  # torch's unpicklers raise IndexError, KeyError... on arbitrary bytes
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})",
+                              hint="pass a file written by torch.save") from None
 
 
 def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:

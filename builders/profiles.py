@@ -62,7 +62,7 @@ class BatchProfile:
 
     @classmethod
     def from_dict(cls, data: Any) -> BatchProfile:
-        if not isinstance(data, dict) or set(data) < {"min", "opt", "max"}:
+        if not isinstance(data, dict) or not {"min", "opt", "max"} <= set(data):
             raise ArtifactError(f"engine profile {data!r} is not a {{min, opt, max}} record",
                                 hint="rebuild the engine with `trtinfer build --from-onnx DIR`")
         try:

@@ -35,7 +35,8 @@ def engine_options(f):
     try:
         from trtinfer.builders.engine import engine_options as real
     except ImportError:
-        return f
+        return click.option("--require-engine", is_flag=True,
+                            help="Fail unless a TensorRT engine is built too.")(f)
     return real(f)
 
 

@@ -1,0 +1,43 @@
+"""Small real checkpoints in the formats fine-tuning scripts write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+
+from trtinfer.builders.archs import apply_cifar_stem
+
+
+def make_model(arch: str = "resnet18", num_classes: int = 10, cifar_stem: bool = False, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if cifar_stem:
+        apply_cifar_stem(model)
+    return model.eval()
+
+
+def save(model: torch.nn.Module, path: Path, fmt: str = "state_dict") -> Path:
+    sd = model.state_dict()
+    if fmt == "state_dict":
+        obj = sd
+    elif fmt in ("state_dict_key", "model_state_dict", "model", "net"):
+        key = "state_dict" if fmt == "state_dict_key" else fmt
+        obj = {key: sd, "epoch": 7, "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1}]}}
+    elif fmt == "ddp":
+        obj = {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 1}
+    elif fmt == "compiled":
+        obj = {f"_orig_mod.{k}": v for k, v in sd.items()}
+    elif fmt == "compiled_ddp":
+        obj = {f"module._orig_mod.{k}": v for k, v in sd.items()}
+    elif fmt == "module":
+        torch.save(model, path)
+        return path
+    elif fmt == "torchscript":
+        torch.jit.script(model).save(str(path))
+        return path
+    else:
+        raise ValueError(fmt)
+    torch.save(obj, path)
+    return path

@@ -1,0 +1,271 @@
+"""What this host has, and which trtinfer stages can run on it and why not.
+
+Every probe is lazy and exception-safe: a broken library shows up as a finding, never as a crash.
+Heavy libraries (torch, ModelOpt) are found through package metadata and import specs only, so
+``trtinfer doctor`` answers in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import trt_support
+from .versions import package_version
+
+# Capabilities ``trtinfer doctor --require NAME`` can ask for, and the stages each needs
+# (gpu and tensorrt are facts about the host rather than stages).
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "gpu": (),
+    "tensorrt": (),
+    "build": ("load checkpoint", "export"),
+    "fp16": ("FP16",),
+    "int8": ("INT8",),
+    "engine": ("engine build",),
+    "gpu-runtime": ("GPU runtime",),
+    "cpu-runtime": ("CPU runtime",),
+}
+
+
+@dataclass
+class Finding:
+    name: str
+    value: str
+    ok: bool | None = None  # None: informational
+    detail: str = ""
+
+
+@dataclass
+class Stage:
+    name: str
+    ready: bool
+    reason: str
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"findings": [asdict(f) for f in self.findings], "stages": [asdict(s) for s in self.stages],
+                "capabilities": self.capabilities}
+
+    def capability(self, name: str) -> tuple[bool, str]:
+        entry = self.capabilities[name]
+        return bool(entry["ready"]), str(entry["reason"])
+
+
+def _safe(probe: Callable[[], Any], default: Any = None) -> Any:
+    try:
+        return probe()
+    except Exception as exc:  # a probe must never take doctor down
+        return default if default is not None else exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    return text if text else type(exc).__name__
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _first_version(*names: str) -> tuple[str, str] | None:
+    for name in names:
+        version = package_version(name)
+        if version:
+            return name, version
+    return None
+
+
+# -- host probes ---------------------------------------------------------------------------------------
+def _os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def _cpu() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    return f"{model}, {usable} usable core(s) of {os.cpu_count() or '?'}"
+
+
+def _nvidia_driver() -> str | None:
+    """The kernel driver's release (e.g. 550.54.15), from /proc on Linux; None when not loaded."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for word in text.split():
+        if word[:1].isdigit() and word.count(".") >= 1:
+            return word
+    return "loaded"
+
+
+@dataclass
+class _Gpu:
+    ok: bool
+    summary: str
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _probe_gpu() -> _Gpu:
+    try:
+        count = trt_support.gpu_count()
+        devices = [trt_support.gpu_info(i) for i in range(count)]
+    except Exception as exc:
+        return _Gpu(False, _short(exc))
+    names = "; ".join(f"{d['device']}: {d['name']} (sm {d['compute_capability']}, {d['memory_mib']} MiB)"
+                      for d in devices)
+    return _Gpu(True, names, devices)
+
+
+def _probe_tensorrt() -> tuple[bool, str]:
+    installed = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
+                               "tensorrt-cu12-bindings", "tensorrt_bindings")
+    try:
+        version = trt_support.trt_version()
+    except Exception as exc:
+        prefix = f"{installed[0]} {installed[1]} installed, but: " if installed else ""
+        return False, prefix + _short(exc)
+    return True, f"{version} (import ok)"
+
+
+def _probe_onnxruntime() -> tuple[bool, str, list[str]]:
+    installed = _first_version("onnxruntime-gpu", "onnxruntime")
+    if not installed and not _has_module("onnxruntime"):
+        return False, "not installed (pip install 'trtinfer[onnxruntime]')", []
+    try:
+        import onnxruntime
+
+        providers = list(onnxruntime.get_available_providers())
+        return True, f"{onnxruntime.__version__} ({installed[0] if installed else 'onnxruntime'})", providers
+    except Exception as exc:
+        return False, f"cannot be imported: {_short(exc)}", []
+
+
+def collect() -> Report:
+    """Probe this host; never raises."""
+    report = Report()
+    add = report.findings.append
+
+    add(Finding("OS", _safe(lambda: ", ".join(filter(None, [_os_release(), f"{platform.system()} {platform.release()}",
+                                                            platform.machine()])), "unknown")))
+    add(Finding("Python", platform.python_version(), None, sys.executable))
+    add(Finding("CPU", _safe(_cpu, "unknown")))
+
+    gpu = _safe(_probe_gpu, _Gpu(False, "probe failed"))
+    driver = _safe(_nvidia_driver, None)
+    cuda = _safe(trt_support.cuda_versions, {})
+    if not isinstance(cuda, dict):
+        cuda = {}
+    add(Finding("GPU", gpu.summary if gpu.ok else "none", gpu.ok, "" if gpu.ok else gpu.summary))
+    driver_text = driver or "not loaded"
+    if cuda.get("driver"):
+        driver_text += f" (supports CUDA {cuda['driver']})"
+    add(Finding("NVIDIA driver", driver_text, bool(driver or cuda.get("driver"))))
+    add(Finding("CUDA runtime", cuda.get("runtime") or "not available", bool(cuda.get("runtime")),
+                "" if cuda.get("runtime") else "cuda-python or the CUDA runtime library is missing"))
+
+    trt_ok, trt_text = _safe(_probe_tensorrt, (False, "probe failed"))
+    add(Finding("TensorRT", trt_text if trt_ok else "unavailable", trt_ok, "" if trt_ok else trt_text))
+    cuda_py = _first_version("cuda-python", "cuda-bindings")
+    cudart_ok = _has_module("cuda.bindings") or _has_module("cuda.cudart")
+    add(Finding("cuda-python", f"{cuda_py[0]} {cuda_py[1]}" if cuda_py else "not installed", bool(cuda_py and cudart_ok)))
+
+    ort_ok, ort_text, providers = _safe(_probe_onnxruntime, (False, "probe failed", []))
+    add(Finding("ONNX Runtime", ort_text, ort_ok))
+    if providers:
+        note = ""
+        if not gpu.ok and any(p in providers for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")):
+            note = "GPU providers are built in but need a GPU, which this host lacks"
+        add(Finding("ORT providers", ", ".join(providers), True, note))
+    for label, names, module in (("torch", ("torch",), "torch"), ("torchvision", ("torchvision",), "torchvision"),
+                                 ("onnx", ("onnx",), "onnx"), ("ModelOpt", ("nvidia-modelopt",), "modelopt")):
+        found = _first_version(*names)
+        ok = bool(found) and _has_module(module)
+        add(Finding(label, found[1] if found else "not installed", ok))
+
+    versions = {f.name: f for f in report.findings}
+    have = {name: bool(versions[name].ok) for name in ("torch", "torchvision", "onnx", "ModelOpt")}
+    have["onnxruntime"] = ort_ok
+    cpu_provider = "CPUExecutionProvider" in providers
+
+    def need(*parts: tuple[bool, str]) -> tuple[bool, str]:
+        missing = [why for ok, why in parts if not ok]
+        return (not missing), ("; ".join(missing) if missing else "ready")
+
+    build_extra = "install the build extra: pip install 'trtinfer[build]'"
+    engine_ok, engine_reason = _safe(lambda: trt_support.tensorrt_available(0), (False, "probe failed"))
+    finish_elsewhere = ("; build the ONNX artifact here and finish it on a GPU host with "
+                        "`trtinfer build --from-onnx DIR`")
+    stages = [
+        ("load checkpoint", need((have["torch"] and have["torchvision"], f"torch/torchvision missing ({build_extra})"))),
+        ("export", need((have["torch"] and have["torchvision"], f"torch/torchvision missing ({build_extra})"),
+                        (have["onnx"], f"onnx missing ({build_extra})"))),
+        ("FP16", need((have["onnx"], f"onnx missing ({build_extra})"),
+                      (have["ModelOpt"], f"ModelOpt missing ({build_extra})"),
+                      (have["onnxruntime"], "ONNX Runtime missing (validation runs on it)"))),
+        ("INT8", need((have["ModelOpt"], f"ModelOpt missing ({build_extra})"),
+                      (have["onnxruntime"], "ONNX Runtime missing (calibration runs on it)"))),
+        ("engine build", (engine_ok, engine_reason if engine_ok else engine_reason + finish_elsewhere)),
+        ("GPU runtime", need((engine_ok, engine_reason),
+                             (bool(cuda_py), "cuda-python missing (pip install 'trtinfer[tensorrt]')"))
+         if not engine_ok or not cuda_py else (True, engine_reason)),
+        ("CPU runtime", need((have["onnxruntime"] and cpu_provider,
+                              "ONNX Runtime with its CPU provider missing (pip install 'trtinfer[onnxruntime]')"))),
+    ]
+    report.stages = [Stage(name, bool(ready), reason) for name, (ready, reason) in stages]
+    by_stage = {s.name: s for s in report.stages}
+    report.capabilities["gpu"] = {"ready": gpu.ok, "reason": gpu.summary}
+    if not trt_ok:
+        report.capabilities["tensorrt"] = {"ready": False, "reason": trt_text}
+    elif not gpu.ok:
+        report.capabilities["tensorrt"] = {"ready": False, "reason": f"TensorRT {trt_text}, but {gpu.summary}"}
+    else:
+        report.capabilities["tensorrt"] = {"ready": True, "reason": f"TensorRT {trt_text}"}
+    for cap, names in CAPABILITIES.items():
+        if names:
+            needed = [by_stage[n] for n in names]
+            missing = [f"{st.name}: {st.reason}" for st in needed if not st.ready]
+            report.capabilities[cap] = {"ready": not missing,
+                                        "reason": "; ".join(missing) if missing else needed[-1].reason}
+    return report
+
+
+def missing_requirements(report: Report, required: list[str]) -> list[str]:
+    """One reason per required capability that this host lacks."""
+    out = []
+    for name in required:
+        ready, reason = report.capability(name)
+        if not ready:
+            out.append(f"{name}: {reason}")
+    return out

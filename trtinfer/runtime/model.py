@@ -1,0 +1,315 @@
+"""The :class:`Model` every backend shares: public methods hold the guards, backends do the work.
+
+A backend subclass implements ``_open`` (load the verified model bytes), ``_infer_impl`` (run a
+checked, C-contiguous float32 batch of any size >= 1) and ``_close_impl`` (free everything);
+``infer``, ``predict``, ``submit``, ``infer_async``, ``close`` and the statistics live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, InternalError, TrtInferError
+from ..manifest import Manifest
+from .batcher import DynamicBatcher, ModelClosedError
+from .options import RuntimeOptions
+from .stats import Stats, StatsSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """One loaded artifact on one backend. Thread-safe; use it as a context manager or ``close()`` it.
+
+    Attributes: ``backend`` (the backend's name), ``backend_reason`` (why ``load`` picked it),
+    ``manifest``, ``labels``, ``input_shape`` (``(-1, C, H, W)``), ``num_classes``,
+    ``max_chunk`` (most rows one backend run takes; larger inputs are split and reassembled),
+    ``max_batch`` (the batcher's batch size), ``concurrency`` (runs the backend overlaps).
+    """
+
+    backend = "abstract"
+    #: Whether ``infer`` takes device arrays (``__cuda_array_interface__``) without a host copy.
+    accepts_device_arrays = False
+
+    def __init__(self, artifact_dir: str | Path, manifest: Manifest, options: RuntimeOptions,
+                 model_bytes: bytes, backend_reason: str = "") -> None:
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest = manifest
+        self.options = options
+        self.backend_reason = backend_reason
+        self.row_shape: tuple[int, ...] = tuple(int(d) for d in manifest.input.shape[1:])
+        self.input_shape = (-1, *self.row_shape)
+        self.output_row_shape: tuple[int, ...] = tuple(int(d) for d in manifest.output.shape[1:])
+        self.dtype = np.dtype(np.float32)
+        self.output_dtype = np.dtype(np.float32)
+        self.max_chunk = options.chunk_size or 256
+        self.concurrency = 1
+        self.default_max_batch = 32
+        self._stats = Stats()
+        self._state = threading.Condition(threading.Lock())
+        self._active = 0
+        self._closed = False
+        self._batcher: DynamicBatcher | None = None
+        self._batcher_lock = threading.Lock()
+        self._opened = False
+        self._open(model_bytes)
+        self._opened = True
+        self._empty = np.empty((0, *self.output_row_shape), dtype=self.output_dtype)
+        self.max_batch = options.max_batch or self.default_max_batch
+
+    # -- what backends implement -------------------------------------------------------------
+    def _open(self, model_bytes: bytes) -> None:
+        raise NotImplementedError
+
+    def _infer_impl(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Run ``x`` (C-contiguous ``self.dtype``, ``len(x) >= 1``, any size); return ``(len(x), *output_row_shape)``,
+        written into ``out`` when given. Must be safe to call from ``concurrency`` threads at once."""
+        raise NotImplementedError
+
+    def _infer_device(self, x: Any, out: Any, stream: Any) -> tuple[Any, int]:
+        """Device-array inference (backends with ``accepts_device_arrays``): (result, rows)."""
+        raise NotImplementedError
+
+    def _close_impl(self) -> None:
+        raise NotImplementedError
+
+    # -- facts ------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest.num_classes)
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (f"<trtinfer.Model {self.manifest.name!r} {self.manifest.precision} backend={self.backend} "
+                f"input={list(self.input_shape)} max_batch={self.max_batch} {state}>")
+
+    # -- guards ------------------------------------------------------------------------------
+    def _enter(self) -> None:
+        with self._state:
+            if self._closed:
+                raise ModelClosedError(f"{self.manifest.name!r} is closed",
+                                       hint="load the artifact again (trtinfer.load) to run it")
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._state:
+            self._active -= 1
+            if self._active == 0 and self._closed:
+                self._state.notify_all()
+
+    def _check_host(self, x: Any) -> tuple[np.ndarray, bool]:
+        """A float32 NCHW batch (or one CHW sample) -> (C-contiguous batch, was a single sample)."""
+        if type(x) is not np.ndarray:
+            if hasattr(x, "__cuda_array_interface__"):
+                raise DataError(f"the {self.backend} backend takes host (numpy) arrays, got a device array",
+                                hint="copy it to the host first (e.g. tensor.cpu().numpy()), or load with "
+                                     "backend='tensorrt' on a GPU host for zero-copy device input")
+            x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise DataError(f"input dtype is {x.dtype}; the model takes {self.dtype} (NCHW, preprocessed)",
+                            hint="convert with x.astype(np.float32), or pass images to predict()")
+        shape = x.shape
+        if shape[1:] == self.row_shape:
+            single = False
+        elif shape == self.row_shape:
+            x = x[None]
+            single = True
+        else:
+            raise DataError(f"input shape {tuple(shape)} does not fit the model's {('N', *self.row_shape)} "
+                            f"(or one sample {self.row_shape})",
+                            hint="resize and lay images out as NCHW, or pass images to predict()")
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        return x, single
+
+    def _check_out(self, out: Any, rows: int) -> np.ndarray:
+        expected = (rows, *self.output_row_shape)
+        if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != self.output_dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            got = f"{type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}"
+            raise DataError(f"out must be a writable C-contiguous {self.output_dtype} array of shape {expected}, "
+                            f"got {got}")
+        return out
+
+    # -- inference ---------------------------------------------------------------------------
+    def infer(self, x: Any, *, out: Any = None, stream: Any = None) -> Any:
+        """Logits for a float32 NCHW batch of any size (0 included; beyond ``max_chunk`` it is split
+        and reassembled in order), or for one CHW sample (then a 1-D result).
+
+        ``out`` receives the result when given. On the TensorRT backend ``x`` and ``out`` may be
+        device arrays (``__cuda_array_interface__``) and ``stream`` the caller's CUDA stream.
+        """
+        self._enter()
+        try:
+            start = time.perf_counter()
+            if self.accepts_device_arrays and (hasattr(x, "__cuda_array_interface__")
+                                               or hasattr(out, "__cuda_array_interface__")):
+                result, rows = self._infer_device(x, out, stream)
+            else:
+                batch, single = self._check_host(x)
+                rows = batch.shape[0]
+                target = None
+                if out is not None:
+                    target = self._check_out(out[None] if single and isinstance(out, np.ndarray) else out, rows)
+                if rows == 0:
+                    result = self._empty.copy() if target is None else target
+                else:
+                    result = self._infer_impl(batch, target)
+                if out is not None:
+                    result = out
+                elif single:
+                    result = result[0]
+            self._stats.record_infer(rows, time.perf_counter() - start)
+            return result
+        finally:
+            self._leave()
+
+    def __call__(self, x: Any, **kwargs: Any) -> Any:
+        return self.infer(x, **kwargs)
+
+    def predict(self, images: Any, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """PIL images, uint8 HWC arrays or a uint8 NHWC batch -> ``[(label, probability), ...]`` per
+        image, best first, preprocessed exactly as the manifest says (the calibration's code)."""
+        from ..preprocess import preprocess
+
+        if not isinstance(top_k, int) or top_k < 1:
+            raise DataError(f"top_k={top_k!r} must be a positive integer")
+        batch = preprocess(images, self.manifest.preprocess)
+        logits = self.infer(batch)
+        return top_k_labels(logits, self.labels, top_k)
+
+    # -- batching ----------------------------------------------------------------------------
+    def _ensure_batcher(self) -> DynamicBatcher:
+        batcher = self._batcher
+        if batcher is not None:
+            return batcher
+        with self._batcher_lock:
+            if self._batcher is None:
+                if self._closed:
+                    raise ModelClosedError(f"{self.manifest.name!r} is closed",
+                                           hint="load the artifact again (trtinfer.load) to run it")
+                opts = self.options
+                self._batcher = DynamicBatcher(
+                    self._run_batch, row_shape=self.row_shape, dtype=self.dtype, max_batch=self.max_batch,
+                    max_delay_s=opts.max_delay_ms / 1e3, max_queue=opts.max_queue,
+                    timeout_s=None if opts.timeout_ms is None else opts.timeout_ms / 1e3,
+                    workers=opts.workers or self.concurrency, stats=self._stats,
+                    name=f"trtinfer-{self.backend}")
+            return self._batcher
+
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer_impl(batch, None)
+
+    def submit(self, x: Any, timeout: float | None = None) -> Future:
+        """Queue a batch (or one sample) for the dynamic batcher; the future's result holds exactly
+        this request's rows. ``timeout`` (seconds) bounds the time spent queued.
+
+        Raises at once, without queueing: DataError for a wrong shape or dtype, OverloadedError when
+        the queue is full, ModelClosedError after ``close()``. Do not modify ``x`` until the future is done.
+        """
+        if self._closed:
+            raise ModelClosedError(f"{self.manifest.name!r} is closed",
+                                   hint="load the artifact again (trtinfer.load) to run it")
+        batch, single = self._check_host(x)
+        rows = batch.shape[0]
+        if rows == 0:
+            future: Future = Future()
+            future.set_result(self._empty.copy())
+            return future
+        return (self._batcher or self._ensure_batcher()).submit(batch, rows, single, timeout)
+
+    async def infer_async(self, x: Any, timeout: float | None = None) -> Any:
+        """``await model.infer_async(x)``: :meth:`submit` for coroutines; cancelling the await
+        cancels the request if it has not started."""
+        return await asyncio.wrap_future(self.submit(x, timeout=timeout))
+
+    # -- statistics --------------------------------------------------------------------------
+    def stats(self) -> StatsSnapshot:
+        """Requests, batches, the batch-size histogram, queue depth and latency percentiles."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> None:
+        """Finish accepted requests and in-flight calls, then free every backend resource.
+
+        Idempotent; new calls and submissions fail with ModelClosedError from the moment it starts.
+        """
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        with self._batcher_lock:
+            batcher = self._batcher
+        if batcher is not None:
+            batcher.close(wait=True, timeout=timeout)
+        with self._state:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._active:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TrtInferError(f"close() timed out with {self._active} infer call(s) still running",
+                                        hint="let in-flight calls finish, or call close() without a timeout")
+                self._state.wait(remaining)
+        if self._opened:
+            self._opened = False
+            self._close_impl()
+        log.debug("closed %r", self)
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Only a warning: freeing from a finaliser can run at interpreter shutdown, when the
+        # backend's libraries may already be gone.
+        if getattr(self, "_opened", False) and not getattr(self, "_closed", True):
+            warnings.warn(f"{self!r} was never closed; call close() or use `with trtinfer.load(...)`",
+                          ResourceWarning, stacklevel=2)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64, copy=True)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def top_k_labels(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """Logits ``(N, K)`` -> per row, the ``top_k`` best ``(label, probability)``."""
+    if logits.ndim != 2:
+        raise InternalError(f"expected (N, K) logits, got shape {logits.shape}")
+    if len(labels) != logits.shape[1]:
+        raise DataError(f"the manifest lists {len(labels)} labels but the model outputs {logits.shape[1]} classes",
+                        hint="rebuild the artifact with matching --labels")
+    k = min(top_k, logits.shape[1])
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]

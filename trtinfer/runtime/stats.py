@@ -1,0 +1,161 @@
+"""Runtime statistics: counters, the batch-size histogram, queue depth and latency percentiles.
+
+One lock, taken once per direct ``infer`` call and once per batch (never per request in the
+batcher's hot path), and bounded memory: latencies live in a fixed-size ring of recent samples.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: How many recent latencies the percentiles are computed over.
+LATENCY_WINDOW = 8192
+PERCENTILES = (50.0, 90.0, 99.0)
+
+
+class _Ring:
+    """Fixed-size ring of float samples (seconds)."""
+
+    __slots__ = ("_buf", "_next", "_count")
+
+    def __init__(self, size: int) -> None:
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._next = 0
+        self._count = 0
+
+    def add(self, value: float) -> None:
+        self._buf[self._next] = value
+        self._next = (self._next + 1) % len(self._buf)
+        self._count += 1
+
+    def add_many(self, values: list[float]) -> None:
+        for v in values:
+            self.add(v)
+
+    def values(self) -> np.ndarray:
+        n = min(self._count, len(self._buf))
+        return self._buf[:n].copy()
+
+    def clear(self) -> None:
+        self._next = 0
+        self._count = 0
+
+
+def _percentiles_ms(samples: np.ndarray) -> dict[str, float]:
+    if samples.size == 0:
+        return {}
+    out = {f"p{p:g}": float(np.percentile(samples, p) * 1e3) for p in PERCENTILES}
+    out["mean"] = float(samples.mean() * 1e3)
+    out["max"] = float(samples.max() * 1e3)
+    return out
+
+
+@dataclass
+class StatsSnapshot:
+    """A consistent copy of the counters at one moment; ``as_dict()`` is JSON-ready."""
+
+    requests: int = 0          # requests accepted by submit()/infer_async()
+    completed: int = 0         # requests that got their rows
+    failed: int = 0            # requests whose batch raised
+    timed_out: int = 0         # requests dropped because their timeout passed before they ran
+    cancelled: int = 0         # requests cancelled before they ran
+    rejected: int = 0          # submit() refused: queue full (overload)
+    batches: int = 0           # batches the batcher ran
+    batch_rows: int = 0        # rows in those batches
+    infer_calls: int = 0       # direct infer() calls (the batcher's batches not included)
+    infer_rows: int = 0
+    queue_depth: int = 0       # requests waiting right now
+    max_queue_depth: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)   # rows per batch -> batches
+    request_latency_ms: dict[str, float] = field(default_factory=dict)  # submit -> result
+    infer_latency_ms: dict[str, float] = field(default_factory=dict)    # direct infer() calls
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.batch_rows / self.batches if self.batches else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
+        data["mean_batch_size"] = round(self.mean_batch_size, 3)
+        return data
+
+
+class Stats:
+    """Thread-safe counters shared by a model and its batcher."""
+
+    def __init__(self, window: int = LATENCY_WINDOW) -> None:
+        self._lock = threading.Lock()
+        self._window = window
+        self._queue_depth_fn: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        with getattr(self, "_lock", threading.Lock()):
+            self._c = Counter()
+            self._sizes: Counter[int] = Counter()
+            self._max_depth = 0
+            self._accepted = 0
+            self._request_lat = _Ring(self._window)
+            self._infer_lat = _Ring(self._window)
+
+    def bind_queue_depth(self, fn: Any) -> None:
+        """Read the live queue depth from the batcher when a snapshot is taken."""
+        self._queue_depth_fn = fn
+
+    # -- recording (hot paths) -----------------------------------------------------------------
+    def record_infer(self, rows: int, seconds: float) -> None:
+        with self._lock:
+            self._c["infer_calls"] += 1
+            self._c["infer_rows"] += rows
+            self._infer_lat.add(seconds)
+
+    def record_accepted(self, depth: int) -> None:
+        # Called with the batcher's lock held, which serialises every writer of these two fields.
+        self._accepted += 1
+        if depth > self._max_depth:
+            self._max_depth = depth
+
+    def record_rejected(self) -> None:
+        with self._lock:
+            self._c["rejected"] += 1
+
+    def record_dropped(self, timed_out: int = 0, cancelled: int = 0) -> None:
+        if timed_out or cancelled:
+            with self._lock:
+                self._c["timed_out"] += timed_out
+                self._c["cancelled"] += cancelled
+
+    def record_batch(self, rows: int, latencies: list[float], ok: bool) -> None:
+        with self._lock:
+            self._c["batches"] += 1
+            self._c["batch_rows"] += rows
+            self._sizes[rows] += 1
+            if ok:
+                self._c["completed"] += len(latencies)
+                self._request_lat.add_many(latencies)
+            else:
+                self._c["failed"] += len(latencies)
+
+    # -- reading -------------------------------------------------------------------------------
+    def snapshot(self) -> StatsSnapshot:
+        depth = int(self._queue_depth_fn()) if self._queue_depth_fn is not None else 0
+        with self._lock:
+            c = dict(self._c)
+            sizes = dict(self._sizes)
+            req = self._request_lat.values()
+            inf = self._infer_lat.values()
+            max_depth = self._max_depth
+            accepted = self._accepted
+        return StatsSnapshot(
+            requests=accepted, completed=c.get("completed", 0), failed=c.get("failed", 0),
+            timed_out=c.get("timed_out", 0), cancelled=c.get("cancelled", 0), rejected=c.get("rejected", 0),
+            batches=c.get("batches", 0), batch_rows=c.get("batch_rows", 0), infer_calls=c.get("infer_calls", 0),
+            infer_rows=c.get("infer_rows", 0), queue_depth=depth, max_queue_depth=max(max_depth, depth),
+            batch_sizes=sizes, request_latency_ms=_percentiles_ms(req), infer_latency_ms=_percentiles_ms(inf),
+        )

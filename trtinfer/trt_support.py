@@ -1,0 +1,277 @@
+"""TensorRT and CUDA facts shared by the engine build and the runtime.
+
+Everything here imports TensorRT and cuda-python lazily, so ``import trtinfer`` and
+``trtinfer --help`` work on hosts without either. Failures become :class:`BackendUnavailable`
+with one line saying what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, BackendUnavailable
+from .manifest import PLAN_NAME, Manifest
+
+log = logging.getLogger(__name__)
+
+MIN_TENSORRT_MAJOR = 10
+INSTALL_HINT = ("on a Linux host with an NVIDIA GPU and driver: pip install 'trtinfer[tensorrt]' "
+                "(TensorRT 10 or 11 and cuda-python); `trtinfer doctor` shows what is missing")
+REBUILD_HINT = "rebuild with `trtinfer build --from-onnx {dir}`"
+_CUDA_SUCCESS = 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- TensorRT ------------------------------------------------------------------------------
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or BackendUnavailable saying why it cannot be used here."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) in ("tensorrt", "tensorrt_bindings")
+        what = "TensorRT is not installed" if missing else f"TensorRT cannot be imported ({_one_line(exc)})"
+        raise BackendUnavailable(what, hint=INSTALL_HINT) from exc
+    except Exception as exc:  # the bindings exist but libnvinfer cannot be loaded
+        raise BackendUnavailable(f"TensorRT is installed but its libraries cannot be loaded ({_one_line(exc)})",
+                                 hint="install the TensorRT libraries matching the Python bindings "
+                                      "(pip install 'trtinfer[tensorrt]')") from exc
+    version = str(getattr(tensorrt, "__version__", "0"))
+    if tensorrt_major(version) < MIN_TENSORRT_MAJOR:
+        raise BackendUnavailable(f"TensorRT {version} is too old; trtinfer needs TensorRT {MIN_TENSORRT_MAJOR} or newer",
+                                 hint="pip install -U 'trtinfer[tensorrt]'")
+    return tensorrt
+
+
+def tensorrt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def trt_version() -> str:
+    return str(import_tensorrt().__version__)
+
+
+_LOGGER_LOCK = threading.Lock()
+_LOGGER: Any = None
+_RECENT_ERRORS = 20
+_MAX_REMEMBERED_WARNINGS = 2048
+
+
+def trt_logger() -> Any:
+    """The one TensorRT ILogger of this process, bridged to Python ``logging``.
+
+    It never raises into TensorRT, reports each distinct warning once, and remembers the last
+    errors so a failed build can say why (``trt_logger().drain_errors()``).
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None:
+            _LOGGER = _make_logger(import_tensorrt())
+        return _LOGGER
+
+
+def _make_logger(trt: Any) -> Any:
+    severity = trt.ILogger.Severity
+    levels = {
+        severity.INTERNAL_ERROR: logging.CRITICAL,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
+        severity.INFO: logging.DEBUG,  # TensorRT's INFO is build chatter
+        severity.VERBOSE: logging.DEBUG,
+    }
+    trt_log = logging.getLogger("trtinfer.tensorrt")
+
+    class LoggingBridge(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self._lock = threading.Lock()
+            self._warned: set[str] = set()
+            self._errors: collections.deque[str] = collections.deque(maxlen=_RECENT_ERRORS)
+
+        def log(self, sev: Any, msg: str) -> None:  # called by TensorRT, from any thread
+            try:
+                level = levels.get(sev, logging.DEBUG)
+                text = str(msg)
+                with self._lock:
+                    if level >= logging.ERROR:
+                        self._errors.append(text)
+                    elif level == logging.WARNING:
+                        if text in self._warned:
+                            return
+                        if len(self._warned) < _MAX_REMEMBERED_WARNINGS:
+                            self._warned.add(text)
+                if trt_log.isEnabledFor(level):
+                    trt_log.log(level, "%s", text)
+            except Exception:  # never raise into TensorRT
+                pass
+
+        def drain_errors(self) -> list[str]:
+            with self._lock:
+                errors = list(self._errors)
+                self._errors.clear()
+            return errors
+
+    return LoggingBridge()
+
+
+# -- CUDA ------------------------------------------------------------------------------------
+def _import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python 12.x layout
+        except ImportError as exc:
+            raise BackendUnavailable("cuda-python is not installed", hint=INSTALL_HINT) from exc
+    return cudart
+
+
+def cuda_error_name(cudart: Any, err: Any) -> str:
+    try:
+        status, name = cudart.cudaGetErrorName(err)
+        if int(status) == _CUDA_SUCCESS:
+            return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:
+        pass
+    return str(getattr(err, "name", err))
+
+
+def cuda_call(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack cuda-python's ``(err, *values)``; a failure raises BackendUnavailable naming the error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != _CUDA_SUCCESS:
+        raise BackendUnavailable(f"{what} failed: {cuda_error_name(cudart, err)}", hint=INSTALL_HINT)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def format_cuda_version(value: int) -> str:
+    """cudaDriverGetVersion's 12040 -> ``"12.4"``."""
+    value = int(value)
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def cuda_versions() -> dict[str, str | None]:
+    """CUDA versions the driver supports and the CUDA runtime library provides (None: unknown)."""
+    cudart = _import_cudart()
+    out: dict[str, str | None] = {"driver": None, "runtime": None}
+    try:
+        driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
+        out["driver"] = format_cuda_version(driver) if driver else None
+    except Exception:
+        pass
+    try:
+        out["runtime"] = format_cuda_version(cuda_call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+    except Exception:
+        pass
+    return out
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices; raises BackendUnavailable saying why there are none."""
+    cudart = _import_cudart()
+    try:
+        driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
+    except Exception:
+        driver = None
+    if not driver:
+        raise BackendUnavailable("no NVIDIA GPU: the NVIDIA driver is not loaded on this host",
+                                 hint="run on a host with an NVIDIA GPU and driver (nvidia-smi must work)")
+    result = cudart.cudaGetDeviceCount()
+    if int(result[0]) != _CUDA_SUCCESS or not result[1]:
+        why = cuda_error_name(cudart, result[0]) if int(result[0]) != _CUDA_SUCCESS else "no device"
+        raise BackendUnavailable(f"no NVIDIA GPU visible to CUDA ({why})",
+                                 hint="check nvidia-smi and CUDA_VISIBLE_DEVICES")
+    return int(result[1])
+
+
+def gpu_info(device: int = 0) -> dict[str, Any]:
+    """``{"name", "compute_capability" ("9.0"), "driver" (CUDA version the driver supports), ...}``."""
+    cudart = _import_cudart()
+    count = gpu_count()
+    if not 0 <= device < count:
+        raise BackendUnavailable(f"GPU {device} does not exist; this host has {count} GPU(s) (0..{count - 1})",
+                                 hint="pass --device with one of those indices")
+    prop = cuda_call(cudart, cudart.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
+    name = prop.name
+    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
+    driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
+    return {
+        "name": name.rstrip("\x00").strip(),
+        "compute_capability": f"{prop.major}.{prop.minor}",
+        "driver": format_cuda_version(driver),
+        "memory_mib": int(prop.totalGlobalMem) // (1 << 20),
+        "device": device,
+    }
+
+
+def set_device(device: int) -> None:
+    """Make ``device`` current for this thread (the builder and runtime use the current device)."""
+    cudart = _import_cudart()
+    cuda_call(cudart, cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
+
+
+# -- availability and compatibility ------------------------------------------------------------
+def tensorrt_available(device: int = 0) -> tuple[bool, str]:
+    """Whether TensorRT can build and run engines here, and why (not)."""
+    problems = []
+    gpu = None
+    try:
+        gpu = gpu_info(device)
+    except BackendUnavailable as exc:
+        problems.append(exc.message)
+    except Exception as exc:
+        problems.append(f"GPU probe failed ({_one_line(exc)})")
+    version = None
+    try:
+        version = trt_version()
+    except BackendUnavailable as exc:
+        problems.append(exc.message)
+    except Exception as exc:
+        problems.append(f"TensorRT probe failed ({_one_line(exc)})")
+    if problems:
+        return False, "; ".join(problems)
+    return True, f"TensorRT {version} on {gpu['name']} (compute capability {gpu['compute_capability']})"
+
+
+def check_plan_compatible(manifest: Manifest, trt_version: str, gpu_name: str, compute_capability: str,
+                          artifact_dir: str | Path | None = None) -> None:
+    """Refuse a plan built for another TensorRT version or GPU architecture, in one line.
+
+    Engines are tied to the exact TensorRT version and the compute capability they were built on
+    (trtinfer never builds version- or hardware-compatible engines: they embed host code). A
+    different GPU model of the same compute capability loads, with a warning.
+    """
+    where = str(artifact_dir) if artifact_dir is not None else "DIR"
+    hint = REBUILD_HINT.format(dir=where)
+    engine = manifest.engine or {}
+    built_trt = engine.get("tensorrt_version")
+    built_cc = engine.get("compute_capability")
+    built_gpu = engine.get("gpu_name") or "unknown GPU"
+    if not built_trt or not built_cc:
+        raise ArtifactError(f"the manifest of {manifest.name!r} has no engine record, so its {PLAN_NAME} "
+                            "cannot be checked against this host", hint=hint)
+    mismatches = []
+    if str(built_trt) != str(trt_version):
+        mismatches.append(f"TensorRT {built_trt} (this host has TensorRT {trt_version})")
+    if str(built_cc) != str(compute_capability):
+        mismatches.append(f"compute capability {built_cc}, {built_gpu} (this host's GPU is "
+                          f"compute capability {compute_capability}, {gpu_name})")
+    if mismatches:
+        raise ArtifactError(f"{PLAN_NAME} of {manifest.name!r} was built for " + " and ".join(mismatches)
+                            + "; a TensorRT engine only runs where it was built", hint=hint)
+    if built_gpu != gpu_name:
+        log.warning("%s of %r was built on %s and is loaded on %s (same compute capability %s); it runs, "
+                    "but its kernels were timed on the other GPU: %s for best speed",
+                    PLAN_NAME, manifest.name, built_gpu, gpu_name, compute_capability, hint)
