@@ -1,0 +1,238 @@
+"""Runtime benchmark: the two CPU ratios of the runtime issue, and the GPU figures where a GPU is.
+
+    python -m trtinfer.benchmarks.runtime_bench ARTIFACT_DIR [--json results.json]
+
+(a) batching: 64 client threads each submitting single images through ``submit`` (max_batch 32)
+    against direct ``infer`` calls on full batches of 32, same artifact, backend and run; the
+    ratio of their throughputs (target >= 0.80).
+(b) overhead: ``model.infer`` at batch 1 against a bare ``onnxruntime.InferenceSession.run`` on
+    the same model bytes with the same session options (target < 10 %).
+(c) on a GPU host with TensorRT: ``infer`` throughput at batch 128 against the engine's own
+    compute time per batch (CUDA events around ``execute_async_v3`` alone; target within 5 %),
+    and host-to-device bandwidth from pinned buffers.
+
+Measurements alternate in short rounds so drift on a shared machine hits both sides alike;
+ratios use the median round. Progress goes to stderr, the results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_BATCHING = 0.80
+TARGET_OVERHEAD = 0.10
+TARGET_GPU = 0.05
+
+
+def progress(message: str) -> None:
+    print(f"[runtime_bench] {message}", file=sys.stderr, flush=True)
+
+
+def _inputs(model: Any, rows: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((rows, *model.row_shape), dtype=np.float32)
+
+
+# -- (a) dynamic batching vs direct full batches ----------------------------------------------------
+def direct_throughput(model: Any, batch: np.ndarray, seconds: float) -> float:
+    rows = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        model.infer(batch)
+        rows += len(batch)
+        now = time.perf_counter()
+        if now >= end:
+            return rows / (now - start)
+
+
+def batched_throughput(model: Any, images: np.ndarray, clients: int, seconds: float) -> tuple[float, float]:
+    """Rows/s with ``clients`` threads each submitting one image at a time; and the mean batch size."""
+    before = model.stats()
+    stop = threading.Event()
+    counts = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def client(i: int) -> None:
+        x = images[i % len(images)][None]
+        n = 0
+        barrier.wait()
+        while not stop.is_set():
+            model.submit(x).result()
+            n += 1
+        counts[i] = n
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    after = model.stats()
+    batches = after.batches - before.batches
+    mean_batch = (after.batch_rows - before.batch_rows) / batches if batches else 0.0
+    return sum(counts) / elapsed, mean_batch
+
+
+def bench_batching(model: Any, clients: int, rounds: int, seconds: float) -> dict[str, Any]:
+    full = _inputs(model, model.max_batch, seed=1)
+    images = _inputs(model, clients, seed=2)
+    model.infer(full)
+    model.submit(images[0][None]).result()
+    direct, batched, sizes = [], [], []
+    for r in range(rounds):
+        direct.append(direct_throughput(model, full, seconds))
+        rate, mean_batch = batched_throughput(model, images, clients, seconds)
+        batched.append(rate)
+        sizes.append(mean_batch)
+        progress(f"batching round {r + 1}/{rounds}: direct {direct[-1]:.0f} img/s, "
+                 f"{clients} clients {rate:.0f} img/s (mean batch {mean_batch:.1f})")
+    ratios = [b / d for b, d in zip(batched, direct)]
+    return {
+        "clients": clients, "max_batch": model.max_batch, "max_delay_ms": model.options.max_delay_ms,
+        "direct_img_s": statistics.median(direct), "batched_img_s": statistics.median(batched),
+        "mean_batch_size": statistics.median(sizes), "ratio_rounds": ratios,
+        "ratio": statistics.median(ratios), "target": TARGET_BATCHING,
+    }
+
+
+# -- (b) per-call overhead at batch 1 ----------------------------------------------------------
+def bench_overhead(model: Any, artifact: Path, rounds: int, calls: int) -> dict[str, Any] | None:
+    if model.backend != "onnxruntime":
+        return None
+    import onnxruntime as ort
+
+    from trtinfer.runtime.onnxrt import make_session_options
+
+    data = (artifact / "model.onnx").read_bytes()
+    bare = ort.InferenceSession(data, sess_options=make_session_options(model.threads, model.options.spin),
+                                providers=["CPUExecutionProvider"])
+    input_name = bare.get_inputs()[0].name
+    x = _inputs(model, 1, seed=3)
+    feed = {input_name: x}
+    for _ in range(20):
+        bare.run(None, feed)
+        model.infer(x)
+    bare_times, model_times = [], []
+    for r in range(rounds):
+        # alternate short blocks: drift on a shared machine then hits both sides alike
+        start = time.perf_counter()
+        for _ in range(calls):
+            bare.run(None, feed)
+        bare_times.append((time.perf_counter() - start) / calls)
+        start = time.perf_counter()
+        for _ in range(calls):
+            model.infer(x)
+        model_times.append((time.perf_counter() - start) / calls)
+    pairs = [m / b - 1.0 for m, b in zip(model_times, bare_times)]
+    bare_s, model_s = statistics.median(bare_times), statistics.median(model_times)
+    overhead = statistics.median(pairs)
+    progress(f"overhead: bare run {bare_s * 1e6:.1f} us, model.infer {model_s * 1e6:.1f} us per call "
+             f"-> {overhead * 100:+.2f} %")
+    del bare
+    return {"bare_run_us": bare_s * 1e6, "infer_us": model_s * 1e6, "overhead": overhead,
+            "overhead_rounds": pairs, "target": TARGET_OVERHEAD}
+
+
+# -- (c) GPU --------------------------------------------------------------------------------------
+def bench_gpu(artifact: Path, seconds: float) -> dict[str, Any] | None:
+    try:
+        import trtinfer
+        model = trtinfer.load(artifact, backend="tensorrt")
+    except Exception as exc:  # no plan, no TensorRT or no GPU here
+        progress(f"GPU figures skipped: {exc}")
+        return {"skipped": str(exc)}
+    with model:
+        rows = min(128, model.max_chunk)
+        x = _inputs(model, rows, seed=4)
+        model.infer(x)
+        rate = direct_throughput(model, x, seconds)
+        compute_ms = model.compute_time_ms(rows)
+        per_batch_ms = rows / rate * 1e3
+        h2d = model.h2d_bandwidth_gbs()
+    gap = per_batch_ms / compute_ms - 1.0
+    progress(f"GPU: infer at batch {rows}: {per_batch_ms:.3f} ms/batch, engine compute {compute_ms:.3f} ms "
+             f"-> {gap * 100:+.1f} %; pinned H2D {h2d:.1f} GB/s")
+    return {"batch": rows, "infer_ms_per_batch": per_batch_ms, "compute_ms_per_batch": compute_ms,
+            "gap": gap, "target": TARGET_GPU, "h2d_pinned_gb_s": h2d}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trtinfer.benchmarks.runtime_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--backend", default="auto", help="CPU backend for (a) and (b) (default: auto)")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-delay-ms", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one batching measurement")
+    parser.add_argument("--calls", type=int, default=200, help="batch-1 calls per overhead round")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    import trtinfer
+    from trtinfer.errors import TrtInferError
+
+    backend = args.backend
+    if backend in ("auto", "tensorrt"):
+        backend = trtinfer.runtime.choose_backend(trtinfer.Manifest.read(args.artifact), args.artifact, "auto",
+                                                  trtinfer.runtime.RuntimeOptions())[0]
+        if backend == "tensorrt":
+            backend = "onnxruntime"  # (a) and (b) are the CPU figures; (c) measures the GPU
+    options: dict[str, Any] = {"max_batch": args.max_batch, "threads": args.threads}
+    if args.max_delay_ms is not None:
+        options["max_delay_ms"] = args.max_delay_ms
+    results: dict[str, Any] = {"artifact": str(args.artifact), "backend": backend}
+    try:
+        progress(f"loading {args.artifact} on {backend}")
+        with trtinfer.load(args.artifact, backend=backend, **options) as model:
+            results["threads"] = getattr(model, "threads", None)
+            progress(f"(a) {args.clients} clients x single images vs direct batches of {args.max_batch}")
+            results["batching"] = bench_batching(model, args.clients, args.rounds, args.seconds)
+            progress("(b) per-call overhead at batch 1")
+            results["overhead"] = bench_overhead(model, args.artifact, args.rounds * 4, args.calls)
+        progress("(c) GPU")
+        results["gpu"] = bench_gpu(args.artifact, args.seconds)
+    except TrtInferError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 1
+
+    b = results["batching"]
+    print(f"batching ratio ({args.clients} clients via submit / direct infer at {args.max_batch}): "
+          f"{b['ratio']:.3f}  [{b['batched_img_s']:.0f} / {b['direct_img_s']:.0f} img/s; target >= {TARGET_BATCHING}]"
+          f"  {'OK' if b['ratio'] >= TARGET_BATCHING else 'MISSED'}")
+    o = results["overhead"]
+    if o is not None:
+        print(f"infer overhead at batch 1 vs bare InferenceSession.run: {o['overhead'] * 100:+.2f} %  "
+              f"[{o['infer_us']:.1f} vs {o['bare_run_us']:.1f} us; target < {TARGET_OVERHEAD * 100:.0f} %]"
+              f"  {'OK' if o['overhead'] < TARGET_OVERHEAD else 'MISSED'}")
+    else:
+        print(f"infer overhead: not measured ({backend} has no bare InferenceSession to compare with)")
+    g = results.get("gpu") or {}
+    if "gap" in g:
+        print(f"GPU infer at batch {g['batch']} vs engine compute: {g['gap'] * 100:+.1f} % "
+              f"[target within {TARGET_GPU * 100:.0f} %]; pinned H2D {g['h2d_pinned_gb_s']:.1f} GB/s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        progress(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
