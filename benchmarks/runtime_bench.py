@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import trtinfer
+    import trtinfer.runtime
     from trtinfer.errors import TrtInferError
 
     backend = args.backend

@@ -15,7 +15,7 @@ CIFAR100 = (
     "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
     "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
     "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
-    "tractor train tulip turtle wardrobe whale willow_tree wolf woman worm"
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
 ).split()
 
 

@@ -1,0 +1,78 @@
+"""`pip install .` (not editable) installs only the `trtinfer` namespace, and the runtime stays lean."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(REPO)], check=True, capture_output=True)
+    return next(out.glob("trtinfer-*.whl"))
+
+
+def test_wheel_has_only_the_trtinfer_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"trtinfer", next(t for t in tops if t.endswith(".dist-info"))}
+    for sub in ("builders", "calibration", "benchmarks", "runtime", "commands"):
+        assert f"trtinfer/{sub}/__init__.py" in names
+    assert "trtinfer/builders/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "trtinfer = trtinfer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_installed_wheel_imports_from_anywhere(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    assert not any((target / n).exists() for n in ("builders", "calibration", "benchmarks"))
+    code = ("import trtinfer, trtinfer.builders.checkpoint, trtinfer.calibration.cifar, trtinfer.benchmarks, sys;"
+            "print(trtinfer.__file__)\n"
+            "import importlib.util as u; print(all(u.find_spec(n) is None for n in ('builders','calibration','benchmarks')))")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    first, second = proc.stdout.split()
+    assert first.startswith(str(target)) and second == "True"
+
+
+def test_runtime_import_is_lean():
+    code = ("import sys, trtinfer, trtinfer.runtime, trtinfer.preprocess, trtinfer.manifest;"
+            "heavy = [m for m in ('torch', 'torchvision', 'modelopt', 'onnx', 'tensorrt', 'rich') if m in sys.modules];"
+            "print(','.join(heavy))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ""
+
+
+def test_cli_help_and_version_without_heavy_imports():
+    code = ("import sys; from trtinfer.cli import main; rc = main(['--help']); "
+            "print('HEAVY', [m for m in ('torch', 'modelopt', 'tensorrt') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stdout
+    for cmd in ("build", "inspect"):
+        assert cmd in proc.stdout
+    exe = Path(sys.executable).with_name("trtinfer")
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("trtinfer, version ")
+    for cmd in ("build", "inspect", "calib", "doctor"):
+        help_text = subprocess.run([str(exe), cmd, "--help"], capture_output=True, text=True)
+        assert help_text.returncode == 0, help_text.stderr
+        assert "Usage: trtinfer " + cmd in help_text.stdout
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "<!-- test-command -->" in readme and "test-command" in ci
+    block = readme.split("<!-- test-command -->", 1)[1].split("```")[1]
+    assert block.strip().splitlines()[-1] == "bash scripts/test.sh"
