@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 
 from trtinfer import trt_support
 from trtinfer.atomic import StagedDirectories, atomic_file
-from trtinfer.errors import ArtifactError, TrtInferError
+from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.hashing import sha256_file
 from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
 
@@ -39,7 +39,7 @@ DEFAULT_OPT_LEVEL = 3  # TensorRT's own default
 MIN_OPT_LEVEL, MAX_OPT_LEVEL = 0, 5
 CACHE_DIR_NAME = "trtinfer"
 TIMING_CACHE_DIR = "timing-cache"
-Progress = Callable[[str], None]
+Progress = Any  # a callable taking one message, or a Reporter (its ``info`` is used)
 
 
 class EngineBuildError(TrtInferError):
@@ -117,11 +117,11 @@ def tensor_precision(description: Any) -> str | None:
     return None
 
 
-def _tensor_type(tensor: Any) -> str | None:
-    if not isinstance(tensor, dict):
+def _tensor_type(record: Any) -> str | None:
+    if not isinstance(record, dict):
         return None
     for key in ("DataType", "Format/Datatype", "Format"):
-        found = tensor_precision(tensor.get(key))
+        found = tensor_precision(record.get(key))
         if found:
             return found
     return None
@@ -312,7 +312,8 @@ class EngineBuild:
 def _say(progress: Progress | None, message: str) -> None:
     log.info("%s", message)
     if progress is not None:
-        progress(message)
+        emit = getattr(progress, "info", None)
+        (emit if callable(emit) else progress)(message)
 
 
 def _create_network(trt: Any, builder: Any) -> Any:
@@ -335,7 +336,7 @@ def _parse_onnx(trt: Any, network: Any, onnx_path: Path) -> Any:
 
 def _check_network_input(network: Any, manifest: Manifest) -> None:
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    names = [t.name for t in inputs]
+    names = [tensor.name for tensor in inputs]
     if manifest.input.name not in names:
         raise EngineBuildError(f"model.onnx has inputs {names}, the manifest says {manifest.input.name!r}",
                                hint="rebuild the artifact with `trtinfer build`")
@@ -373,7 +374,11 @@ def _load_timing_cache(config: Any, path: Path) -> tuple[Any, bool]:
             data = path.read_bytes()
         except OSError as exc:
             log.warning("cannot read timing cache %s (%s); starting a new one", path, exc)
-    cache = config.create_timing_cache(data)
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception as exc:  # a corrupt file may raise rather than return None
+        log.debug("create_timing_cache: %s", exc)
+        cache = None
     if cache is None and data:
         log.warning("timing cache %s is unreadable; starting a new one", path)
         data, cache = b"", config.create_timing_cache(b"")
@@ -419,6 +424,11 @@ def build_engine(artifact_dir: str | Path, settings: EngineBuildSettings, progre
     """Build (but do not write) the engine of an artifact on the settings' GPU."""
     artifact_dir = Path(artifact_dir)
     manifest = manifest or read_artifact_for_engine(artifact_dir)
+    ready, reason = trt_support.tensorrt_available(settings.device)
+    if not ready:
+        raise BackendUnavailable(f"the TensorRT engine stage cannot run here: {reason}",
+                                 hint=f"run `trtinfer doctor`; on a GPU host with TensorRT run "
+                                      f"`trtinfer build --from-onnx {artifact_dir}`")
     trt = trt_support.import_tensorrt()
     gpu = trt_support.gpu_info(settings.device)
     trt_support.set_device(settings.device)
@@ -454,12 +464,62 @@ def build_engine(artifact_dir: str | Path, settings: EngineBuildSettings, progre
                        timing_cache=cache_path, timing_cache_reused=reused)
 
 
-def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings,
-                               progress: Progress | None = None) -> dict[str, Any]:
+@dataclass
+class EngineEvaluation:
+    """Preprocessed evaluation images to run the new engine on, and the accuracy-guard settings."""
+
+    x: Any  # float32 N x C x H x W, preprocessed with the artifact's preprocessing
+    labels: Any  # int N
+    source: str = ""
+    max_drop: float | None = None  # top-1 points the engine may lose against its own ONNX model
+    allow: bool = False  # keep an engine that fails the guard (recorded as allowed)
+
+
+def _engine_drop_limit(precision: str, max_drop: float | None) -> float | None:
+    """The guard's allowance; an FP32 engine may use TF32 tensor cores (TensorRT's default), so it is
+    held to the FP16 allowance rather than to an exact match."""
+    if max_drop is not None or precision != "fp32":
+        return max_drop
+    from .evaluate import FP16_MAX_DROP
+
+    return FP16_MAX_DROP
+
+
+def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvaluation, device: int = 0,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Run the artifact's engine through the runtime and its ONNX model through ONNX Runtime on the same
+    images; the accuracy guard applies to the engine's top-1 against the ONNX model's."""
+    import numpy as np
+
+    from trtinfer.runtime import load
+
+    from .evaluate import AccuracyGuard, compare, run_onnx
+
+    x = np.ascontiguousarray(evaluation.x, dtype=np.float32)
+    _say(progress, f"engine: evaluating on {len(x)} images ({evaluation.source or 'evaluation set'})")
+    reference = run_onnx(directory / ONNX_NAME, x)
+    started = time.perf_counter()
+    with load(directory, backend="tensorrt", device=device) as model:
+        logits = np.asarray(model.infer(x), dtype=np.float32)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {"checked": True, "reference": "onnxruntime (same artifact)",
+                              "source": evaluation.source, **compare(reference, logits, evaluation.labels),
+                              "engine_seconds": round(seconds, 3)}
+    AccuracyGuard().check(result, manifest.precision, _engine_drop_limit(manifest.precision, evaluation.max_drop),
+                          evaluation.allow)
+    _say(progress, f"engine: top-1 {100 * result['top1']:.2f}% vs ONNX Runtime {100 * result['top1_reference']:.2f}%, "
+                   f"agreement {100 * result['top1_agreement']:.2f}%, max |diff| {result['max_abs_diff']:.3g}")
+    return result
+
+
+def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings, progress: Progress | None = None,
+                               evaluation: EngineEvaluation | None = None) -> dict[str, Any]:
     """Build ``model.plan`` into an artifact directory, atomically, and return the manifest's engine section.
 
     The directory is replaced as a whole (old plan and manifest, or new ones, never a mix); the
-    manifest keeps its precision and gains ``engine`` and a sha256 for ``model.plan``.
+    manifest keeps its precision and gains ``engine`` and a sha256 for ``model.plan``. With
+    ``evaluation``, the staged engine is run through the runtime and compared with ONNX Runtime
+    before anything is committed (``engine["evaluation"]``); a failed accuracy guard writes nothing.
     """
     artifact_dir = Path(artifact_dir)
     manifest = read_artifact_for_engine(artifact_dir)
@@ -479,9 +539,56 @@ def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings
         manifest.engine = section
         manifest.versions["tensorrt"] = built.tensorrt_version
         manifest.write(staged)
+        if evaluation is not None:
+            section["evaluation"] = evaluate_engine(staged, manifest, evaluation, settings.device, progress)
+            manifest.write(staged)
         staging.commit()
     _say(progress, f"engine: wrote {artifact_dir / PLAN_NAME} ({section['plan_bytes'] / 2**20:.1f} MiB)")
     return section
+
+
+def load_eval_set(path: str | Path, manifest: Manifest, limit: int | None = None) -> EngineEvaluation:
+    """Labelled images (CIFAR folder, image folder, .npz ...) preprocessed the artifact's way."""
+    try:
+        from trtinfer.calibration.sources import load_labeled
+    except ImportError:
+        from trtinfer.calibration.cifar import load_cifar as load_labeled
+    from trtinfer.preprocess import preprocess
+
+    data = load_labeled(path, split="test")
+    images, labels = data.images, data.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return EngineEvaluation(x=preprocess(images, manifest.preprocess), labels=labels, source=str(data.source))
+
+
+def finish_from_onnx(artifact_dir: str | Path, settings: EngineBuildSettings | None = None, *,
+                     eval_data: str | Path | None = None, eval_samples: int | None = None,
+                     max_accuracy_drop: float | None = None, allow_accuracy_drop: bool = False,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """``trtinfer build --from-onnx DIR``: finish on a GPU host what a CPU host started.
+
+    Everything checkable without a GPU (the artifact, its files, the evaluation data) is checked
+    first; then the engine is built, evaluated when ``eval_data`` is given, and committed.
+    """
+    artifact_dir = Path(artifact_dir)
+    settings = settings or EngineBuildSettings()
+    manifest = read_artifact_for_engine(artifact_dir)
+    evaluation = None
+    if eval_data is not None:
+        evaluation = load_eval_set(eval_data, manifest, eval_samples)
+        evaluation.max_drop, evaluation.allow = max_accuracy_drop, allow_accuracy_drop
+    return build_engine_into_artifact(artifact_dir, settings, progress=progress, evaluation=evaluation)
+
+
+def __getattr__(name: str) -> Any:
+    """The click helpers live in trtinfer/commands/engine_options.py (click stays out of this module)."""
+    if name in ("engine_options", "settings_from_options", "pop_engine_options"):
+        from trtinfer.commands import engine_options as options
+
+        return {"engine_options": options.engine_options, "settings_from_options": options.engine_settings_from_options,
+                "pop_engine_options": options.pop_engine_options}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plan_matches_manifest(artifact_dir: str | Path) -> bool:
@@ -501,5 +608,5 @@ def describe_engine(section: dict[str, Any]) -> Iterable[str]:
     yield "batch profiles: " + ", ".join(f"{p['min']}:{p['opt']}:{p['max']}" for p in profiles)
     layers = section.get("layer_precisions") or {}
     yield "layers: " + ", ".join(f"{n} {p}" for p, n in layers.items())
-    cache = section.get("timing_cache") or {}
-    yield f"timing cache: {cache.get('path')} ({'reused' if cache.get('reused') else 'new'})"
+    timing = section.get("timing_cache") or {}
+    yield f"timing cache: {timing.get('path')} ({'reused' if timing.get('reused') else 'new'})"

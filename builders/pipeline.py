@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trtinfer._version import __version__
 from trtinfer.atomic import StagedDirectories
 from trtinfer.errors import TrtInferError
 from trtinfer.labels import resolve_labels
 from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, TensorSpec
-from trtinfer.preprocess import make_spec, preprocess
+from trtinfer.preprocess import make_spec
 from trtinfer.versions import library_versions
 
 from .report import Reporter
@@ -68,18 +66,6 @@ def artifact_name(opts: BuildOptions, precision: str) -> str:
     base = opts.name or opts.checkpoint.stem
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
     return f"{base}-{precision}"
-
-
-def _load_eval(path: Path, spec: PreprocessSpec, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        from trtinfer.calibration.sources import load_labeled
-    except ImportError:
-        from trtinfer.calibration.cifar import load_cifar as load_labeled
-    data = load_labeled(path, split="test")
-    images, labels = data.images, data.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    return preprocess(images, spec), labels, data.source
 
 
 class Builder:
@@ -138,19 +124,31 @@ class Builder:
         labels = resolve_labels(opts.labels, match.num_classes)
         if opts.labels is None:
             self.report.warn(f"assumed labels {labels[:3] + ['...'] if len(labels) > 3 else labels} (--labels)")
-        eval_x = eval_y = None
-        eval_source = None
+        input_shape = [-1, 3, spec.input_size, spec.input_size]
+        calib = None
+        if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
+            from .reduced import calibration_set
+
+            calib = calibration_set(self, spec, input_shape)
+        eval_set = None
         if opts.eval_data is not None:
-            eval_x, eval_y, eval_source = _load_eval(opts.eval_data, spec, opts.eval_samples)
-            self.report.info(f"evaluation set: {len(eval_x)} labelled images from {eval_source}")
+            from trtinfer.calibration.calibset import make_eval_set
+
+            with self.report.tracker("evaluation set") as update:
+                eval_set = make_eval_set(opts.eval_data, spec, exclude=calib, labels=labels,
+                                         limit=opts.eval_samples, seed=opts.seed, progress=update)
+            for w in eval_set.warnings:
+                self.report.warn(w)
+            self.report.info(f"evaluation set: {len(eval_set)} labelled images from {eval_set.source} "
+                             f"({eval_set.split} split)")
 
         work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
         try:
-            return self._build_in(work, ckpt, match, model, reference, spec, labels, eval_x, eval_y, eval_source)
+            return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _build_in(self, work, ckpt, match, model, reference, spec, labels, eval_x, eval_y, eval_source) -> list[Path]:
+    def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set) -> list[Path]:
         from .export import export_onnx
         from .validate import validate_export
 
@@ -159,6 +157,8 @@ class Builder:
         with self.report.timed("exporting ONNX (dynamic batch, input 'input', output 'logits')") as facts:
             export_facts = export_onnx(model, fp32_path, spec.input_size, opset=opts.opset)
         export_facts["seconds"] = facts["seconds"]
+        eval_x = None if eval_set is None else eval_set.x
+        eval_y = None if eval_set is None else eval_set.labels
         samples = 0 if eval_x is None else len(eval_x)
         with self.report.timed("validating ONNX against PyTorch with ONNX Runtime"), \
                 self.report.progress("validation", 2 * samples) as advance:
@@ -171,7 +171,7 @@ class Builder:
             input=TensorSpec("input", [-1, 3, spec.input_size, spec.input_size]),
             output=TensorSpec("logits", [-1, match.num_classes]),
             preprocess=spec,
-            source={"checkpoint": ckpt.describe(), "eval_data": eval_source},
+            source={"checkpoint": ckpt.describe(), "eval_data": None if eval_set is None else eval_set.source},
             variant={"cifar_stem": match.cifar_stem},
             versions=library_versions(), trtinfer_version=__version__,
         )
@@ -181,7 +181,12 @@ class Builder:
         if reduced:
             from .reduced import build_reduced
 
-            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, spec, eval_x, eval_y))
+            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, eval_set))
+        elif eval_set is not None:
+            ev = validation["eval"]
+            extra_sections["fp32"]["accuracy"] = {"checked": True, "samples": ev["samples"],
+                                                  "top1": ev["candidate_accuracy"]}
+        extra_sections = {p: extra_sections.get(p, {}) for p in opts.precisions}
 
         with StagedDirectories(overwrite=opts.force) as staged:
             finals = []

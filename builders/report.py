@@ -47,3 +47,22 @@ class Reporter:
         with bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
+
+    @contextlib.contextmanager
+    def tracker(self, description: str) -> Iterator[Callable[[int, int], None]]:
+        """Yields ``update(done, total)`` for work whose size is known only once it starts."""
+        if self.quiet:
+            yield lambda done, total: None
+            return
+        bar = Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=self.console, transient=True)
+        task = None
+
+        def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task(description, total=total)
+            bar.update(task, completed=done, total=total)
+
+        with bar:
+            yield update

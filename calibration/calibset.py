@@ -53,17 +53,16 @@ def _as_source(data: str | Path | LabeledImages, split: str) -> LabeledImages:
     return data if isinstance(data, LabeledImages) else load_labeled(data, split)
 
 
-def _min_side(images, rows: np.ndarray) -> int:
-    if isinstance(images, np.ndarray):
-        return int(min(images.shape[1:3]))
-    return 0  # decoded lazily: checked per chunk
+def _min_side(images) -> int:
+    """Smallest image side of an array source; 0 for image files (checked as they are decoded)."""
+    return int(min(images.shape[1:3])) if isinstance(images, np.ndarray) else 0
 
 
 def _preprocess_rows(data: LabeledImages, rows: np.ndarray, spec: PreprocessSpec,
                      progress: Progress | None, warnings: list[str]) -> np.ndarray:
     """Preprocess ``rows`` of ``data`` in chunks (bounded memory for image folders), with progress."""
     x = np.empty((len(rows), 3, spec.input_size, spec.input_size), dtype=np.float32)
-    smallest = _min_side(data.images, rows) or None
+    smallest = _min_side(data.images) or None
     for start in range(0, len(rows), PREPROCESS_CHUNK):
         chunk = take(data.images, rows[start:start + PREPROCESS_CHUNK])
         if not isinstance(chunk, np.ndarray):

@@ -20,6 +20,10 @@ COMMANDS = {
 }
 
 
+def _own_records(record: logging.LogRecord) -> bool:
+    return record.name.startswith("trtinfer") or record.levelno >= logging.ERROR
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
@@ -38,6 +42,9 @@ def cli(verbose: int) -> None:
     """Turn fine-tuned torchvision classifiers into validated ONNX / TensorRT artifacts and run them fast."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:  # other libraries' (ModelOpt's, ONNX's) chatter only with -vv, unless it is an error
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_own_records)
 
 
 def main(argv: list[str] | None = None) -> int:

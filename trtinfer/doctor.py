@@ -66,8 +66,8 @@ class Report:
 def _safe(probe: Callable[[], Any], default: Any = None) -> Any:
     try:
         return probe()
-    except Exception as exc:  # a probe must never take doctor down
-        return default if default is not None else exc
+    except Exception:  # a probe must never take doctor down
+        return default
 
 
 def _short(exc: BaseException) -> str:
@@ -237,9 +237,8 @@ def collect() -> Report:
         ("INT8", need((have["ModelOpt"], f"ModelOpt missing ({build_extra})"),
                       (have["onnxruntime"], "ONNX Runtime missing (calibration runs on it)"))),
         ("engine build", (engine_ok, engine_reason if engine_ok else engine_reason + finish_elsewhere)),
-        ("GPU runtime", need((engine_ok, engine_reason),
-                             (bool(cuda_py), "cuda-python missing (pip install 'trtinfer[tensorrt]')"))
-         if not engine_ok or not cuda_py else (True, engine_reason)),
+        ("GPU runtime", (True, engine_reason) if engine_ok and cuda_py else
+         need((engine_ok, engine_reason), (bool(cuda_py), "cuda-python missing (pip install 'trtinfer[tensorrt]')"))),
         ("CPU runtime", need((have["onnxruntime"] and cpu_provider,
                               "ONNX Runtime with its CPU provider missing (pip install 'trtinfer[onnxruntime]')"))),
     ]

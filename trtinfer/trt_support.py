@@ -255,10 +255,10 @@ def check_plan_compatible(manifest: Manifest, trt_version: str, gpu_name: str, c
     """
     where = str(artifact_dir) if artifact_dir is not None else "DIR"
     hint = REBUILD_HINT.format(dir=where)
-    engine = manifest.engine or {}
-    built_trt = engine.get("tensorrt_version")
-    built_cc = engine.get("compute_capability")
-    built_gpu = engine.get("gpu_name") or "unknown GPU"
+    record = manifest.engine or {}
+    built_trt = record.get("tensorrt_version")
+    built_cc = record.get("compute_capability")
+    built_gpu = record.get("gpu_name") or "unknown GPU"
     if not built_trt or not built_cc:
         raise ArtifactError(f"the manifest of {manifest.name!r} has no engine record, so its {PLAN_NAME} "
                             "cannot be checked against this host", hint=hint)

@@ -6,18 +6,17 @@ import json
 
 import click
 
+from trtinfer.doctor import CAPABILITIES, collect, missing_requirements
 from trtinfer.errors import TrtInferError
 
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
 @click.option("--require", "required", multiple=True,
-              type=click.Choice(["gpu", "tensorrt", "build", "fp16", "int8", "engine", "gpu-runtime", "cpu-runtime"]),
+              type=click.Choice(list(CAPABILITIES)),
               help="Exit 1 unless this capability is present here (repeatable).")
 def doctor(as_json: bool, required: tuple[str, ...]) -> None:
     """Report OS, CPU, GPU, CUDA, TensorRT and the Python libraries, and which stages can run here."""
-    from trtinfer.doctor import collect, missing_requirements
-
     report = collect()
     if as_json:
         data = report.to_dict()

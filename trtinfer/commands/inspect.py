@@ -48,7 +48,7 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
         if r:
             rows.append((f"validation {key}", f"{r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
                                               f"top-1 agreement {r['top1_agreement']:.2%}, passed {r['passed']}"))
-    for section in ("accuracy", "calibration", "engine"):
+    for section in ("conversion", "accuracy", "calibration", "engine"):
         value = getattr(m, section)
         if value:
             rows.append((section, _fmt(value)))

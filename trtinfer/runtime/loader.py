@@ -15,12 +15,14 @@ from .options import BACKENDS, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-#: On a CPU, the backends to try for each artifact precision, fastest first (ResNet-18 at 32x32,
-#: 2 threads, measured by benchmarks/runtime_bench.py): OpenVINO runs a Q/DQ model in INT8 with
-#: VNNI where ONNX Runtime runs it several times slower than FP32.
+#: On a CPU, the backends to try for each artifact precision, fastest first. Measured on this
+#: project's 2-core AVX512-VNNI host (ResNet-18 at 32x32, batch 1 and 32, interleaved runs):
+#: INT8 Q/DQ: OpenVINO runs it in INT8, 6-14x ONNX Runtime (which runs Q/DQ slower than FP32);
+#: FP16: OpenVINO 1.05-1.5x ONNX Runtime; FP32: neither wins consistently (0.65-1.2x), so the
+#: embedded default, ONNX Runtime, stays first.
 CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
     "int8": ("openvino", "onnxruntime"),
-    "fp16": ("onnxruntime", "openvino"),
+    "fp16": ("openvino", "onnxruntime"),
     "fp32": ("onnxruntime", "openvino"),
 }
 
@@ -76,7 +78,8 @@ def _tensorrt_usable(manifest: Manifest, directory: Path, options: RuntimeOption
     return trt_support.tensorrt_available(options.device)
 
 
-def _choose_cpu(manifest: Manifest, why_not_gpu: str) -> tuple[str, str]:
+def choose_cpu_backend(manifest: Manifest, why_not_gpu: str = "on the CPU") -> tuple[str, str]:
+    """The fastest installed CPU backend for the artifact's precision (:data:`CPU_PREFERENCE`), and why."""
     order = CPU_PREFERENCE.get(manifest.precision, ("onnxruntime", "openvino"))
     for name in order:
         if cpu_backend_available(name):
@@ -105,7 +108,7 @@ def choose_backend(manifest: Manifest, directory: Path, requested: str, options:
     ok, why = _tensorrt_usable(manifest, directory, options)
     if ok:
         return "tensorrt", f"{PLAN_NAME} present and {why}"
-    return _choose_cpu(manifest, why)
+    return choose_cpu_backend(manifest, why)
 
 
 def _open(cls: type[Model], directory: Path, manifest: Manifest, options: RuntimeOptions, reason: str) -> Model:
@@ -136,7 +139,7 @@ def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Mod
 
             if isinstance(exc, ArtifactError) and not isinstance(exc, PlanIncompatibleError):
                 raise  # tampering and broken files are never papered over by a fallback
-            chosen, reason = _choose_cpu(manifest, f"TensorRT cannot run the plan ({exc.one_line()})")
+            chosen, reason = choose_cpu_backend(manifest, f"TensorRT cannot run the plan ({exc.one_line()})")
             log.warning("falling back to %s: %s", chosen, reason)
             model = _open(_model_class(chosen), directory, manifest, opts, reason)
     else:

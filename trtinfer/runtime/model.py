@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError, InternalError, TrtInferError
 from ..manifest import Manifest
 from .batcher import DynamicBatcher, ModelClosedError
-from .options import RuntimeOptions
+from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH, RuntimeOptions
 from .stats import Stats, StatsSnapshot
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ class Model:
         self.output_row_shape: tuple[int, ...] = tuple(int(d) for d in manifest.output.shape[1:])
         self.dtype = np.dtype(np.float32)
         self.output_dtype = np.dtype(np.float32)
-        self.max_chunk = options.chunk_size or 256
+        self.max_chunk = options.chunk_size or DEFAULT_CPU_CHUNK
         self.concurrency = 1
-        self.default_max_batch = 32
+        self.default_max_batch = DEFAULT_CPU_MAX_BATCH
         self._stats = Stats()
         self._state = threading.Condition(threading.Lock())
         self._active = 0

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
 from .model import Model
+from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
 from .planning import uniform_chunks
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ class OnnxRuntimeModel(Model):
         self._output_names = [self.manifest.output.name if self.manifest.output.name in names else names[0]]
         self._model_dtype = np.dtype(_ORT_TYPES.get(inputs[0].type, np.float32))
         self.threads = threads
-        self.max_chunk = self.options.chunk_size or 256
+        self.max_chunk = self.options.chunk_size or DEFAULT_CPU_CHUNK
         self.concurrency = 1  # intra-op threads already use every core
-        self.default_max_batch = 32
+        self.default_max_batch = DEFAULT_CPU_MAX_BATCH
         self._run = self._session.run
 
     def _infer_impl(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:

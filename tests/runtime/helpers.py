@@ -1,0 +1,81 @@
+"""Helpers of the runtime tests: export small classifiers as artifacts, make inputs, compute references."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from trtinfer.labels import CIFAR10
+from trtinfer.manifest import ONNX_NAME, Manifest, TensorSpec
+from trtinfer.preprocess import make_spec
+
+INPUT_SIZE = 32
+NUM_CLASSES = 10
+
+
+def export_artifact(directory: Path, model, name: str, precision: str = "fp32", input_size: int = INPUT_SIZE,
+                    num_classes: int = NUM_CLASSES) -> Path:
+    """torch model -> ``directory`` with model.onnx (dynamic batch, input/logits) and manifest.json."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    sample = torch.zeros(2, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, sample, str(directory / ONNX_NAME), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17)
+    manifest = Manifest(
+        name=name, arch=name, num_classes=num_classes,
+        labels=list(CIFAR10) if num_classes == 10 else [f"class_{i}" for i in range(num_classes)],
+        precision=precision, input=TensorSpec("input", [-1, 3, input_size, input_size]),
+        output=TensorSpec("logits", [-1, num_classes]), preprocess=make_spec(input_size, "cifar10"),
+    )
+    manifest.record_file(directory, ONNX_NAME)
+    manifest.write(directory)
+    return directory
+
+
+def tiny_net():
+    """A few convolutions: fast enough for thousands of requests, and each row's logits depend
+    strongly on its own input (a mix-up of rows cannot pass a tight comparison)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, NUM_CLASSES),
+    ).eval()
+
+
+def resnet18_cifar():
+    """torchvision ResNet-18, 10 classes, with the CIFAR stem (3x3 conv, no max-pool) at 32x32."""
+    import torch
+    import torchvision
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=NUM_CLASSES)
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    return net.eval()
+
+
+def distinct_inputs(rows: int, seed: int = 0, size: int = INPUT_SIZE) -> np.ndarray:
+    """Random inputs whose rows differ strongly (a per-row offset), float32 NCHW."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 3, size, size), dtype=np.float32)
+    x += rng.uniform(-3, 3, size=(rows, 1, 1, 1)).astype(np.float32)
+    return x
+
+
+def torch_reference(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()

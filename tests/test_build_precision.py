@@ -1,0 +1,88 @@
+"""`trtinfer build --fp16/--int8` end to end on a briefly trained model and the real CIFAR rows."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from trtinfer.cli import main
+from trtinfer.manifest import Manifest
+
+pytest_plugins = ["conftest_trained"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.pth"
+    shutil.copyfile(trained_model.state_path, path)
+    return path
+
+
+def _common(trained_model):
+    return ["--input-size", trained_model.input_size, "--normalize", "cifar10", "--labels", "cifar10", "-q"]
+
+
+def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_model):
+    code, out, err = run_cli(["build", ckpt, "--precision", "fp32,fp16,int8", "--calib-data", cifar_root,
+                              "--eval-data", cifar_root, "-o", tmp_path, *_common(trained_model)], capsys)
+    assert code == 0, err
+    arts = {p: Manifest.read(tmp_path / f"resnet18-{p}") for p in ("fp32", "fp16", "int8")}
+    fp16, int8 = arts["fp16"].accuracy, arts["int8"].accuracy
+    assert fp16["checked"] and fp16["samples"] == 846 and fp16["passed"]
+    assert fp16["top1_agreement"] >= 0.995
+    assert int8["top1_drop_points"] <= 1.0 and int8["passed"]
+    assert arts["fp32"].accuracy["top1"] == pytest.approx(fp16["top1_reference"])
+    assert arts["fp32"].accuracy["top1"] > 0.3  # trained, not chance
+    assert arts["int8"].calibration["count"] == 512 and arts["int8"].calibration["split"] == "train"
+    assert arts["int8"].calibration["method"] == "entropy"
+    assert arts["int8"].conversion["quantize_linear"] > 0
+    assert arts["fp16"].conversion["nodes_fp16"] > 0
+    for p, m in arts.items():
+        assert m.precision == p
+        m.verify_files(tmp_path / f"resnet18-{p}")
+    # the three share one export: same validation record
+    assert arts["fp16"].validation["random"] == arts["fp32"].validation["random"]
+
+
+def test_guard_failure_writes_nothing_unless_allowed(tmp_path, capsys, ckpt, cifar_root, trained_model):
+    # Calibrating on 16 black images skews the activation ranges (max |logit diff| in the hundreds), and a
+    # zero allowance turns the resulting top-1 loss into a guard failure.
+    black = tmp_path / "black.npz"
+    np.savez(black, images=np.zeros((16, 32, 32, 3), np.uint8), labels=np.arange(16) % 10)
+    args = ["build", ckpt, "--precision", "fp32,int8", "--calib-data", black, "--calib-samples", "16",
+            "--eval-data", cifar_root, "--eval-samples", "400", "--max-accuracy-drop", "0", "-o", tmp_path / "out",
+            *_common(trained_model)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "drop" in errors[0] and "--allow-accuracy-drop" in errors[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    code, _, err = run_cli([*args, "--allow-accuracy-drop"], capsys)
+    assert code == 0, err
+    acc = Manifest.read(tmp_path / "out" / "resnet18-int8").accuracy
+    assert acc["passed"] is False and acc["allowed"] is True and acc["samples"] == 400
+
+
+def test_int8_needs_calibration_data(tmp_path, capsys, ckpt, trained_model):
+    code, _, err = run_cli(["build", ckpt, "--int8", "-o", tmp_path, *_common(trained_model)], capsys)
+    assert code == 1 and "--calib-data" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_calib_set_with_other_preprocessing_is_refused(tmp_path, capsys, ckpt, cifar_root, trained_model):
+    calib = tmp_path / "calib.npz"
+    code, _, err = run_cli(["calib", "make", "--data", cifar_root, "--samples", "32", "--input-size", "32",
+                            "--normalize", "imagenet", "-o", calib], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["build", ckpt, "--int8", "--calib-set", calib, "-o", tmp_path / "o",
+                            *_common(trained_model)], capsys)
+    assert code == 1 and "preprocessed differently" in err
+    assert not (tmp_path / "o").exists()

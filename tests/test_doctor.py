@@ -1,0 +1,140 @@
+"""`trtinfer doctor`: run for real (in a subprocess), and the probes' failure handling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trtinfer import doctor as doc
+from trtinfer import trt_support
+
+REPO = Path(__file__).resolve().parents[1]
+COMPONENTS = ["OS", "Python", "CPU", "GPU", "NVIDIA driver", "CUDA runtime", "TensorRT", "cuda-python", "ONNX Runtime",
+              "torch", "torchvision", "ModelOpt"]
+STAGES = ["load checkpoint", "export", "FP16", "INT8", "engine build", "GPU runtime", "CPU runtime"]
+
+
+def _root_conftest():
+    name = "_trtinfer_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+NO_GPU = _root_conftest().gpu_skip_reason() is not None
+NO_TRT = _root_conftest().tensorrt_skip_reason() is not None
+
+
+def trtinfer(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trtinfer.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report_json() -> dict:
+    result = trtinfer("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_doctor_table_runs(tmp_path):
+    result = trtinfer("doctor")
+    assert result.returncode == 0, result.stderr
+    for word in COMPONENTS + STAGES:
+        assert word in result.stdout, f"{word!r} missing from the doctor table"
+
+
+def test_doctor_json_lists_everything(report_json):
+    names = [f["name"] for f in report_json["findings"]]
+    assert names[:3] == ["OS", "Python", "CPU"] and set(COMPONENTS) <= set(names)
+    assert [s["name"] for s in report_json["stages"]] == STAGES
+    assert set(report_json["capabilities"]) == set(doc.CAPABILITIES)
+    for stage in report_json["stages"]:
+        assert isinstance(stage["ready"], bool) and stage["reason"]
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this host has a GPU")
+def test_doctor_explains_a_host_without_gpu(report_json):
+    findings = {f["name"]: f for f in report_json["findings"]}
+    assert findings["GPU"]["ok"] is False and "GPU" in findings["GPU"]["detail"]
+    stages = {s["name"]: s for s in report_json["stages"]}
+    engine = stages["engine build"]
+    assert engine["ready"] is False
+    assert "GPU" in engine["reason"] and "--from-onnx" in engine["reason"]
+    assert stages["GPU runtime"]["ready"] is False
+    assert report_json["capabilities"]["gpu"]["ready"] is False
+    assert report_json["capabilities"]["tensorrt"]["ready"] is False
+    if NO_TRT and importlib.util.find_spec("tensorrt") is None:
+        assert findings["TensorRT"]["ok"] is False and "not installed" in findings["TensorRT"]["detail"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="ONNX Runtime is not installed")
+def test_cpu_stages_ready_here(report_json):
+    stages = {s["name"]: s for s in report_json["stages"]}
+    assert stages["CPU runtime"]["ready"] is True
+    findings = {f["name"]: f for f in report_json["findings"]}
+    assert "CPUExecutionProvider" in findings["ORT providers"]["value"]
+    assert trtinfer("doctor", "--require", "cpu-runtime").returncode == 0
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this host has a GPU")
+def test_require_gpu_fails_with_one_line():
+    result = trtinfer("doctor", "--require", "gpu", "--require", "cpu-runtime")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: required capability missing: gpu:")
+    assert "cpu-runtime" not in lines[0]
+    assert "Traceback" not in result.stderr
+    data = json.loads(trtinfer("doctor", "--json", "--require", "tensorrt").stdout)
+    assert data["required"]["tensorrt"]["ready"] is False
+
+
+def test_require_rejects_unknown_capability():
+    result = trtinfer("doctor", "--require", "quantum")
+    assert result.returncode == 2 and "quantum" in result.stderr
+
+
+def test_collect_survives_broken_probes(monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(trt_support, "gpu_count", boom)
+    monkeypatch.setattr(trt_support, "cuda_versions", boom)
+    monkeypatch.setattr(trt_support, "trt_version", boom)
+    monkeypatch.setattr(trt_support, "tensorrt_available", boom)
+    monkeypatch.setattr(doc, "_cpu", boom)
+    report = doc.collect()
+    findings = {f.name: f for f in report.findings}
+    assert findings["GPU"].ok is False and "probe exploded" in findings["GPU"].detail
+    assert findings["TensorRT"].ok is False and "probe exploded" in findings["TensorRT"].detail
+    assert findings["CPU"].value == "unknown"
+    assert {s.name: s.ready for s in report.stages}["engine build"] is False
+    assert doc.missing_requirements(report, ["gpu"])[0].startswith("gpu: ")
+
+
+def test_with_gpu_and_tensorrt_everything_gpu_is_ready(monkeypatch):
+    """What doctor says on a GPU host, with the probes stood in."""
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "12.4", "memory_mib": 81000}
+    monkeypatch.setattr(trt_support, "gpu_count", lambda: 1)
+    monkeypatch.setattr(trt_support, "gpu_info", lambda device=0: dict(gpu, device=device))
+    monkeypatch.setattr(trt_support, "cuda_versions", lambda: {"driver": "12.4", "runtime": "12.6"})
+    monkeypatch.setattr(trt_support, "trt_version", lambda: "10.16.1.11")
+    monkeypatch.setattr(doc, "_nvidia_driver", lambda: "550.54.15")
+    report = doc.collect()
+    findings = {f.name: f for f in report.findings}
+    assert findings["GPU"].ok and "NVIDIA H100" in findings["GPU"].value and "sm 9.0" in findings["GPU"].value
+    assert findings["NVIDIA driver"].value == "550.54.15 (supports CUDA 12.4)"
+    assert findings["TensorRT"].ok and findings["TensorRT"].value.startswith("10.16.1.11")
+    stages = {s.name: s for s in report.stages}
+    assert stages["engine build"].ready and "NVIDIA H100" in stages["engine build"].reason
+    assert report.capability("gpu")[0] and report.capability("tensorrt")[0] and report.capability("engine")[0]
+    assert doc.missing_requirements(report, ["gpu", "tensorrt", "engine"]) == []

@@ -1,0 +1,467 @@
+"""TensorRT on the GPU: a thin layer that carries out :mod:`.planning`'s plans with :mod:`.cuda`.
+
+``streams=N`` lanes, each an execution context (not thread-safe: one caller at a time) with its
+own non-blocking CUDA stream, pinned host staging and device buffers sized once for the largest
+profile MAX, and an event. A call splits its rows into chunks some profile can run
+(:func:`~.planning.plan_chunks`), rotates them over the lanes it holds
+(:func:`~.planning.lane_schedule`) so one chunk's copies overlap another's compute, and waits
+once at the end: the first lane's stream waits on the others' events and is synchronised. A
+lane is reused within a call only after its previous chunk is collected.
+
+Per chunk: ``set_optimization_profile_async`` (only when the profile changes),
+``set_input_shape`` and ``set_tensor_address`` (only when they change), ``execute_async_v3``;
+with ``cuda_graphs=True`` that launch is captured once per (profile, rows, addresses) and replayed.
+Device arrays (``__cuda_array_interface__``) are used in place: chunks point into them.
+
+TensorRT and cuda-python are imported when a model is loaded, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, BackendUnavailable, DataError, InternalError, TrtInferError
+from . import cuda
+from .model import Model
+from .planning import (Chunk, GraphCache, Profile, buffer_bytes, lane_schedule, lanes_for_call, plan_chunks,
+                       profiles_from_records, row_bytes)
+
+log = logging.getLogger(__name__)
+
+
+class PlanIncompatibleError(ArtifactError):
+    """The plan was built for another TensorRT version or GPU, or TensorRT cannot deserialize it."""
+
+
+def _rebuild_hint(directory: Any) -> str:
+    return f"rebuild with `trtinfer build --from-onnx {directory}`"
+
+
+class _Lane:
+    """One execution context and everything only it uses."""
+
+    def __init__(self, index: int, engine: Any, io: _EngineIO, graph_capacity: int) -> None:
+        self.index = index
+        self.io = io
+        self.context: Any = None
+        self.stream: cuda.Stream | None = None
+        self.done: cuda.Event | None = None
+        self.in_host: cuda.PinnedBuffer | None = None
+        self.out_host: cuda.PinnedBuffer | None = None
+        self.in_dev: cuda.DeviceBuffer | None = None
+        self.out_dev: cuda.DeviceBuffer | None = None
+        self.graphs = GraphCache(graph_capacity, on_evict=lambda g: g.close())
+        self.graphs_ok = graph_capacity > 0
+        self.profile: int | None = None
+        self.rows: int | None = None
+        self.addresses: tuple[int, int] | None = None
+        try:
+            self.context = engine.create_execution_context()
+            if self.context is None:
+                raise BackendUnavailable("TensorRT could not create an execution context (out of GPU memory?)",
+                                         hint="load with fewer streams, or free GPU memory")
+            self.stream = cuda.Stream()
+            self.done = cuda.Event()
+            self.in_host = cuda.PinnedBuffer(io.in_bytes)
+            self.out_host = cuda.PinnedBuffer(io.out_bytes)
+            self.in_dev = cuda.DeviceBuffer(io.in_bytes)
+            self.out_dev = cuda.DeviceBuffer(io.out_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- binding ---------------------------------------------------------------------------------
+    def bind(self, profile: int, rows: int, in_ptr: int, out_ptr: int) -> None:
+        """Profile, input shape and tensor addresses, each set only when it changes."""
+        io = self.io
+        if self.profile != profile:
+            try:
+                self.context.set_optimization_profile_async(profile, self.stream.handle)
+            except RuntimeError as exc:  # the bindings raise when TensorRT refuses
+                raise InternalError(f"TensorRT refused optimization profile {profile}: {exc}") from exc
+            self.profile, self.rows, self.addresses = profile, None, None
+        if self.rows != rows:
+            if not self.context.set_input_shape(io.input_name, (rows, *io.row_shape)):
+                raise DataError(f"TensorRT refused input shape {(rows, *io.row_shape)} for profile {profile} "
+                                f"({io.profiles[profile]})")
+            self.rows = rows
+        if self.addresses != (in_ptr, out_ptr):
+            if not (self.context.set_tensor_address(io.input_name, in_ptr)
+                    and self.context.set_tensor_address(io.output_name, out_ptr)):
+                raise InternalError(f"TensorRT refused tensor addresses {in_ptr:#x}, {out_ptr:#x}")
+            self.addresses = (in_ptr, out_ptr)
+
+    def launch(self, use_graphs: bool) -> None:
+        stream = self.stream.handle
+        if use_graphs and self.graphs_ok:
+            key = (self.profile, self.rows, self.addresses)
+            graph = self.graphs.get(key)
+            if graph is not None:
+                graph.launch(stream)
+                return
+            # TensorRT applies shape and profile changes on the first launch after them, which
+            # must not be captured: run it plainly (this call's real work), then capture a replay.
+            self._execute(stream)
+            try:
+                self.graphs.put(key, cuda.CudaGraph(stream, lambda: self._execute(stream)))
+            except (cuda.CudaError, TrtInferError) as exc:
+                self.graphs_ok = False
+                log.warning("CUDA graph capture failed on lane %d (%s); running without graphs", self.index,
+                            exc.one_line())
+            return
+        self._execute(stream)
+
+    def _execute(self, stream: int) -> None:
+        if not self.context.execute_async_v3(stream):
+            raise TrtInferError(f"TensorRT execute_async_v3 failed on lane {self.index}{_trt_errors()}",
+                                hint="run with -vv (TensorRT log) for details")
+
+    def close(self) -> None:
+        self.graphs.clear()
+        for name in ("out_dev", "in_dev", "out_host", "in_host", "done", "stream"):
+            resource, value = getattr(self, name), None
+            setattr(self, name, value)
+            if resource is not None:
+                resource.close()
+        self.context = None  # TensorRT frees a context when its last reference goes
+
+
+def _trt_errors() -> str:
+    try:
+        from .. import trt_support
+
+        errors = trt_support.trt_logger().drain_errors()
+    except Exception:  # noqa: BLE001 -- diagnostics only
+        return ""
+    return f": {errors[-1]}" if errors else ""
+
+
+def _numpy_dtype(trt: Any, engine: Any, name: str) -> np.dtype:
+    """numpy's dtype for an I/O tensor (trtinfer engines take and give float32 or float16)."""
+    known = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT8: np.int8,
+             trt.DataType.INT32: np.int32, trt.DataType.UINT8: np.uint8, trt.DataType.BOOL: np.bool_}
+    found = known.get(engine.get_tensor_dtype(name))
+    if found is None:
+        raise ArtifactError(f"engine tensor {name!r} has type {engine.get_tensor_dtype(name)}, which has no numpy "
+                            "equivalent", hint="rebuild the engine with float32 or float16 inputs and outputs")
+    return np.dtype(found)
+
+
+class _EngineIO:
+    """Names, dtypes, shapes, profiles and staging sizes read from the engine."""
+
+    def __init__(self, trt: Any, engine: Any, manifest: Any, limit: int | None) -> None:
+        count = engine.num_io_tensors
+        inputs = [engine.get_tensor_name(i) for i in range(count)
+                  if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
+        outputs = [engine.get_tensor_name(i) for i in range(count)
+                   if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not outputs:
+            raise ArtifactError(f"the engine has inputs {inputs} and outputs {outputs}; trtinfer runs "
+                                "single-input classifiers", hint="rebuild the artifact with trtinfer build")
+        self.input_name = str(inputs[0])
+        self.output_name = str(manifest.output.name if manifest.output.name in outputs else outputs[0])
+        for name in (self.input_name, self.output_name):
+            if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
+                raise ArtifactError(f"engine tensor {name!r} does not live on the GPU", hint="rebuild the engine")
+            if engine.get_tensor_format(name) != trt.TensorFormat.LINEAR:
+                raise ArtifactError(f"engine tensor {name!r} is not in linear layout", hint="rebuild the engine")
+        self.in_dtype = _numpy_dtype(trt, engine, self.input_name)
+        self.out_dtype = _numpy_dtype(trt, engine, self.output_name)
+        in_shape = tuple(engine.get_tensor_shape(self.input_name))
+        out_shape = tuple(engine.get_tensor_shape(self.output_name))
+        self.row_shape = tuple(int(d) for d in in_shape[1:])
+        self.out_row_shape = tuple(int(d) for d in out_shape[1:])
+        self.profiles: list[Profile] = []
+        for p in range(engine.num_optimization_profiles):
+            low, opt, high = (tuple(s) for s in engine.get_tensor_profile_shape(self.input_name, p))
+            if low[1:] != self.row_shape or high[1:] != self.row_shape:
+                raise ArtifactError(f"profile {p} varies more than the batch dimension ({low} .. {high})",
+                                    hint="rebuild the engine with only the batch dimension dynamic")
+            self.profiles.append(Profile(int(low[0]), int(opt[0]), int(high[0])))
+        if not self.profiles:  # a static engine: its one shape is its only profile
+            batch = int(in_shape[0])
+            self.profiles = [Profile(batch, batch, batch)]
+        self.max_rows = max(p.max for p in self.profiles)
+        if limit is not None:
+            self.max_rows = min(self.max_rows, max(limit, min(p.min for p in self.profiles)))
+        self.in_row_bytes = row_bytes(self.row_shape, self.in_dtype.itemsize)
+        self.out_row_bytes = row_bytes(self.out_row_shape, self.out_dtype.itemsize)
+        self.in_bytes = buffer_bytes(self.max_rows, self.row_shape, self.in_dtype.itemsize)
+        self.out_bytes = buffer_bytes(self.max_rows, self.out_row_shape, self.out_dtype.itemsize)
+
+
+class TensorRTModel(Model):
+    backend = "tensorrt"
+    accepts_device_arrays = True
+
+    # -- loading -------------------------------------------------------------------------------
+    def _open(self, model_bytes: bytes) -> None:
+        from .. import trt_support
+
+        self._lanes: list[_Lane] = []
+        self._engine: Any = None
+        self._runtime: Any = None
+        trt = trt_support.import_tensorrt()
+        device = self.options.device
+        info = trt_support.gpu_info(device)
+        try:
+            trt_support.check_plan_compatible(self.manifest, str(trt.__version__), info["name"],
+                                              info["compute_capability"], self.artifact_dir)
+        except ArtifactError as exc:
+            raise PlanIncompatibleError(exc.message, hint=exc.hint) from exc
+        cuda.set_device(device)
+        self._device = device
+        self._thread_device = threading.local()
+        self._thread_device.device = device
+        self.gpu_name = info["name"]
+        try:
+            self._runtime = trt.Runtime(trt_support.trt_logger())
+            self._engine = self._runtime.deserialize_cuda_engine(model_bytes)
+            if self._engine is None:
+                raise PlanIncompatibleError(f"TensorRT {trt.__version__} could not deserialize "
+                                            f"{self.artifact_dir / 'model.plan'}{_trt_errors()}",
+                                            hint=_rebuild_hint(self.artifact_dir))
+            io = _EngineIO(trt, self._engine, self.manifest, self.options.chunk_size)
+            if io.row_shape != self.row_shape:
+                raise ArtifactError(f"the engine takes rows of {io.row_shape}, the manifest says {self.row_shape}",
+                                    hint=_rebuild_hint(self.artifact_dir))
+            recorded = self.manifest.engine.get("profiles")
+            if recorded is not None and profiles_from_records(recorded) != io.profiles:
+                log.warning("the manifest lists profiles %s, the engine has %s; using the engine's",
+                            recorded, [str(p) for p in io.profiles])
+            self._io = io
+            self.output_row_shape = io.out_row_shape
+            self.profiles = io.profiles
+            self.max_chunk = io.max_rows
+            self.concurrency = self.options.streams
+            self.default_max_batch = min(max(p.opt for p in io.profiles), io.max_rows)
+            self._lanes = [_Lane(i, self._engine, io, self.options.graph_cache if self.options.cuda_graphs else 0)
+                           for i in range(self.options.streams)]
+        except BaseException:
+            self._close_impl()
+            raise
+        self._free = list(self._lanes)
+        self._lanes_cond = threading.Condition(threading.Lock())
+        self.cuda_graphs = self.options.cuda_graphs
+
+    # -- lanes ---------------------------------------------------------------------------------
+    def _use_device(self) -> None:
+        local = self._thread_device
+        if getattr(local, "device", None) != self._device:
+            cuda.set_device(self._device)
+            local.device = self._device
+
+    def _acquire(self, chunks: int) -> list[_Lane]:
+        """One lane, blocking; then up to ``chunks - 1`` more that are free right now (never more,
+        so concurrent callers cannot deadlock holding some lanes each)."""
+        with self._lanes_cond:
+            while not self._free:
+                self._lanes_cond.wait()
+            want = lanes_for_call(chunks, len(self._free))
+            taken, self._free = self._free[:want], self._free[want:]
+        return taken
+
+    def _release(self, lanes: list[_Lane]) -> None:
+        with self._lanes_cond:
+            self._free.extend(lanes)
+            self._lanes_cond.notify(len(lanes))
+
+    # -- host arrays -----------------------------------------------------------------------------
+    def _infer_impl(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        io = self._io
+        self._use_device()
+        rows = x.shape[0]
+        chunks = plan_chunks(rows, io.profiles, limit=io.max_rows)
+        if out is None:
+            out = np.empty((rows, *io.out_row_shape), dtype=self.output_dtype)
+        lanes = self._acquire(len(chunks))
+        try:
+            steps = lane_schedule(len(chunks), len(lanes))
+            in_flight: dict[int, Chunk] = {}
+            for step in steps:
+                lane, chunk = lanes[step.lane], chunks[step.chunk]
+                if step.reuse_of is not None:  # the lane's staging still holds an earlier chunk
+                    lane.done.synchronize()
+                    self._collect(lane, chunks[step.reuse_of], out)
+                staged = lane.in_host.view(io.in_dtype, (chunk.run_rows, *io.row_shape))
+                staged[:chunk.rows] = x[chunk.start:chunk.stop]  # casts when the engine takes fp16
+                if chunk.padding:
+                    staged[chunk.rows:] = 0
+                cuda.htod_async(lane.in_dev.ptr, lane.in_host.ptr, chunk.run_rows * io.in_row_bytes, lane.stream)
+                lane.bind(chunk.profile, chunk.run_rows, lane.in_dev.ptr, lane.out_dev.ptr)
+                lane.launch(self.cuda_graphs)
+                cuda.dtoh_async(lane.out_host.ptr, lane.out_dev.ptr, chunk.rows * io.out_row_bytes, lane.stream)
+                lane.done.record(lane.stream)
+                in_flight[step.lane] = chunk
+            self._wait_all(lanes, in_flight)
+            for index, chunk in in_flight.items():
+                self._collect(lanes[index], chunk, out)
+        finally:
+            self._release(lanes)
+        return out
+
+    def _collect(self, lane: _Lane, chunk: Chunk, out: np.ndarray) -> None:
+        io = self._io
+        out[chunk.start:chunk.stop] = lane.out_host.view(io.out_dtype, (chunk.rows, *io.out_row_shape))
+
+    @staticmethod
+    def _wait_all(lanes: list[_Lane], in_flight: dict[int, Chunk]) -> None:
+        """One host synchronisation: the first busy lane's stream waits on the others' events."""
+        busy = [lanes[i] for i in in_flight]
+        if not busy:
+            return
+        first = busy[0]
+        for lane in busy[1:]:
+            first.stream.wait(lane.done)
+        first.stream.synchronize()
+
+    # -- device arrays ---------------------------------------------------------------------------
+    def _infer_device(self, x: Any, out: Any, stream: Any) -> tuple[Any, int]:
+        io = self._io
+        self._use_device()
+        x_dev = cuda.device_array(x) if hasattr(x, "__cuda_array_interface__") else None
+        if x_dev is None:  # host input, device output
+            x_host, _ = self._check_host(x)
+            shape, dtype = x_host.shape, x_host.dtype
+        else:
+            shape, dtype = x_dev.shape, x_dev.dtype
+            if dtype != io.in_dtype or shape[1:] != io.row_shape:
+                raise DataError(f"device input {shape} {dtype} does not fit the engine's "
+                                f"{('N', *io.row_shape)} {io.in_dtype}",
+                                hint="pass a C-contiguous NCHW device array of the engine's dtype")
+        rows = int(shape[0])
+        out_shape = (rows, *io.out_row_shape)
+        out_dev = cuda.device_array(out) if hasattr(out, "__cuda_array_interface__") else None
+        if out_dev is not None:
+            if out_dev.shape != out_shape or out_dev.dtype != io.out_dtype or out_dev.readonly:
+                raise DataError(f"device out {out_dev.shape} {out_dev.dtype} must be a writable {out_shape} "
+                                f"{io.out_dtype} array")
+            result: Any = out
+        elif out is not None:
+            result = self._check_out(out, rows)
+        else:
+            result = np.empty(out_shape, dtype=self.output_dtype)
+        if rows == 0:
+            return result, 0
+        caller = cuda.stream_handle(stream) if stream is not None else (x_dev.stream if x_dev is not None else None)
+        chunks = plan_chunks(rows, io.profiles, limit=io.max_rows)
+        lanes = self._acquire(len(chunks))
+        try:
+            if caller is not None:  # the producer's work on the caller's stream comes first
+                fence = lanes[0].done
+                fence.record(caller)
+                for lane in lanes:
+                    lane.stream.wait(fence)
+            in_flight: dict[int, Chunk] = {}
+            for step in lane_schedule(len(chunks), len(lanes)):
+                lane, chunk = lanes[step.lane], chunks[step.chunk]
+                if step.reuse_of is not None and out_dev is None:
+                    lane.done.synchronize()
+                    self._collect(lane, chunks[step.reuse_of], result)
+                in_ptr = self._stage_input(lane, chunk, x_dev, None if x_dev is not None else x_host)
+                direct_out = out_dev is not None and not chunk.padding
+                out_ptr = out_dev.ptr + chunk.start * io.out_row_bytes if direct_out else lane.out_dev.ptr
+                lane.bind(chunk.profile, chunk.run_rows, in_ptr, out_ptr)
+                lane.launch(self.cuda_graphs)
+                if out_dev is None:
+                    cuda.dtoh_async(lane.out_host.ptr, lane.out_dev.ptr, chunk.rows * io.out_row_bytes, lane.stream)
+                elif not direct_out:
+                    cuda.dtod_async(out_dev.ptr + chunk.start * io.out_row_bytes, lane.out_dev.ptr,
+                                    chunk.rows * io.out_row_bytes, lane.stream)
+                lane.done.record(lane.stream)
+                in_flight[step.lane] = chunk
+            if out_dev is not None and x_dev is not None and caller is not None:
+                # Fully asynchronous (no pinned staging in use): the caller's stream waits for
+                # every lane, the host does not wait at all.
+                for index in in_flight:
+                    cuda.stream_wait(caller, lanes[index].done)
+            else:
+                self._wait_all(lanes, in_flight)
+                if out_dev is None:
+                    for index, chunk in in_flight.items():
+                        self._collect(lanes[index], chunk, result)
+        finally:
+            self._release(lanes)
+        return result, rows
+
+    def _stage_input(self, lane: _Lane, chunk: Chunk, x_dev: cuda.DeviceArray | None,
+                     x_host: np.ndarray | None) -> int:
+        io = self._io
+        if x_dev is not None:
+            src = x_dev.ptr + chunk.start * io.in_row_bytes
+            if not chunk.padding:
+                return src  # zero-copy: the engine reads the caller's memory
+            cuda.dtod_async(lane.in_dev.ptr, src, chunk.rows * io.in_row_bytes, lane.stream)
+            cuda.memset_async(lane.in_dev.ptr + chunk.rows * io.in_row_bytes, 0,
+                              chunk.padding * io.in_row_bytes, lane.stream)
+            return lane.in_dev.ptr
+        staged = lane.in_host.view(io.in_dtype, (chunk.run_rows, *io.row_shape))
+        staged[:chunk.rows] = x_host[chunk.start:chunk.stop]
+        if chunk.padding:
+            staged[chunk.rows:] = 0
+        cuda.htod_async(lane.in_dev.ptr, lane.in_host.ptr, chunk.run_rows * io.in_row_bytes, lane.stream)
+        return lane.in_dev.ptr
+
+    # -- measurements for the benchmark ----------------------------------------------------------
+    def compute_time_ms(self, rows: int, repeats: int = 50) -> float:
+        """The engine's own time per batch of ``rows`` (CUDA events around the launches alone)."""
+        chunks = plan_chunks(rows, self._io.profiles, limit=self._io.max_rows)
+        if len(chunks) != 1:
+            raise DataError(f"{rows} rows do not fit one profile; pick at most {self.max_chunk}")
+        self._enter()
+        lanes: list[_Lane] = []
+        try:
+            self._use_device()
+            lanes = self._acquire(1)
+            lane, chunk = lanes[0], chunks[0]
+            lane.bind(chunk.profile, chunk.run_rows, lane.in_dev.ptr, lane.out_dev.ptr)
+            for _ in range(5):
+                lane.launch(self.cuda_graphs)
+            with cuda.Event(timing=True) as start, cuda.Event(timing=True) as end:
+                start.record(lane.stream)
+                for _ in range(repeats):
+                    lane.launch(self.cuda_graphs)
+                end.record(lane.stream)
+                end.synchronize()
+                return cuda.Event.elapsed_ms(start, end) / repeats
+        finally:
+            self._release(lanes)
+            self._leave()
+
+    def h2d_bandwidth_gbs(self, nbytes: int = 64 << 20, repeats: int = 10) -> float:
+        """Host-to-device bandwidth from a pinned buffer, GB/s."""
+        self._use_device()
+        with cuda.PinnedBuffer(nbytes) as host, cuda.DeviceBuffer(nbytes) as dev, cuda.Stream() as stream, \
+                cuda.Event(timing=True) as start, cuda.Event(timing=True) as end:
+            cuda.htod_async(dev.ptr, host.ptr, nbytes, stream)
+            start.record(stream)
+            for _ in range(repeats):
+                cuda.htod_async(dev.ptr, host.ptr, nbytes, stream)
+            end.record(stream)
+            end.synchronize()
+            seconds = cuda.Event.elapsed_ms(start, end) / 1e3
+        return nbytes * repeats / seconds / 1e9
+
+    # -- closing -------------------------------------------------------------------------------
+    def _close_impl(self) -> None:
+        lanes, self._lanes = getattr(self, "_lanes", []), []
+        self._free = []
+        errors = []
+        for lane in lanes:
+            try:
+                if lane.stream is not None:
+                    lane.stream.synchronize()  # nothing may still use the buffers being freed
+            except cuda.CudaError as exc:
+                errors.append(exc)
+            lane.close()
+        # Contexts first (lane.close), then the engine, then the runtime: TensorRT's ownership order.
+        self._engine = None
+        self._runtime = None
+        if errors:
+            raise errors[0]
+
