@@ -548,18 +548,11 @@ def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings
 
 
 def load_eval_set(path: str | Path, manifest: Manifest, limit: int | None = None) -> EngineEvaluation:
-    """Labelled images (CIFAR folder, image folder, .npz ...) preprocessed the artifact's way."""
-    try:
-        from trtinfer.calibration.sources import load_labeled
-    except ImportError:
-        from trtinfer.calibration.cifar import load_cifar as load_labeled
-    from trtinfer.preprocess import preprocess
+    """Labelled test images (CIFAR folder, image folder, .npz ...) preprocessed the artifact's way."""
+    from trtinfer.calibration.calibset import make_eval_set
 
-    data = load_labeled(path, split="test")
-    images, labels = data.images, data.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    return EngineEvaluation(x=preprocess(images, manifest.preprocess), labels=labels, source=str(data.source))
+    data = make_eval_set(path, manifest.preprocess, labels=manifest.labels, limit=limit)
+    return EngineEvaluation(x=data.x, labels=data.labels, source=data.source)
 
 
 def finish_from_onnx(artifact_dir: str | Path, settings: EngineBuildSettings | None = None, *,

@@ -203,7 +203,7 @@ class Builder:
                 manifest.record_file(directory, ONNX_NAME)
                 manifest.write(directory)
                 finals.append(final)
-            self._engine_stage(staged, finals)
+            self._engine_stage(staged, finals, eval_set)
             committed = staged.commit()
         for path in committed:
             self.report.step(f"wrote {path}")
@@ -217,19 +217,23 @@ class Builder:
                                 hint="run `trtinfer doctor`, or build the engine later on a GPU host with "
                                      "`trtinfer build --from-onnx DIR`")
 
-    def _engine_stage(self, staged: StagedDirectories, finals: list[Path]) -> None:
+    def _engine_stage(self, staged: StagedDirectories, finals: list[Path], eval_set=None) -> None:
         ok, reason = _engine_available()
         if not ok:
             self.report.step(f"stopping after the ONNX stage: no TensorRT engine built ({reason}); next: on a GPU host "
                              f"with TensorRT run `trtinfer build --from-onnx DIR` for each artifact")
             return
-        from .engine import EngineBuildSettings, build_engine_into_artifact
+        from .engine import EngineBuildSettings, EngineEvaluation, build_engine_into_artifact
 
         settings = self.opts.engine or EngineBuildSettings()
         for final in finals:
-            directory = staged.path_for(final)
+            evaluation = None
+            if eval_set is not None:
+                evaluation = EngineEvaluation(x=eval_set.x, labels=eval_set.labels, source=eval_set.source,
+                                              max_drop=self.opts.max_accuracy_drop,
+                                              allow=self.opts.allow_accuracy_drop)
             self.report.step(f"building TensorRT engine for {final.name}")
-            build_engine_into_artifact(directory, settings, progress=self.report)
+            build_engine_into_artifact(staged.path_for(final), settings, progress=self.report, evaluation=evaluation)
 
     def _print_validation(self, validation: dict) -> None:
         for key in ("random", "eval"):

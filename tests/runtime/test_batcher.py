@@ -121,12 +121,21 @@ def test_single_sample_requests_get_one_row_back():
     assert y.shape == ROW and np.all(y == 6)
 
 
+def wait_until(condition, seconds: float = 5.0) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition never became true"
+        time.sleep(0.001)
+
+
 def test_overload_fails_fast_and_recovers():
     rec = Recorder(gated=True)
-    batcher = make(rec, max_batch=1, max_queue=4)
+    batcher = make(rec, max_batch=1, max_queue=3)
     first = batcher.submit(rows(0), 1)
-    assert rec.entered.wait(5)  # the worker holds the first request
-    queued = [batcher.submit(rows(i), 1) for i in range(1, 5)]
+    assert rec.entered.wait(5)  # one worker runs the first request
+    queued = [batcher.submit(rows(1), 1)]
+    wait_until(lambda: batcher.queue_depth() == 0)  # the pipelining worker holds the next batch
+    queued += [batcher.submit(rows(i), 1) for i in range(2, 5)]
     start = time.perf_counter()
     with pytest.raises(OverloadedError, match="queue is full"):
         batcher.submit(rows(99), 1)
@@ -206,6 +215,21 @@ def test_an_error_fails_only_its_batch():
     assert snap.failed == 1 and snap.completed == 3
 
 
+def test_next_batch_is_assembled_while_one_runs_but_never_run_beside_it():
+    rec = Recorder(gated=True)
+    batcher = make(rec, max_batch=2, max_delay_s=0.0)
+    futures = [batcher.submit(rows(i), 1) for i in range(2)]
+    assert rec.entered.wait(5)
+    futures += [batcher.submit(rows(i), 1) for i in range(2, 4)]
+    wait_until(lambda: batcher.queue_depth() == 0)  # taken by the second worker...
+    time.sleep(0.05)
+    assert len(rec.batches) == 0  # ...which waits for the run slot (concurrency 1)
+    rec.gate.set()
+    assert [float(f.result(timeout=5)[0, 0]) for f in futures] == [0, 2, 4, 6]
+    batcher.close()
+    assert [len(b) for b in rec.batches] == [2, 2]
+
+
 def test_close_finishes_accepted_work_then_rejects():
     rec = Recorder(gated=True)
     batcher = make(rec, max_batch=2)
@@ -227,7 +251,7 @@ def test_close_finishes_accepted_work_then_rejects():
 
 
 def test_close_without_work_returns_at_once_and_is_idempotent():
-    batcher = make(Recorder(), workers=3)
+    batcher = make(Recorder(), concurrency=3)
     start = time.perf_counter()
     batcher.close()
     batcher.close()
@@ -246,7 +270,7 @@ def test_several_workers_run_batches_concurrently():
             inside[0] -= 1
         return x * 2
 
-    batcher = make(slow, max_batch=1, workers=2, stats=Stats())
+    batcher = make(slow, max_batch=1, concurrency=2, stats=Stats())
     futures = [batcher.submit(rows(i), 1) for i in range(6)]
     assert [float(f.result(timeout=10)[0, 0]) for f in futures] == [2.0 * i for i in range(6)]
     batcher.close()

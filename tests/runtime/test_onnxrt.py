@@ -49,8 +49,11 @@ def test_session_options_are_deliberate(tiny_artifact):
         assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
         assert model._session.get_providers() == ["CPUExecutionProvider"]
-    with trtinfer.load(tiny_artifact, backend="onnxruntime", threads=1, spin=False) as model:
-        assert model._session.get_session_options().intra_op_num_threads == 1
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with trtinfer.load(tiny_artifact, backend="onnxruntime", threads=1, spin=True) as model:
+        so = model._session.get_session_options()
+        assert so.intra_op_num_threads == 1
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_one_session_is_shared_safely_by_threads(tiny_artifact):

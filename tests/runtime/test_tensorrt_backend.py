@@ -163,7 +163,7 @@ def test_batcher_over_several_contexts(fakes, plan_artifact):
             t.start()
         for t in threads:
             t.join()
-        assert model.concurrency == 3 and len(model._batcher._threads) == 3
+        assert model.concurrency == 3 == model._batcher.concurrency and len(model._batcher._threads) == 4
     assert errors == []
 
 
@@ -305,3 +305,20 @@ def test_gpu_no_leak_over_many_load_close_cycles(engine_artifact):
             model.infer(x)
     free_after, _ = cuda.mem_get_info()
     assert free_before - free_after < 64 << 20
+
+
+def test_a_failed_load_frees_what_it_made(fakes, plan_artifact, monkeypatch):
+    fake = fakes[0].cuda
+    made = []
+    real_stream = fake.Stream
+
+    def flaky_stream():
+        if len(made) == 2:
+            raise fake.CudaError("cudaStreamCreateWithFlags", "cudaErrorMemoryAllocation", 2)
+        made.append(1)
+        return real_stream()
+
+    monkeypatch.setattr(fake, "Stream", flaky_stream)
+    with pytest.raises(trtinfer.TrtInferError, match="cudaErrorMemoryAllocation"):
+        trtinfer.load(plan_artifact, streams=3)
+    assert not fake.live and not fake.memory.blocks

@@ -85,7 +85,10 @@ def choose_cpu_backend(manifest: Manifest, why_not_gpu: str = "on the CPU") -> t
         if cpu_backend_available(name):
             skipped = [o for o in order[:order.index(name)]]
             extra = f"; {', '.join(skipped)} not installed" if skipped else ""
-            return name, f"{why_not_gpu}; {name} is the fastest CPU backend here for {manifest.precision}{extra}"
+            if manifest.precision == "int8" and name == "onnxruntime":
+                extra += (" (ONNX Runtime runs Q/DQ models slower than FP32 on a CPU; "
+                          "pip install 'trtinfer[openvino]' to run them in INT8)")
+            return name, f"{why_not_gpu}; on the CPU, {name} is preferred for {manifest.precision} artifacts{extra}"
     raise BackendUnavailable("no CPU backend is installed (neither ONNX Runtime nor OpenVINO)",
                              hint="pip install 'trtinfer[onnxruntime]'")
 

@@ -215,7 +215,7 @@ class Model:
                     self._run_batch, row_shape=self.row_shape, dtype=self.dtype, max_batch=self.max_batch,
                     max_delay_s=opts.max_delay_ms / 1e3, max_queue=opts.max_queue,
                     timeout_s=None if opts.timeout_ms is None else opts.timeout_ms / 1e3,
-                    workers=opts.workers or self.concurrency, stats=self._stats,
+                    concurrency=opts.workers or self.concurrency, stats=self._stats,
                     name=f"trtinfer-{self.backend}")
             return self._batcher
 

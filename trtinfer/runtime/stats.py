@@ -96,7 +96,7 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self._c = Counter()
             self._sizes: Counter[int] = Counter()
             self._max_depth = 0

@@ -240,8 +240,9 @@ class TensorRTModel(Model):
             self.max_chunk = io.max_rows
             self.concurrency = self.options.streams
             self.default_max_batch = min(max(p.opt for p in io.profiles), io.max_rows)
-            self._lanes = [_Lane(i, self._engine, io, self.options.graph_cache if self.options.cuda_graphs else 0)
-                           for i in range(self.options.streams)]
+            graphs = self.options.graph_cache if self.options.cuda_graphs else 0
+            for i in range(self.options.streams):  # appended one by one: a failure frees those made
+                self._lanes.append(_Lane(i, self._engine, io, graphs))
         except BaseException:
             self._close_impl()
             raise
