@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_env import gpu_skip_reason, tensorrt_skip_reason
 from trtinfer import doctor as doc
 from trtinfer import trt_support
 
@@ -19,18 +20,10 @@ COMPONENTS = ["OS", "Python", "CPU", "GPU", "NVIDIA driver", "CUDA runtime", "Te
 STAGES = ["load checkpoint", "export", "FP16", "INT8", "engine build", "GPU runtime", "CPU runtime"]
 
 
-def _root_conftest():
-    name = "_trtinfer_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
-NO_GPU = _root_conftest().gpu_skip_reason() is not None
-NO_TRT = _root_conftest().tensorrt_skip_reason() is not None
+NO_GPU = gpu_skip_reason() is not None
+NO_TRT = tensorrt_skip_reason() is not None
 
 
 def trtinfer(*args: str) -> subprocess.CompletedProcess:

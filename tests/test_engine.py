@@ -12,10 +12,8 @@ reason where there is no GPU or no TensorRT.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,22 +29,12 @@ from trtinfer.builders.profiles import BatchProfile, parse_batch_profiles, selec
 from trtinfer.commands.engine_options import engine_options, engine_settings_from_options, pop_engine_options
 from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.hashing import sha256_file
+from gpu_env import tensorrt_skip_reason
 from trtinfer.manifest import Manifest, PreprocessSpec, TensorSpec
 
 
-def _root_conftest():
-    """tests/conftest.py by path: `import conftest` is ambiguous once subfolders have their own."""
-    name = "_trtinfer_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
-gpu_skip_reason = _root_conftest().gpu_skip_reason
-tensorrt_skip_reason = _root_conftest().tensorrt_skip_reason
 
 NUM_CLASSES = 10
 

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from trtinfer import trt_support
 from trtinfer.errors import ArtifactError, BackendUnavailable
+from gpu_env import gpu_skip_reason, tensorrt_skip_reason
 from trtinfer.manifest import Manifest, PreprocessSpec, TensorSpec
 
 
-def _root_conftest():
-    """tests/conftest.py by path: `import conftest` is ambiguous once subfolders have their own."""
-    name = "_trtinfer_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
-gpu_skip_reason = _root_conftest().gpu_skip_reason
-tensorrt_skip_reason = _root_conftest().tensorrt_skip_reason
 
 
 def _manifest(**engine) -> Manifest:

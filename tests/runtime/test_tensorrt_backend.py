@@ -215,7 +215,7 @@ def _tensorrt_reason() -> str | None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import tensorrt_skip_reason
+    from gpu_env import tensorrt_skip_reason
 
     return tensorrt_skip_reason()
 
