@@ -60,7 +60,7 @@ def engine_options(f):
 @click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5.")
 @click.option("--labels", metavar="SET|FILE", help="cifar10, cifar100, imagenet or a file with one class name per line.")
 @click.option("--eval-data", type=click.Path(path_type=Path), help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and the accuracy guard.")
-@click.option("--eval-samples", type=click.IntRange(1), help="Use only the first N evaluation images.")
+@click.option("--eval-samples", type=click.IntRange(1), help="Evaluate on a class-balanced subset of N test images (seeded by --seed).")
 @click.option("--calib-data", type=click.Path(path_type=Path), help="Data to draw the INT8 calibration set from (training split).")
 @click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
 @click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True, help="Calibration images drawn from --calib-data.")
