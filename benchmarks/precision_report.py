@@ -42,16 +42,10 @@ DEFAULT_LR = {"resnet18": 0.1, "mobilenet_v2": 0.05}
 # -- model, training, export (torch only below this line's functions) --------------------------
 
 def make_model(arch: str, num_classes: int = 10, cifar_stem: bool = True):
-    """torchvision ``arch``; ResNets get the CIFAR stem (3x3 stride-1 conv1, no max-pool) when asked."""
-    import torch
-    import torchvision
+    """torchvision ``arch``, seeded; ResNets get the CIFAR stem (3x3 stride-1 conv1, no max-pool) when asked."""
+    from trtinfer.builders.archs import fresh_model
 
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(num_classes=num_classes)
-    if cifar_stem and arch.startswith("resnet"):
-        model.conv1 = torch.nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-        model.maxpool = torch.nn.Identity()
-    return model
+    return fresh_model(arch, num_classes, cifar_stem)
 
 
 def train_briefly(model, images: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, epochs: int,

@@ -95,6 +95,15 @@ def apply_cifar_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def fresh_model(arch: str, num_classes: int = 10, cifar_stem: bool = False, seed: int = 0) -> nn.Module:
+    """A randomly initialised torchvision classifier (seeded), with the CIFAR stem for ResNets if asked."""
+    torch.manual_seed(seed)
+    model = _construct(arch, num_classes)
+    if cifar_stem and arch in RESNET_STYLE:
+        apply_cifar_stem(model)
+    return model.eval()
+
+
 @dataclass(frozen=True)
 class Signature:
     arch: str

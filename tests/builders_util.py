@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 
-from trtinfer.builders.archs import apply_cifar_stem
+from trtinfer.builders.archs import fresh_model
 
 
 def make_model(arch: str = "resnet18", num_classes: int = 10, cifar_stem: bool = False, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    if cifar_stem:
-        apply_cifar_stem(model)
-    return model.eval()
+    return fresh_model(arch, num_classes, cifar_stem, seed)
 
 
 def save(model: torch.nn.Module, path: Path, fmt: str = "state_dict") -> Path:
