@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +81,12 @@ def torch_reference(model, x: np.ndarray) -> np.ndarray:
 
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
+
+
+def run_in_threads(target: Callable[[int], None], count: int) -> None:
+    """Run ``target(i)`` for i in range(count), each in its own thread, and wait for all of them."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

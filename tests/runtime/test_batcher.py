@@ -14,6 +14,8 @@ from trtinfer.errors import OverloadedError
 from trtinfer.runtime.batcher import DynamicBatcher, ModelClosedError, RequestTimeout
 from trtinfer.runtime.stats import Stats
 
+from .helpers import run_in_threads
+
 ROW = (3,)
 
 
@@ -64,11 +66,7 @@ def test_each_caller_gets_exactly_its_rows_from_many_threads():
             if y.shape != x.shape or not np.array_equal(y, x * 2):
                 errors.append(f"client {seed}: wrong rows")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(client, 32)
     batcher.close()
     assert errors == []
     snap = batcher.stats.snapshot()

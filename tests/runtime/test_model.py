@@ -24,7 +24,7 @@ from trtinfer.preprocess import preprocess
 from trtinfer.runtime import ModelClosedError, RequestTimeout
 from trtinfer.runtime.loader import cpu_backend_available
 
-from .helpers import distinct_inputs, torch_reference
+from .helpers import distinct_inputs, torch_reference, run_in_threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -175,11 +175,7 @@ def test_32_threads_x_200_requests_each_get_their_own_rows(tiny_artifact):
                 if y.shape != (len(x), 10) or not np.allclose(y, model.infer(x), rtol=1e-5, atol=1e-5):
                     errors.append(f"client {seed} request {i}")
 
-        threads = [threading.Thread(target=client, args=(s,)) for s in range(32)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(client, 32)
         stats = model.stats()
     assert errors == []
     assert stats.requests == stats.completed == 32 * 200

@@ -3,7 +3,6 @@ beyond the chunk limit; deliberate session options; one session shared by many t
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import trtinfer
 from trtinfer.errors import DataError
 from trtinfer.runtime.options import available_cores
 
-from .helpers import distinct_inputs, torch_reference
+from .helpers import distinct_inputs, torch_reference, run_in_threads
 
 RESNET_CHUNK = 16  # "max" for the ResNet test: small, so 3x max stays quick on 2 cores
 
@@ -67,11 +66,7 @@ def test_one_session_is_shared_safely_by_threads(tiny_artifact):
                 if not np.allclose(y, ref, rtol=1e-6, atol=1e-6):
                     errors.append(f"thread {seed} call {i}")
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(worker, 8)
         assert model.stats().infer_calls == 8 * 20 * 2
     assert errors == []
 

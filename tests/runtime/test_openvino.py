@@ -3,14 +3,13 @@ requests for concurrent callers. Skipped, with the reason, where OpenVINO is not
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
 import trtinfer
 
-from .helpers import distinct_inputs, torch_reference
+from .helpers import distinct_inputs, torch_reference, run_in_threads
 
 pytest.importorskip("openvino", reason="OpenVINO is an optional extra: pip install 'trtinfer[openvino]'")
 
@@ -43,11 +42,7 @@ def test_concurrent_callers_and_the_batcher(tiny_artifact):
                 if not np.allclose(direct, batched, rtol=1e-5, atol=1e-5):
                     errors.append(f"{seed}/{i}")
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(worker, 8)
         assert len(model._all_requests) >= 1
     assert errors == []
     assert model._compiled is None

@@ -11,7 +11,6 @@ CUDA graphs on/off, device arrays and load/close cycles.
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from trtinfer.runtime.tensorrt_backend import PlanIncompatibleError
 
 from . import fake_trt
 from .fake_trt import FakeDeviceArray, make_plan_artifact, reference
-from .helpers import distinct_inputs
+from .helpers import distinct_inputs, run_in_threads
 
 SIMPLE = [Profile(1, 8, 16)]
 HIGH_MIN = [Profile(4, 8, 16)]
@@ -158,11 +157,7 @@ def test_batcher_over_several_contexts(fakes, plan_artifact):
                 if not close_to(model.submit(x).result(timeout=30), x):
                     errors.append(f"{seed}/{i}")
 
-        threads = [threading.Thread(target=client, args=(s,)) for s in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(client, 16)
         assert model.concurrency == 3 == model._batcher.concurrency and len(model._batcher._threads) == 4
     assert errors == []
 
