@@ -159,9 +159,8 @@ class Builder:
         export_facts["seconds"] = facts["seconds"]
         eval_x = None if eval_set is None else eval_set.x
         eval_y = None if eval_set is None else eval_set.labels
-        samples = 0 if eval_x is None else len(eval_x)
         with self.report.timed("validating ONNX against PyTorch with ONNX Runtime"), \
-                self.report.progress("validation", 2 * samples) as advance:
+                self.report.tracker("validation") as advance:
             validation = validate_export(reference, fp32_path, spec.input_size, eval_x, eval_y,
                                          atol=opts.atol, rtol=opts.rtol, progress=advance)
         self._print_validation(validation)

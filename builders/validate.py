@@ -21,23 +21,14 @@ RANDOM_BATCH = 8
 BATCH_SIZE = 64
 
 
-def ort_session(path: str | Path, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def run_batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = BATCH_SIZE,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``fn`` over ``x`` in batches; ``progress(done, total)`` after each."""
     outs = []
     for start in range(0, len(x), batch_size):
         outs.append(fn(x[start:start + batch_size]))
         if progress:
-            progress(min(batch_size, len(x) - start))
+            progress(min(start + batch_size, len(x)), len(x))
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -46,10 +37,6 @@ def torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
         with torch.inference_mode():
             return model(torch.from_numpy(batch)).float().numpy()
     return run
-
-
-def onnx_runner(session) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda batch: session.run(["logits"], {"input": batch})[0]
 
 
 @dataclass
@@ -96,17 +83,26 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None =
 def validate_export(model: torch.nn.Module, onnx_path: str | Path, input_size: int,
                     eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None,
                     atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-                    progress: Callable[[int], None] | None = None, seed: int = 0) -> dict:
-    """Compare PyTorch and ONNX Runtime on random inputs and, if given, real evaluation images."""
-    session = ort_session(onnx_path)
-    t_run, o_run = torch_runner(model), onnx_runner(session)
+                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> dict:
+    """Compare PyTorch and ONNX Runtime on random inputs and, if given, real evaluation images.
+
+    Both sets go through each side in one pass (one ONNX Runtime session, the accuracy guard's).
+    ``progress(done, total)`` counts PyTorch rows, then ONNX Runtime rows.
+    """
+    from .evaluate import run_onnx
+
     rng = np.random.default_rng(seed)
     x_rand = rng.standard_normal((RANDOM_BATCH, 3, input_size, input_size), dtype=np.float32)
-    results = {"random": compare_logits(t_run(x_rand), o_run(x_rand), atol=atol, rtol=rtol).to_dict()}
-    if eval_x is not None and len(eval_x):
-        ref = run_batched(t_run, eval_x, progress=progress)
-        got = run_batched(o_run, eval_x, progress=progress)
-        results["eval"] = compare_logits(ref, got, eval_y, atol=atol, rtol=rtol).to_dict()
+    has_eval = eval_x is not None and len(eval_x) > 0
+    x_all = np.concatenate([x_rand, eval_x]) if has_eval else x_rand
+    n = len(x_all)
+    report = progress or (lambda done, total: None)
+    ref = run_batched(torch_runner(model), x_all, progress=lambda done, _: report(done, 2 * n))
+    got = run_onnx(onnx_path, x_all, BATCH_SIZE, progress=lambda done, _: report(n + done, 2 * n))
+    results = {"random": compare_logits(ref[:RANDOM_BATCH], got[:RANDOM_BATCH], atol=atol, rtol=rtol).to_dict()}
+    if has_eval:
+        results["eval"] = compare_logits(ref[RANDOM_BATCH:], got[RANDOM_BATCH:], eval_y, atol=atol,
+                                         rtol=rtol).to_dict()
     results["passed"] = all(r["passed"] for r in results.values() if isinstance(r, dict))
     results["atol"], results["rtol"] = atol, rtol
     if not results["passed"]:
