@@ -29,7 +29,8 @@ EVAL_BATCH = 64
 Progress = Callable[[int, int], None]  # progress(done, total)
 
 
-def _session(path: str | Path, threads: int | None = None):
+def cpu_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session, quiet; a model it cannot load is a ValidationError."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -47,7 +48,7 @@ def _session(path: str | Path, threads: int | None = None):
 def run_onnx(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH, progress: Progress | None = None,
              threads: int | None = None) -> np.ndarray:
     """Logits (float32, N x classes) of the model at ``path`` for preprocessed inputs ``x`` (CPU)."""
-    session = _session(path, threads)
+    session = cpu_session(path, threads)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         raise ValidationError(f"{path} has {len(inputs)} inputs; the accuracy check runs single-input classifiers")

@@ -172,11 +172,11 @@ def _opset(model) -> int:
 
 def _check_runs_on_cpu(path: Path, what: str) -> None:
     """The converted model must load in ONNX Runtime's CPU provider (the accuracy guard runs it)."""
-    import onnxruntime as ort
+    from .evaluate import cpu_session
 
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises several unrelated exception types
+        cpu_session(path)
+    except ValidationError as exc:
         raise ValidationError(f"the {what} model does not load in ONNX Runtime (CPU): {exc}",
                               hint="report this with the FP32 model; build fp32 meanwhile") from exc
 
