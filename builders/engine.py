@@ -574,16 +574,6 @@ def finish_from_onnx(artifact_dir: str | Path, settings: EngineBuildSettings | N
     return build_engine_into_artifact(artifact_dir, settings, progress=progress, evaluation=evaluation)
 
 
-def __getattr__(name: str) -> Any:
-    """The click helpers live in trtinfer/commands/engine_options.py (click stays out of this module)."""
-    if name in ("engine_options", "settings_from_options", "pop_engine_options"):
-        from trtinfer.commands import engine_options as options
-
-        return {"engine_options": options.engine_options, "settings_from_options": options.engine_settings_from_options,
-                "pop_engine_options": options.pop_engine_options}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def plan_matches_manifest(artifact_dir: str | Path) -> bool:
     """Whether ``model.plan`` is the one the manifest records (cheap re-check for callers)."""
     artifact_dir = Path(artifact_dir)

@@ -722,13 +722,11 @@ def test_finish_from_onnx_checks_data_before_tensorrt(artifact, tmp_path, monkey
         eng.finish_from_onnx(artifact, eval_data=tmp_path / "missing")
 
 
-def test_build_command_helpers_come_from_the_engine_module():
-    from trtinfer.builders.engine import engine_options as opts, settings_from_options
+def test_build_command_takes_the_engine_options():
+    from trtinfer.commands.build import build
 
-    assert opts is engine_options
-    assert settings_from_options(batch=("1:1:8",), opt_level=2).opt_level == 2
-    with pytest.raises(AttributeError):
-        eng.no_such_name  # noqa: B018
+    names = {p.name for p in build.params}
+    assert {"batch", "timing_cache", "opt_level", "workspace", "device", "require_engine"} <= names
 
 
 # ======================================================================================================

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from trtinfer.commands.engine_options import engine_options, pop_engine_options
 from trtinfer.manifest import PRECISIONS
 
 
@@ -28,16 +29,6 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
             chosen.append(p)
     ordered = tuple(p for p in PRECISIONS if p in chosen)
     return ordered or ("fp32",)
-
-
-def engine_options(f):
-    """TensorRT engine options; provided by the engine stage when it is installed."""
-    try:
-        from trtinfer.builders.engine import engine_options as real
-    except ImportError:
-        return click.option("--require-engine", is_flag=True,
-                            help="Fail unless a TensorRT engine is built too.")(f)
-    return real(f)
 
 
 @click.command()
@@ -88,7 +79,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_ch
     from trtinfer.errors import TrtInferError
 
     reporter = Reporter(quiet=quiet)
-    engine_settings, require_engine = _engine_settings(engine_kw)
+    engine_settings, require_engine = pop_engine_options(engine_kw)
     if from_onnx is not None:
         if checkpoint is not None:
             raise TrtInferError("pass either CHECKPOINT or --from-onnx DIR, not both")
@@ -113,11 +104,3 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_ch
     for path in Builder(opts, reporter).run():
         click.echo(str(path))
 
-
-def _engine_settings(engine_kw: dict):
-    require = bool(engine_kw.pop("require_engine", False))
-    if not engine_kw:
-        return None, require
-    from trtinfer.builders.engine import settings_from_options
-
-    return settings_from_options(**engine_kw), require
