@@ -27,6 +27,7 @@ from typing import Any
 
 from trtinfer import trt_support
 from trtinfer.atomic import StagedDirectories, atomic_file
+from trtinfer.cache import cache_root
 from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.hashing import sha256_file
 from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPT_LEVEL = 3  # TensorRT's own default
 MIN_OPT_LEVEL, MAX_OPT_LEVEL = 0, 5
-CACHE_DIR_NAME = "trtinfer"
 TIMING_CACHE_DIR = "timing-cache"
 Progress = Any  # a callable taking one message, or a Reporter (its ``info`` is used)
 
@@ -70,13 +70,6 @@ class EngineBuildSettings:
 
 
 # -- pure decisions -------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/trtinfer`` (an absolute XDG_CACHE_HOME only, as the spec says), else ``~/.cache/trtinfer``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / CACHE_DIR_NAME
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "gpu"
 

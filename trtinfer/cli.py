@@ -14,6 +14,7 @@ from .errors import TrtInferError
 # name -> "module:attribute"; each command lives in the module that owns its work.
 COMMANDS = {
     "build": "trtinfer.commands.build:build",
+    "bench": "trtinfer.commands.bench:bench",
     "inspect": "trtinfer.commands.inspect:inspect_cmd",
     "calib": "trtinfer.commands.calib:calib",
     "doctor": "trtinfer.commands.doctor:doctor",

@@ -6,17 +6,10 @@ from pathlib import Path
 
 import click
 
+from trtinfer.commands.build_options import (DATA_OPTION_NAMES, MODEL_OPTION_NAMES, data_options, model_options,
+                                             pop_options)
 from trtinfer.commands.engine_options import engine_options, pop_engine_options
 from trtinfer.manifest import PRECISIONS
-
-
-def _floats(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
 
 
 def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tuple[str, ...]:
@@ -40,23 +33,9 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
               help="Parent directory; each artifact goes to OUT/<name>-<precision>/.")
 @click.option("--name", help="Artifact name (default: the checkpoint's file name without extension).")
-@click.option("--arch", help="torchvision architecture (default: inferred from the weights).")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Allow checkpoints that run code when loaded (torch.save(model), TorchScript). Only for files you trust.")
-@click.option("--input-size", type=click.IntRange(8, 4096), help="Square input size (default 224; 32 for a CIFAR-stem ResNet).")
-@click.option("--resize", type=click.IntRange(8, 8192), help="Resize the shorter side to this before the centre crop (default: --input-size).")
-@click.option("--normalize", type=click.Choice(["imagenet", "cifar10", "cifar100", "none"]),
-              help="Normalization preset (default imagenet; cifar10 for a CIFAR-stem ResNet).")
-@click.option("--mean", callback=_floats, help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std; overrides --normalize).")
-@click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5.")
-@click.option("--labels", metavar="SET|FILE", help="cifar10, cifar100, imagenet or a file with one class name per line.")
-@click.option("--eval-data", type=click.Path(path_type=Path), help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and the accuracy guard.")
-@click.option("--eval-samples", type=click.IntRange(1), help="Evaluate on a class-balanced subset of N test images (seeded by --seed).")
-@click.option("--calib-data", type=click.Path(path_type=Path), help="Data to draw the INT8 calibration set from (training split).")
+@model_options
+@data_options
 @click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
-@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True, help="Calibration images drawn from --calib-data.")
-@click.option("--calib-method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True, help="INT8 calibration method.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration draw.")
 @click.option("--max-accuracy-drop", type=float, help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16, 1.0 for INT8).")
 @click.option("--allow-accuracy-drop", is_flag=True, help="Write reduced-precision artifacts even when the accuracy guard fails.")
 @click.option("--atol", type=float, default=1e-3, show_default=True, help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
@@ -67,9 +46,8 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.option("--force", is_flag=True, help="Replace existing artifact directories.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @engine_options
-def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_checkpoint, input_size, resize,
-          normalize, mean, std, labels, eval_data, eval_samples, calib_data, calib_set, calib_samples, calib_method,
-          seed, max_accuracy_drop, allow_accuracy_drop, atol, rtol, opset, from_onnx, force, quiet, **engine_kw):
+def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max_accuracy_drop, allow_accuracy_drop,
+          atol, rtol, opset, from_onnx, force, quiet, **kwargs):
     """Build CHECKPOINT (.pth/.pt) into validated artifact directories.
 
     Each artifact holds model.onnx (and model.plan where TensorRT and a GPU are present) plus
@@ -79,7 +57,8 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_ch
     from trtinfer.errors import TrtInferError
 
     reporter = Reporter(quiet=quiet)
-    engine_settings, require_engine = pop_engine_options(engine_kw)
+    engine_settings, require_engine = pop_engine_options(kwargs)
+    eval_data, eval_samples = kwargs["eval_data"], kwargs["eval_samples"]
     if from_onnx is not None:
         if checkpoint is not None:
             raise TrtInferError("pass either CHECKPOINT or --from-onnx DIR, not both")
@@ -95,12 +74,9 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, arch, trust_ch
 
     precisions = _precisions(fp32, fp16, int8, precision)
     opts = BuildOptions(
-        checkpoint=checkpoint, precisions=precisions, out_dir=out_dir, name=name, arch=arch,
-        trust_checkpoint=trust_checkpoint, input_size=input_size, resize=resize, normalize=normalize, mean=mean,
-        std=std, labels=labels, eval_data=eval_data, eval_samples=eval_samples, atol=atol, rtol=rtol, opset=opset,
-        force=force, calib_data=calib_data, calib_set=calib_set, calib_samples=calib_samples,
-        calib_method=calib_method, seed=seed, max_accuracy_drop=max_accuracy_drop,
+        checkpoint=checkpoint, precisions=precisions, out_dir=out_dir, name=name,
+        **pop_options(kwargs, MODEL_OPTION_NAMES + DATA_OPTION_NAMES), atol=atol, rtol=rtol, opset=opset,
+        force=force, calib_set=calib_set, max_accuracy_drop=max_accuracy_drop,
         allow_accuracy_drop=allow_accuracy_drop, engine=engine_settings, require_engine=require_engine)
     for path in Builder(opts, reporter).run():
         click.echo(str(path))
-

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..cpu_info import usable_cores
 from ..errors import TrtInferError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
@@ -25,10 +25,7 @@ DEFAULT_GRAPH_CACHE = 16
 
 def available_cores() -> int:
     """CPU cores this process may run on (affinity and cgroup-limited sets count, not the host's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""The model and data options that ``trtinfer build`` and ``trtinfer bench`` share, declared once.
+
+Usage::
+
+    @click.command()
+    @model_options
+    @data_options
+    def build(**kwargs):
+        ...  # kwargs hold the values under the names of :class:`BuildOptions` fields
+
+Defaults live in :mod:`trtinfer.builders.pipeline` and :mod:`trtinfer.calibration.calibset`;
+importing this module imports neither (``--help`` needs no torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CALIB_SAMPLES = 512  # calibration.calibset.DEFAULT_SAMPLES (kept import-free; a test holds them equal)
+DEFAULT_CALIB_METHOD = "entropy"  # builders.precision.DEFAULT_CALIBRATION_METHOD
+CALIB_METHODS = ("entropy", "max")  # builders.precision.CALIBRATION_METHODS
+NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")  # trtinfer.preprocess.NORMALIZATIONS
+
+MODEL_OPTION_NAMES = ("arch", "trust_checkpoint", "input_size", "resize", "normalize", "mean", "std", "labels")
+DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed")
+
+
+def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _apply(f: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def model_options(f: F) -> F:
+    """--arch, --trust-checkpoint, --input-size, --resize, --normalize, --mean/--std, --labels."""
+    return _apply(f, [
+        click.option("--arch", help="torchvision architecture (default: inferred from the weights)."),
+        click.option("--trust-checkpoint", is_flag=True,
+                     help="Allow checkpoints that run code when loaded (torch.save(model), TorchScript). "
+                          "Only for files you trust."),
+        click.option("--input-size", type=click.IntRange(8, 4096),
+                     help="Square input size (default 224; 32 for a CIFAR-stem ResNet)."),
+        click.option("--resize", type=click.IntRange(8, 8192),
+                     help="Resize the shorter side to this before the centre crop (default: --input-size)."),
+        click.option("--normalize", type=click.Choice(NORMALIZE_PRESETS),
+                     help="Normalization preset (default imagenet; cifar10 for a CIFAR-stem ResNet)."),
+        click.option("--mean", callback=_floats, help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std; overrides --normalize)."),
+        click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5."),
+        click.option("--labels", metavar="SET|FILE",
+                     help="cifar10, cifar100, imagenet or a file with one class name per line."),
+    ])
+
+
+def data_options(f: F) -> F:
+    """--eval-data, --eval-samples, --calib-data, --calib-samples, --calib-method, --seed."""
+    return _apply(f, [
+        click.option("--eval-data", type=click.Path(path_type=Path),
+                     help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and accuracy."),
+        click.option("--eval-samples", type=click.IntRange(1),
+                     help="Evaluate on a class-balanced subset of N test images (seeded by --seed)."),
+        click.option("--calib-data", type=click.Path(path_type=Path),
+                     help="Data to draw the INT8 calibration set from (training split)."),
+        click.option("--calib-samples", type=click.IntRange(1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
+                     help="Calibration images drawn from --calib-data."),
+        click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=DEFAULT_CALIB_METHOD,
+                     show_default=True, help="INT8 calibration method."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration draw."),
+    ])
+
+
+def pop_options(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Remove ``names`` from a command's kwargs and return them (BuildOptions field names)."""
+    return {name: kwargs.pop(name) for name in names if name in kwargs}
