@@ -51,6 +51,8 @@ setup(
         "onnxruntime": ["onnxruntime>=1.17"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "openvino": ["openvino>=2024.0"],
+        # `trtinfer bench`'s CPU peers: OpenVINO on an NNCF INT8 model, and PyTorch's own PT2E INT8
+        "bench": ["openvino>=2024.0", "nncf>=2.14", "torchao>=0.10"],
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10"],
     },
     entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},

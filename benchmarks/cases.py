@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 OURS = ("auto", "onnxruntime", "openvino", "tensorrt")
 TORCH_CPU = ("torch-eager", "torchscript", "torch-dynamic-quant", "torch-compile", "torch-int8")
-PEERS_CPU = ("onnxruntime-bare",)
+PEERS_CPU = ("onnxruntime-bare", "openvino-nncf")
 GPU_PEERS = ("torch-cuda", "torch-tensorrt", "ort-cuda", "ort-tensorrt")
 ALL_BACKENDS = OURS + TORCH_CPU + PEERS_CPU + GPU_PEERS
 #: What a user installs to get a skipped backend.
@@ -46,6 +46,7 @@ INSTALL = {
     "onnxruntime-bare": "pip install 'trtinfer[onnxruntime]'",
     "tensorrt": "pip install 'trtinfer[tensorrt]' on a GPU host, then trtinfer build --from-onnx DIR",
     "torch-int8": "pip install torchao",
+    "openvino-nncf": "pip install 'trtinfer[bench]' (nncf and openvino)",
     "torch-tensorrt": "pip install torch-tensorrt",
     "ort-cuda": "pip install onnxruntime-gpu (on a GPU host)",
     "ort-tensorrt": "pip install onnxruntime-gpu and TensorRT (on a GPU host)",
@@ -150,7 +151,8 @@ class RuntimeCase(Case):
             self.info.device = "cuda" if self.model.backend == "tensorrt" else "cpu"
             self.info.note = self.model.backend_reason
         if self.model.backend == "onnxruntime":
-            self.info.options["spin"] = bool(getattr(self.model, "spin", self.model.options.spin))
+            self.info.options["spin"] = self.model.spin
+            self.info.options["spin_reason"] = self.model.spin_reason
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.model.infer(x)
@@ -190,6 +192,46 @@ class BareOrtCase(Case):
 
     def close(self) -> None:
         self.session = None
+
+
+class OpenVINONncfCase(Case):
+    """OpenVINO on NNCF's own INT8 model of our FP32 ONNX: NNCF post-training quantization (its
+    default preset) on the same calibration images, compiled with our OpenVINO settings. The peer
+    a CPU user would pick instead of our Q/DQ artifact."""
+
+    def __init__(self, artifact: Path, manifest: Manifest, threads: int, calibration: np.ndarray | None) -> None:
+        super().__init__(CaseInfo("openvino-nncf", "int8", "cpu", "peer", {"threads": threads},
+                                  "NNCF PTQ of our FP32 ONNX, OpenVINO IR, same calibration images"))
+        self.path = artifact / ONNX_NAME
+        self.calibration = calibration
+        self.request: Any = None
+
+    def open(self) -> None:
+        if self.calibration is None:
+            raise Skip("needs calibration images (--calib-data, or a CIFAR --eval-data folder)")
+        if not (_have("nncf") and _have("openvino")):
+            raise Skip(f"NNCF or OpenVINO is not installed; {INSTALL['openvino-nncf']}")
+        import io
+
+        import nncf
+        import openvino as ov
+
+        from trtinfer.runtime.openvino_backend import compile_config
+
+        with _timed(self), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            nncf.set_log_level(logging.ERROR)
+            items = [self.calibration[i:i + 1] for i in range(len(self.calibration))]
+            quantized = nncf.quantize(ov.convert_model(str(self.path)), nncf.Dataset(items), subset_size=len(items))
+            compiled = ov.Core().compile_model(quantized, "CPU", compile_config(self.info.options["threads"], "f32"))
+        self.info.options["nncf"] = nncf.__version__
+        self.request = compiled.create_infer_request()
+        self._output = compiled.outputs[0]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer({0: x}, share_inputs=True)[self._output], copy=True)
+
+    def close(self) -> None:
+        self.request = None
 
 
 # -- PyTorch on the CPU ---------------------------------------------------------------------------

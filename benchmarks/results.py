@@ -97,7 +97,7 @@ class BenchResults:
 
     def write_json(self, path: Path) -> Path:
         with atomic_file(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, allow_nan=False)
+            json.dump(self.to_dict(), f, indent=2, allow_nan=False, default=str)  # paths as strings
             f.write("\n")
         return path
 

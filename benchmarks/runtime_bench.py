@@ -143,7 +143,7 @@ def bench_overhead(model: Any, artifact: Path, rounds: int, calls: int) -> dict[
     from trtinfer.runtime.onnxrt import make_session_options
 
     data = (artifact / "model.onnx").read_bytes()
-    bare = ort.InferenceSession(data, sess_options=make_session_options(model.threads, model.options.spin),
+    bare = ort.InferenceSession(data, sess_options=make_session_options(model.threads, model.spin),
                                 providers=["CPUExecutionProvider"])
     input_name = bare.get_inputs()[0].name
     x = _inputs(model, 1, seed=3)

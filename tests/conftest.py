@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from gpu_env import gpu_skip_reason
 
 REPO = Path(__file__).resolve().parents[1]
+# Keep the suite's caches (tuning measurements, bench artifacts, timing caches) out of the user's
+# ~/.cache: one fresh folder per test session; a test that needs its own sets XDG_CACHE_HOME itself.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="trtinfer-test-cache-")
+
 CIFAR_ROOT = Path(os.environ.get("TRTINFER_CIFAR_ROOT", REPO.parent / "shared" / "data"))
 
 

@@ -48,7 +48,7 @@ def test_session_options_are_deliberate(tiny_artifact):
         assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
         assert model._session.get_providers() == ["CPUExecutionProvider"]
-        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if model.spin else "0")
     with trtinfer.load(tiny_artifact, backend="onnxruntime", threads=1, spin=True) as model:
         so = model._session.get_session_options()
         assert so.intra_op_num_threads == 1
@@ -99,3 +99,43 @@ def test_single_sample_non_contiguous_input_and_out(tiny_artifact, tiny_model):
         with pytest.raises(DataError, match="out must be"):
             model.infer(x, out=np.empty((5, 10), np.float32))
         np.testing.assert_allclose(model(x), ref, rtol=1e-5, atol=1e-5)  # __call__
+
+
+def test_spinning_is_measured_once_then_cached(artifact_copy, monkeypatch, tmp_path):
+    """spin=None (the default) races spinning on and off on this model and remembers the winner
+    per model, CPU, ONNX Runtime version and thread count."""
+    from trtinfer.runtime import tuning
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    raced = []
+    real_race = tuning.race
+    monkeypatch.setattr(tuning, "race", lambda *a, **k: raced.append(1) or real_race(*a, **k))
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as first:
+        assert first.spin_reason.startswith("measured: spinning ")
+        spin = first.spin
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as second:
+        assert second.spin_reason.startswith("cached measurement: ")
+        assert second.spin == spin
+        so = second._session.get_session_options()
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+    assert len(raced) == 1
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=2) as other_threads:
+        assert other_threads.spin_reason.startswith("measured: ")  # another thread count: measured anew
+    assert (tmp_path / "cache" / "trtinfer" / "tuning.json").is_file()
+
+
+def test_a_corrupt_tuning_cache_is_ignored(artifact_copy, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "trtinfer").mkdir()
+    (tmp_path / "trtinfer" / "tuning.json").write_text("{not json", encoding="utf-8")
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as model:
+        assert model.spin_reason.startswith("measured: ")
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as model:
+        assert model.spin_reason.startswith("cached measurement: ")
+
+
+def test_spin_option_is_checked():
+    from trtinfer.runtime.options import RuntimeOptions
+
+    with pytest.raises(trtinfer.TrtInferError, match="spin="):
+        RuntimeOptions.from_kwargs({"spin": "yes"})

@@ -50,6 +50,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option("--iterations", type=int, default=None, help="Calls per timed window instead of --seconds.")
 @click.option("--warmup", type=click.IntRange(0, 10000), default=3, show_default=True,
               help="Warm-up calls per case and batch size (and at least 0.5 s).")
+@click.option("--warmup-seconds", type=click.FloatRange(0, 600), default=0.5, show_default=True,
+              help="Least warm-up time per case and batch size.")
 @click.option("--max-windows", type=click.IntRange(3, 100), default=5, show_default=True,
               help="Most timed windows per case; unstable beyond.")
 @click.option("--scenarios", callback=_names, default=",".join(SCENARIO_NAMES), show_default=True, metavar="LIST",
@@ -64,7 +66,7 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
               help="Print throughput ratios between two results.json files and flag regressions beyond noise.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def bench(checkpoint: Path | None, artifacts: tuple[Path, ...], backends, precisions, device, batch_sizes, threads,
-          seconds, iterations, warmup, max_windows, scenarios, concurrency, latency_bound_ms, out_dir, rebuild,
+          seconds, iterations, warmup, warmup_seconds, max_windows, scenarios, concurrency, latency_bound_ms, out_dir, rebuild,
           compare, quiet, **kwargs: Any) -> None:
     """Benchmark CHECKPOINT's artifacts (built and cached when not given) against PyTorch and peers.
 
@@ -86,7 +88,7 @@ def bench(checkpoint: Path | None, artifacts: tuple[Path, ...], backends, precis
     settings = BenchSettings(
         checkpoint=checkpoint, artifact_dirs=list(artifacts), backends=backends, precisions=precisions,
         device=device, batch_sizes=batch_sizes, threads=threads, seconds=seconds, iterations=iterations,
-        warmup=warmup, max_windows=max_windows, scenarios=scenarios, concurrency=concurrency,
+        warmup=warmup, warmup_seconds=warmup_seconds, max_windows=max_windows, scenarios=scenarios, concurrency=concurrency,
         latency_bound_ms=latency_bound_ms, build=pop_options(kwargs, MODEL_OPTION_NAMES + DATA_OPTION_NAMES),
         rebuild=rebuild)
     if out_dir is not None:

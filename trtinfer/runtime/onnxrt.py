@@ -1,8 +1,8 @@
 """ONNX Runtime on the CPU: the embedded default backend.
 
 Session options are set deliberately (intra-op threads = the cores available, one inter-op
-thread, sequential execution, every graph optimisation, no busy-waiting between runs unless
-``spin=True``) and one session is shared by all threads:
+thread, sequential execution, every graph optimisation, and busy-waiting between runs on or off
+as measured on this machine unless ``spin`` is given) and one session is shared by all threads:
 ``InferenceSession.run`` is safe to call concurrently. The hot path is one ``run`` call on the
 caller's array, with no copy on either side.
 """
@@ -33,7 +33,7 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def make_session_options(threads: int, spin: bool = False) -> Any:
+def make_session_options(threads: int, spin: bool) -> Any:
     """The session options the backend uses; the benchmark builds its bare baseline with these too."""
     ort = import_onnxruntime()
     so = ort.SessionOptions()
@@ -52,12 +52,13 @@ class OnnxRuntimeModel(Model):
     def _open(self, model_bytes: bytes) -> None:
         ort = import_onnxruntime()
         threads = self.options.cpu_threads
-        try:
-            self._session = ort.InferenceSession(model_bytes, sess_options=make_session_options(threads, self.options.spin),
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ArtifactError(f"ONNX Runtime cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
-                                hint="re-export the model (trtinfer build)") from exc
+        self.threads = threads
+        self.spin_reason = "given"
+        if self.options.spin is None:
+            self._session, self.spin, self.spin_reason = self._measured_session(ort, model_bytes, threads)
+        else:
+            self.spin = bool(self.options.spin)
+            self._session = self._new_session(ort, model_bytes, threads, self.spin)
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         if len(inputs) != 1:
@@ -69,11 +70,48 @@ class OnnxRuntimeModel(Model):
         names = [o.name for o in outputs]
         self._output_names = [self.manifest.output.name if self.manifest.output.name in names else names[0]]
         self._model_dtype = np.dtype(_ORT_TYPES.get(inputs[0].type, np.float32))
-        self.threads = threads
         self.max_chunk = self.options.chunk_size or DEFAULT_CPU_CHUNK
         self.concurrency = 1  # intra-op threads already use every core
         self.default_max_batch = DEFAULT_CPU_MAX_BATCH
         self._run = self._session.run
+
+    def _new_session(self, ort: Any, model_bytes: bytes, threads: int, spin: bool) -> Any:
+        try:
+            return ort.InferenceSession(model_bytes, sess_options=make_session_options(threads, spin),
+                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ArtifactError(f"ONNX Runtime cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
+                                hint="re-export the model (trtinfer build)") from exc
+
+    def _measured_session(self, ort: Any, model_bytes: bytes, threads: int) -> tuple[Any, bool, str]:
+        """Spinning on or off, whichever ran this model faster here (batch 1 and a full batch);
+        measured once per model, CPU, ONNX Runtime version and thread count, then cached."""
+        from ..manifest import ONNX_NAME
+        from . import tuning
+
+        sha = str(self.manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+        key = tuning.tuning_key("onnxruntime-spin", sha, f"onnxruntime {ort.__version__}", threads)
+        cached = tuning.lookup(key) if sha else None
+        if cached is not None and isinstance(cached.get("spin"), bool):
+            spin = cached["spin"]
+            return self._new_session(ort, model_bytes, threads, spin), spin, f"cached measurement: {cached['why']}"
+        sessions = {spin: self._new_session(ort, model_bytes, threads, spin) for spin in (True, False)}
+        name = sessions[True].get_inputs()[0].name
+        rows = (1, DEFAULT_CPU_MAX_BATCH)
+        inputs = {r: np.zeros((r, *self.row_shape), np.float32) for r in rows}
+        times = tuning.race({spin: {f"b{r}": (lambda s=s, r=r: s.run(None, {name: inputs[r]})) for r in rows}
+                             for spin, s in sessions.items()}, calls={"b1": 10, f"b{rows[1]}": 2})
+        on, off = times[True], times[False]
+        # spinning must win at batch 1 and not lose more than 3 % on a full batch
+        spin = on["b1"] < off["b1"] and on[f"b{rows[1]}"] <= 1.03 * off[f"b{rows[1]}"]
+        why = (f"spinning {'on' if spin else 'off'}: batch 1 {on['b1'] * 1e6:.0f} vs {off['b1'] * 1e6:.0f} us, "
+               f"batch {rows[1]} {on[f'b{rows[1]}'] * 1e3:.1f} vs {off[f'b{rows[1]}'] * 1e3:.1f} ms (on vs off)")
+        if sha:
+            tuning.remember(key, {"spin": spin, "why": why})
+        log.info("onnxruntime %s", why)
+        chosen = sessions.pop(spin)
+        sessions.clear()
+        return chosen, spin, f"measured: {why}"
 
     def _infer_impl(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if self._model_dtype != x.dtype:

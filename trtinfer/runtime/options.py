@@ -39,9 +39,9 @@ class RuntimeOptions:
     workers: int | None = None          # batcher: batches run at once (None: as many as the backend overlaps)
     threads: int | None = None          # CPU backends: intra-op threads (None: the cores available)
     chunk_size: int | None = None       # most rows one backend run takes; larger inputs are split
-    spin: bool = False                  # ONNX Runtime: let idle intra-op threads busy-wait between runs
-    #                                     (off: measured equal or 1.15-1.75x faster on a 2-vCPU host, where a
-    #                                     spinning thread takes the core the other thread needs)
+    spin: bool | None = None            # ONNX Runtime: let idle intra-op threads busy-wait between runs;
+    #                                     None: measured on this machine at first load and cached (runtime.tuning),
+    #                                     because it is 7-84 % faster at batch 1 on some hosts, 1.15-1.75x slower on others
     streams: int = DEFAULT_STREAMS      # TensorRT: execution contexts / CUDA streams
     cuda_graphs: bool = False           # TensorRT: capture and replay a CUDA graph per batch size
     graph_cache: int = DEFAULT_GRAPH_CACHE  # TensorRT: graphs kept per context
@@ -78,6 +78,8 @@ class RuntimeOptions:
             raise TrtInferError(f"load option max_delay_ms={self.max_delay_ms!r} must be a number >= 0")
         if self.timeout_ms is not None and (not isinstance(self.timeout_ms, (int, float)) or self.timeout_ms <= 0):
             raise TrtInferError(f"load option timeout_ms={self.timeout_ms!r} must be a positive number or None")
+        if self.spin is not None and not isinstance(self.spin, bool):
+            raise TrtInferError(f"load option spin={self.spin!r} must be True, False or None (measure it here)")
         if self.openvino_precision not in ("f32", "bf16", "f16"):
             raise TrtInferError(f"load option openvino_precision={self.openvino_precision!r} is not f32, bf16 or f16",
                                 hint="f32 keeps the artifact's float layers exact; bf16 is faster and lossy")

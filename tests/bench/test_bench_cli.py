@@ -1,0 +1,176 @@
+"""``trtinfer bench`` for real: short runs of every CPU backend on a briefly trained ResNet-18 and the
+shared CIFAR rows, the files it writes, the correctness check, the cache and ``--compare``.
+No assertion here is about speed: figures come from the command itself, not from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from trtinfer.benchmarks.cases import ALL_BACKENDS
+from trtinfer.cli import main
+from trtinfer.manifest import ONNX_NAME, Manifest
+
+pytest_plugins = ["conftest_trained"]
+
+QUICK = ["--input-size", "32", "--normalize", "cifar10", "--batch-sizes", "1,4", "--seconds", "0.05", "--warmup", "1", "--warmup-seconds", "0.05",
+         "--max-windows", "3", "--concurrency", "1,4", "--threads", "2"]
+CPU_BACKENDS = {"auto", "onnxruntime", "openvino", "onnxruntime-bare", "openvino-nncf", "torch-eager", "torchscript",
+                "torch-dynamic-quant", "torch-compile", "torch-int8"}
+
+
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(trained_model, cifar_root, bench_cache, tmp_path_factory):
+    """One full default run (every backend that applies), cold: it builds FP32, FP16 and INT8."""
+    out = tmp_path_factory.mktemp("bench-out")
+    os.environ["XDG_CACHE_HOME"] = str(bench_cache)
+    code = main(["bench", str(trained_model.state_path), "--eval-data", str(cifar_root), "--eval-samples", "100",
+                 *QUICK, "--out", str(out), "-q"])
+    assert code == 0
+    return out
+
+
+def _cases(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["cases"]
+
+
+def test_every_cpu_backend_runs_checked_and_timed(first_run):
+    cases = _cases(first_run)
+    ran = {c["backend"] for c in cases if c["status"] in ("ok", "unstable")}
+    skipped = {c["backend"]: c["reason"] for c in cases if c["status"] == "skipped"}
+    # torch-int8 (torchao PT2E) may be missing or broken for this torch: then skipped with the reason
+    assert CPU_BACKENDS - {"torch-int8"} <= ran
+    assert "torch-int8" in ran or skipped["torch-int8"]
+    for backend in ("tensorrt", "ort-cuda", "ort-tensorrt", "torch-cuda", "torch-tensorrt"):
+        assert skipped[backend]  # no GPU here: a row with the reason, not a crash
+    assert set(skipped) <= set(ALL_BACKENDS)
+    for c in cases:
+        if c["status"] in ("ok", "unstable"):
+            assert c["throughput"] > 0 and set(c["latency_ms"]) >= {"min", "mean", "p50", "p90", "p95", "p99",
+                                                                      "max", "std"}
+            assert c["accuracy"] is not None and c["correctness"]["passed"] is True
+            if c["scenario"] != "server":
+                assert c["speedup_vs_eager"] > 0
+    precisions = {(c["backend"], c["precision"]) for c in cases if c["status"] in ("ok", "unstable")}
+    assert {("onnxruntime", p) for p in ("fp32", "fp16", "int8")} <= precisions
+    assert {("openvino", p) for p in ("fp32", "fp16", "int8")} <= precisions
+    auto = [c for c in cases if c["backend"] == "auto" and c["status"] in ("ok", "unstable")]
+    assert auto and all(c["options"]["chosen"] in ("onnxruntime", "openvino") for c in auto)
+    servers = [c for c in cases if c["scenario"] == "server"]
+    assert {c["concurrency"] for c in servers} == {1, 4}
+    assert {c["batch_size"] for c in cases if c["scenario"] == "single-stream"} == {1}
+    dq = next(c for c in cases if c["backend"] == "torch-dynamic-quant" and c["status"] != "skipped")
+    assert "convolutions stay FP32" in dq["note"] and dq["options"]["implementation"]
+
+
+def test_results_files_and_plots(first_run):
+    data = json.loads((first_run / "results.json").read_text())
+    assert data["schema"] == "trtinfer-bench" and data["schema_version"] == 1
+    env = data["environment"]
+    assert env["cpu"]["threads_used"] == 2 and "flags" in env["cpu"] and env["libraries"]["onnxruntime-gpu"]
+    assert "interleaved" in data["settings"]["interleaving"]
+    assert data["summary"]["offline"] and data["summary"]["single_stream"] and data["summary"]["server"]
+    assert (first_run / "results.csv").read_text().startswith("backend,")
+    for name in ("throughput.png", "latency_vs_batch.png", "accuracy_vs_throughput.png", "server.png"):
+        with Image.open(first_run / name) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+
+
+def test_second_run_reuses_the_cached_artifacts(first_run, trained_model, cifar_root, bench_cache, capsys):
+    built = sorted(p for p in bench_cache.rglob("manifest.json"))
+    stamps = [p.stat().st_mtime_ns for p in built]
+    assert len(built) == 3
+    code = main(["bench", str(trained_model.state_path), "--eval-data", str(cifar_root), "--eval-samples", "100",
+                 *QUICK, "--backends", "auto,torch-eager", "--scenarios", "offline"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "reusing cached artifacts" in err and "exporting ONNX" not in err
+    assert [p.stat().st_mtime_ns for p in built] == stamps
+
+
+def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model, bench_cache, cifar_root, tmp_path):
+    """An artifact whose model.onnx is another network (its classifier rows rotated by one class),
+    re-hashed into its manifest so that load() accepts it: the check against eager FP32 must catch it."""
+    import torch
+
+    from trtinfer.builders.archs import build_model, match_arch
+    from trtinfer.builders.export import export_onnx
+
+    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    wrong = Path(shutil.copytree(fp32, tmp_path / "wrong-fp32"))
+    state = torch.load(trained_model.state_path, weights_only=True)
+    state["fc.weight"] = torch.roll(state["fc.weight"], 1, dims=0)
+    state["fc.bias"] = torch.roll(state["fc.bias"], 1, dims=0)
+    export_onnx(build_model(match_arch(state), state), wrong / ONNX_NAME, trained_model.input_size)
+    manifest = Manifest.read(wrong)
+    manifest.record_file(wrong, ONNX_NAME)
+    manifest.write(wrong)
+    out = tmp_path / "out"
+    code = main(["bench", str(trained_model.state_path), str(wrong), "--eval-data", str(cifar_root),
+                 "--eval-samples", "50", *QUICK, "--backends", "onnxruntime,openvino,torch-eager",
+                 "--scenarios", "offline", "--out", str(out), "-q"])
+    assert code == 0
+    cases = _cases(out)
+    ours = [c for c in cases if c["backend"] in ("onnxruntime", "openvino")]
+    assert ours and all(c["status"] == "failed" and "computes something else" in c["reason"] for c in ours)
+    assert all(c["throughput"] is None for c in ours)  # never timed
+    assert any(c["backend"] == "torch-eager" and c["throughput"] for c in cases)
+
+
+def test_mismatched_checkpoint_and_bad_options_are_one_line(trained_model, bench_cache, tmp_path, capsys):
+    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    other = tmp_path / "other.pth"
+    import torch
+
+    state = torch.load(trained_model.state_path, weights_only=True)
+    state["fc.bias"] = state["fc.bias"] + 1.0
+    torch.save(state, other)
+    code = main(["bench", str(other), str(fp32), *QUICK])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "was built from checkpoint sha256" in errors[0]
+    code = main(["bench", str(trained_model.state_path), "--backends", "tensorflow"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown backend(s) tensorflow" in err and "torch-eager" in err
+    code = main(["bench", str(trained_model.state_path), "--scenarios", "burst"])
+    assert code == 1 and "unknown scenario" in capsys.readouterr().err
+    code = main(["bench", str(trained_model.state_path), "--batch-sizes", "0,8"])
+    assert code == 1 and "--batch-sizes" in capsys.readouterr().err
+    code = main(["bench", str(trained_model.state_path), "--threads", "100000"])
+    assert code == 1 and "--threads" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    code = main(["bench", str(trained_model.state_path), "--out", str(tmp_path / "file")])
+    assert code == 1 and "is a file" in capsys.readouterr().err
+
+
+def test_without_eval_data_it_says_no_accuracy_ran(trained_model, bench_cache, capsys, tmp_path):
+    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    code = main(["bench", str(trained_model.state_path), str(fp32), *QUICK, "--backends", "onnxruntime,torch-eager",
+                 "--scenarios", "offline", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "no accuracy ran" in out
+    cases = _cases(tmp_path)
+    assert all(c["accuracy"] is None for c in cases)
+
+
+def test_compare_prints_ratios_and_flags_regressions(first_run, tmp_path, capsys):
+    same = main(["bench", "--compare", str(first_run / "results.json"), str(first_run / "results.json")])
+    assert same == 0 and "within noise" in capsys.readouterr().out
+    data = json.loads((first_run / "results.json").read_text())
+    for c in data["cases"]:
+        if c["throughput"]:
+            c["throughput"] *= 0.5
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(data))
+    code = main(["bench", "--compare", str(first_run / "results.json"), str(slower)])
+    captured = capsys.readouterr()
+    assert code == 1 and "regression" in captured.out and "regression(s) beyond noise" in captured.err
