@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .results import BenchResults, CaseResult
 
-COLORS = {"ours": "tab:green", "baseline": "tab:gray", "peer": "tab:blue"}
+COLORS = {"ours": "tab:green", "baseline": "dimgray", "peer": "tab:blue"}
 
 
 def _name(r: CaseResult) -> str:
@@ -53,8 +53,10 @@ def write_plots(results: BenchResults, out: Path) -> list[Path]:
                    edgecolor=[COLORS.get(kinds[n], "black") for n in names], linewidth=1.5)
         ax.set_xticks([i + width * (len(sizes) - 1) / 2 for i in range(len(names))])
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        for tick, name in zip(ax.get_xticklabels(), names):
+            tick.set_color(COLORS.get(kinds[name], "black"))
         ax.set_ylabel("images / s")
-        ax.set_title(f"Throughput by backend and precision ({machine})\nedge: green ours, grey baseline, blue peer",
+        ax.set_title(f"Throughput by backend and precision ({machine})\nlabels: green ours, grey baseline, blue peer",
                      fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
