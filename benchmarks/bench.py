@@ -29,7 +29,7 @@ from trtinfer.manifest import PRECISIONS, Manifest
 
 from . import cases as C
 from .environment import collect_environment
-from .measure import (DEFAULT_MAX_WINDOWS, DEFAULT_WARMUP_CALLS, DEFAULT_WARMUP_SECONDS, DEFAULT_WINDOW_SECONDS,
+from .measure import (DEFAULT_MAX_WINDOWS, CallWorkload, DEFAULT_WARMUP_CALLS, DEFAULT_WARMUP_SECONDS, DEFAULT_WINDOW_SECONDS,
                       Measured, interleave)
 from .results import BenchResults, CaseResult
 from .server import DEFAULT_CONCURRENCY, DEFAULT_LATENCY_BOUND_MS, ServerWorkload, best_under_bound
@@ -110,6 +110,22 @@ def sampling_noise_points(disagreement: float, rows: int) -> float:
         return math.inf
     share = max(disagreement, 1.0 / rows)
     return 200.0 * math.sqrt(share / rows)
+
+
+def profile_note(manifest: Manifest, batch: int) -> str | None:
+    """A batch size outside every optimization profile of the artifact's engine, said plainly (the
+    TensorRT runtime then splits or pads it across profiles); None when a profile holds it."""
+    from trtinfer.builders.profiles import profiles_from_manifest, select_profile
+
+    records = (manifest.engine or {}).get("profiles")
+    if not records:
+        return None
+    profiles = profiles_from_manifest(records)
+    if select_profile(profiles, batch) is not None:
+        return None
+    ranges = ", ".join(str(p) for p in profiles)
+    return (f"batch {batch} is outside the engine's profiles ({ranges}): the runtime runs it in chunks that fit; "
+            f"rebuild with --batch MIN:OPT:MAX covering {batch} to time it in one run")
 
 
 def _rss_mb() -> float | None:
@@ -511,6 +527,11 @@ class Bench:
                                                      reason=f"failed at batch {batch}: {type(exc).__name__}: {exc}"))
                     continue
                 record = self._record(case, batch, check=checks[cid], measured=measured[cid], rss=rss.get(cid))
+                if isinstance(case, C.RuntimeCase) and case.info.device == "cuda":
+                    note = profile_note(case.manifest, batch)
+                    if note:
+                        record.note = note
+                        self.say(f"note: {case.info.label}: {note}")
                 self._gpu_extras(case, record, batch)
                 self.records.append(record)
 
@@ -541,28 +562,36 @@ class Bench:
             self.notes.append("server scenario: no `auto` row of ours ran, so no server scenario")
             return
         images = inputs.batch(max(s.concurrency))
-        workloads = {}
+        named: dict[str, Any] = {}
         for cid, case in servers.items():
+            # The offline reference runs in the same rounds as the server windows, so the server /
+            # offline ratio compares windows measured side by side, not minutes apart.
+            full = inputs.batch(case.model.max_batch)
+            named[f"{cid} offline-ref"] = CallWorkload(lambda m=case.model, x=full: m.infer(x), len(full))
             for clients in s.concurrency:
-                workloads[(cid, clients)] = ServerWorkload(case.model, images, clients)
-        self.say(f"server scenario: {len(servers)} model(s) x concurrency {','.join(map(str, s.concurrency))}")
-        errors: dict[Any, BaseException] = {}
-        named = {f"{cid} x{clients}": w for (cid, clients), w in workloads.items()}
+                named[f"{cid} x{clients}"] = ServerWorkload(case.model, images, clients)
+        self.say(f"server scenario: {len(servers)} model(s) x concurrency {','.join(map(str, s.concurrency))}, "
+                 "each beside its direct full-batch reference")
+        errors: dict[str, BaseException] = {}
         measured = interleave(named, s.seconds, s.max_windows, 1, s.warmup_seconds, self.say,
                               on_error=lambda name, exc: errors.__setitem__(name, exc))
-        for (cid, clients) in workloads:
-            name = f"{cid} x{clients}"
-            case = servers[cid]
-            if name in errors:
-                self.records.append(self._record(case, 1, status="failed", scenario="server", concurrency=clients,
-                                                 check=checks[cid], reason=f"{type(errors[name]).__name__}: "
-                                                                           f"{errors[name]}"))
-                continue
-            record = self._record(case, 1, check=checks[cid], measured=measured[name], scenario="server",
-                                  concurrency=clients)
-            record.options["max_batch"] = case.model.max_batch
-            record.options["max_delay_ms"] = case.model.options.max_delay_ms
-            self.records.append(record)
+        for cid, case in servers.items():
+            reference = measured.get(f"{cid} offline-ref")
+            for clients in s.concurrency:
+                name = f"{cid} x{clients}"
+                if name in errors:
+                    self.records.append(self._record(case, 1, status="failed", scenario="server", concurrency=clients,
+                                                     check=checks[cid], reason=f"{type(errors[name]).__name__}: "
+                                                                               f"{errors[name]}"))
+                    continue
+                record = self._record(case, 1, check=checks[cid], measured=measured[name], scenario="server",
+                                      concurrency=clients)
+                record.options["max_batch"] = case.model.max_batch
+                record.options["max_delay_ms"] = case.model.options.max_delay_ms
+                if reference is not None and reference.throughput:
+                    record.options["offline_reference_throughput"] = reference.throughput
+                    record.options["vs_offline_reference"] = record.throughput / reference.throughput
+                self.records.append(record)
 
     def _speedups(self) -> None:
         eager = {r.batch_size: r.throughput for r in self.records
@@ -622,14 +651,13 @@ class Bench:
                 top = max(peers, key=lambda r: r.throughput or 0.0)
                 h["fastest_peer_cpu_vs_eager"] = {"case": f"{top.label} {top.precision}",
                                                   "speedup": top.throughput / eager.throughput}
-        offline = {(r.backend, r.precision, r.device): r for r in at}
         ratios = []
         for r in timed:
-            if r.scenario == "server" and r.concurrency == max(self.s.concurrency):
-                base = offline.get((r.backend, r.precision, r.device))
-                if base is not None and base.throughput:
-                    ratios.append({"case": f"{r.label} {r.precision}", "concurrency": r.concurrency,
-                                   "server_vs_offline_batch32": r.throughput / base.throughput})
+            if r.scenario == "server" and r.concurrency == max(self.s.concurrency) and \
+                    r.options.get("vs_offline_reference") is not None:
+                ratios.append({"case": f"{r.label} {r.precision}", "concurrency": r.concurrency,
+                               "batch_size": r.options.get("max_batch"),
+                               "server_vs_offline": r.options["vs_offline_reference"]})
         if ratios:
             h["server_vs_offline"] = ratios
         for batch in (1, HEADLINE_BATCH):

@@ -9,7 +9,8 @@ The rules, and why:
   case that never settles is reported as *unstable*, never silently.
 * **Interleaved rounds**: every case runs one window per round (A B C, A B C, ...), so drift of a
   shared machine (another process, thermal limits, a noisy neighbour VM) hits every case alike.
-  Each figure is the median over the case's windows.
+  Each figure is the median over the case's windows. A short pause separates two windows, so
+  threads still busy-waiting after one case's last call do not slow the next case's first.
 
 A :class:`Workload` is anything with ``warmup`` and ``window``: one caller timing single calls
 (:class:`CallWorkload`), or many clients at once (the server scenario). Nothing here knows
@@ -33,6 +34,9 @@ DEFAULT_WINDOW_SECONDS = 1.0
 DEFAULT_WARMUP_CALLS = 3
 DEFAULT_WARMUP_SECONDS = 0.5
 MIN_CALLS_PER_WINDOW = 3  # a window of a slow case still holds a few calls
+#: Pause between two cases' windows: a backend whose idle threads busy-wait after a run (ONNX
+#: Runtime with spinning, OpenVINO's TBB workers) would otherwise bill the next case for its spin.
+SETTLE_SECONDS = 0.05
 LATENCY_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")
 
 
@@ -153,7 +157,8 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
                max_windows: int = DEFAULT_MAX_WINDOWS, warmup_calls: int = DEFAULT_WARMUP_CALLS,
                warmup_seconds: float = DEFAULT_WARMUP_SECONDS,
                progress: Callable[[str], None] | None = None,
-               on_error: Callable[[str, BaseException], None] | None = None) -> dict[str, Measured]:
+               on_error: Callable[[str, BaseException], None] | None = None,
+               settle_seconds: float = SETTLE_SECONDS) -> dict[str, Measured]:
     """Warm every workload up, then run rounds of one window each until all are stable.
 
     The first :data:`STABLE_WINDOWS` rounds run every workload; later rounds (up to
@@ -185,6 +190,7 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
             break
         say(f"round {round_index + 1}: {len(todo)} case(s)")
         for name in todo:
+            time.sleep(settle_seconds)
             window = attempt(name, lambda n=name: live[n].window(window_seconds))
             if window is not None:
                 results[name].windows.append(window)

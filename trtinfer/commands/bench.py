@@ -129,15 +129,16 @@ def _fmt(value: float | None, spec: str, empty: str = "-") -> str:
 
 def _print(results: Any) -> None:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from trtinfer.benchmarks.environment import describe
 
     console = _console()
     for line in describe(results.environment):
-        console.print(f"[dim]{line}[/]")
+        console.print(f"[dim]{escape(line)}[/]")
     for warning in results.environment.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     rows = [r for r in results.cases if r.throughput and r.scenario != "server"]
     has_acc = any(r.accuracy is not None for r in rows)
     table = Table(title="trtinfer bench (sorted by throughput; speed-up against eager PyTorch FP32 at the same "
@@ -172,7 +173,7 @@ def _print(results: Any) -> None:
     for r in results.cases:
         if r.status in ("skipped", "failed"):
             where = f" batch {r.batch_size}" if r.batch_size else ""
-            console.print(f"[yellow]{r.status}[/] {r.label} {r.precision} {r.device}{where}: {r.reason}")
+            console.print(f"[yellow]{r.status}[/] {escape(r.label)} {r.precision} {r.device}{where}: {escape(r.reason)}")
     h = results.summary.get("headline", {})
     if "fastest_ours_cpu_vs_eager" in h:
         f = h["fastest_ours_cpu_vs_eager"]
@@ -180,14 +181,15 @@ def _print(results: Any) -> None:
         console.print(f"fastest CPU row of ours at batch {f['batch_size']}: {f['case']}, {f['speedup']:.2f}x eager "
                       f"FP32 ({drop})")
     for s in h.get("server_vs_offline", []):
-        console.print(f"server x{s['concurrency']} / offline batch 32, {s['case']}: {s['server_vs_offline_batch32']:.2f}")
+        console.print(f"server x{s['concurrency']} / direct batch {s['batch_size']} of the same model in the same rounds, "
+                      f"{s['case']}: {s['server_vs_offline']:.2f}")
     for batch in (1, 32):
         o = h.get(f"onnxruntime_fp32_vs_bare_batch{batch}")
         if o:
             console.print(f"onnxruntime FP32 at batch {batch} vs the better bare session ({o['bare']}): "
                           f"{o['ratio']:.3f}")
     for note in results.summary.get("notes", []):
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]")
     console.print(f"[dim]cases ran in interleaved rounds (A B C, A B C, ...); each figure is the median over rounds; "
                   f"took {results.summary.get('seconds')} s[/]")
 
