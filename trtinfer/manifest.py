@@ -7,6 +7,8 @@ it lists, so nothing about preprocessing, labels or shapes is ever guessed downs
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,10 @@ from .hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse anything absurd before parsing it
+REBUILD = "rebuild the artifact (trtinfer build)"
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ONNX_NAME = "model.onnx"
 PLAN_NAME = "model.plan"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -74,26 +80,23 @@ class Manifest:
         return {**{k: data[k] for k in order}, **{k: v for k, v in data.items() if k not in order}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> Manifest:
+    def from_dict(cls, data: Any, where: str = "manifest") -> Manifest:
+        """A typed, checked manifest: every field of the wrong type, shape or range is refused with
+        its name, so nothing downstream meets a KeyError, a string shape or a ``std`` of 0."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{where} is not a JSON object", hint=REBUILD)
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ArtifactError(
                 f"{where} has schema_version {version!r}; this trtinfer reads {SCHEMA_VERSION}",
                 hint="rebuild the artifact with this trtinfer version (trtinfer build)",
             )
-        try:
-            body = dict(data)
-            body["input"] = TensorSpec(**body["input"])
-            body["output"] = TensorSpec(**body["output"])
-            body["preprocess"] = PreprocessSpec(**body["preprocess"])
-            known = set(cls.__dataclass_fields__)
-            return cls(**{k: v for k, v in body.items() if k in known})
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{where} is malformed: {exc}", hint="rebuild the artifact") from exc
+        return _ManifestReader(where).read(cls, data)
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        # Strict JSON: a NaN or an infinity in a manifest is a bug, never something to write.
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -107,11 +110,15 @@ class Manifest:
             raise ArtifactError(f"{directory} has no {MANIFEST_NAME}",
                                 hint="pass a directory written by `trtinfer build`")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"cannot read {path}: {exc}", hint="rebuild the artifact") from exc
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{path} is not a JSON object", hint="rebuild the artifact")
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise ArtifactError(f"{path} is {size:,} bytes; a manifest is a few kB (at most "
+                                    f"{MAX_MANIFEST_BYTES:,} accepted)", hint=REBUILD)
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            raise ArtifactError(f"cannot read {path}: {exc}", hint=REBUILD) from exc
+        except RecursionError:
+            raise ArtifactError(f"cannot read {path}: its JSON is nested too deeply", hint=REBUILD) from None
         return cls.from_dict(data, where=str(path))
 
     # -- files -----------------------------------------------------------------------------
@@ -120,18 +127,28 @@ class Manifest:
         self.files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
 
     def verify_files(self, directory: str | Path, names: list[str] | None = None) -> None:
-        """Refuse tampered or truncated files before any backend parses them."""
+        """Refuse tampered or truncated files before any backend parses them.
+
+        Without ``names``: every listed file, and the listing itself must name the ONNX model (an
+        artifact always has one). Sizes are compared before anything is read, so a replaced
+        multi-GB file is refused at once.
+        """
         directory = Path(directory)
-        for name in names if names is not None else list(self.files):
+        if names is None:
+            if ONNX_NAME not in self.files:
+                listed = ", ".join(self.files) or "no files at all"
+                raise ArtifactError(f"{directory / MANIFEST_NAME} lists {listed}; an artifact's manifest lists "
+                                    f"{ONNX_NAME} with its sha256", hint=REBUILD)
+            names = list(self.files)
+        for name in names:
             entry = self.files.get(name)
             if entry is None:
-                raise ArtifactError(f"{directory / name} is not listed in the manifest",
-                                    hint="rebuild the artifact")
-            path = directory / name
+                raise ArtifactError(f"{directory / name} is not listed in the manifest", hint=REBUILD)
+            path = self.file_path(directory, name)
             if not path.is_file():
-                raise ArtifactError(f"{path} is missing", hint="rebuild the artifact")
+                raise ArtifactError(f"{path} is missing", hint=REBUILD)
             size = path.stat().st_size
-            if size != entry.get("bytes", size):
+            if size != entry["bytes"]:
                 raise ArtifactError(
                     f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)",
                     hint="rebuild the artifact or copy it again")
@@ -139,7 +156,157 @@ class Manifest:
                 raise ArtifactError(f"{path} does not match its sha256 in the manifest (modified after the build)",
                                     hint="rebuild the artifact or copy it again")
 
+    @staticmethod
+    def file_path(directory: str | Path, name: str) -> Path:
+        """``directory / name`` for a listed file name, which never leaves the directory."""
+        check_file_name(name, f"{Path(directory) / MANIFEST_NAME}")
+        return Path(directory) / name
+
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Input shape without the batch dimension."""
         return tuple(self.input.shape[1:])
+
+
+# -- the typed reader -------------------------------------------------------------------------
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name} (NaN and infinities have no place in a manifest)")
+
+
+def check_file_name(name: Any, where: str) -> str:
+    """A file listed in a manifest is a plain name inside the artifact directory: no separators,
+    no ``..``, not absolute, no NUL; anything else could make a reader hash or load files elsewhere."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or len(name) > 255):
+        raise ArtifactError(f"{where}: file name {name!r} is not a plain file name inside the artifact directory",
+                            hint=REBUILD)
+    return name
+
+
+class _ManifestReader:
+    """Checks one manifest dict field by field; each error names the field."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, field_name: str, problem: str) -> ArtifactError:
+        return ArtifactError(f"{self.where}: field '{field_name}' {problem}", hint=REBUILD)
+
+    def get(self, data: dict[str, Any], key: str, prefix: str = "") -> Any:
+        if key not in data:
+            raise self.fail(prefix + key, "is missing")
+        return data[key]
+
+    def string(self, data: dict[str, Any], key: str, prefix: str = "", choices: tuple[str, ...] | None = None,
+               default: str | None = None) -> str:
+        value = data.get(key, default) if default is not None else self.get(data, key, prefix)
+        if not isinstance(value, str) or not value or len(value) > 4096:
+            raise self.fail(prefix + key, f"must be a non-empty string, not {_show(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(prefix + key, f"is {value!r}, not one of {', '.join(choices)}")
+        return value
+
+    def integer(self, value: Any, field_name: str, minimum: int = 0, maximum: int = 1 << 62) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.fail(field_name, f"must be an integer in {minimum}..{maximum}, not {_show(value)}")
+        return value
+
+    def number(self, value: Any, field_name: str, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(field_name, f"must be a finite number, not {_show(value)}")
+        if positive and value <= 0:
+            raise self.fail(field_name, f"must be positive, not {value!r}")
+        return float(value)
+
+    def section(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be an object, not {_show(value)}")
+        return value
+
+    def tensor(self, data: dict[str, Any], key: str) -> TensorSpec:
+        body = self.get(data, key)
+        if not isinstance(body, dict):
+            raise self.fail(key, f"must be an object with name, shape and dtype, not {_show(body)}")
+        shape = self.get(body, "shape", f"{key}.")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
+            raise self.fail(f"{key}.shape", f"must be a list of 1 to 8 dimensions, not {_show(shape)}")
+        for i, d in enumerate(shape):
+            if i == 0 and d == -1:
+                continue
+            self.integer(d, f"{key}.shape[{i}]", minimum=1, maximum=1 << 20)
+        dtype = self.string(body, "dtype", f"{key}.", choices=("float32",), default="float32")
+        return TensorSpec(name=self.string(body, "name", f"{key}."), shape=list(shape), dtype=dtype)
+
+    def preprocess(self, data: dict[str, Any]) -> PreprocessSpec:
+        body = self.get(data, "preprocess")
+        if not isinstance(body, dict):
+            raise self.fail("preprocess", f"must be an object, not {_show(body)}")
+        p = "preprocess."
+        size = self.integer(self.get(body, "input_size", p), p + "input_size", 1, 1 << 16)
+        resize = self.integer(self.get(body, "resize", p), p + "resize", size, 1 << 16)
+        values = {}
+        for key in ("mean", "std"):
+            v = self.get(body, key, p)
+            if not isinstance(v, list) or len(v) != 3:
+                raise self.fail(p + key, f"must be a list of 3 numbers (R, G, B), not {_show(v)}")
+            values[key] = [self.number(x, f"{p}{key}[{i}]", positive=key == "std") for i, x in enumerate(v)]
+        scale = self.number(body.get("scale", 1.0 / 255.0), p + "scale", positive=True)
+        return PreprocessSpec(
+            input_size=size, resize=resize, mean=values["mean"], std=values["std"],
+            normalize=self.string(body, "normalize", p, default="custom"),
+            interpolation=self.string(body, "interpolation", p, choices=INTERPOLATIONS, default="bilinear"),
+            scale=scale, layout=self.string(body, "layout", p, choices=("NCHW",), default="NCHW"),
+            color=self.string(body, "color", p, choices=("RGB",), default="RGB"))
+
+    def files(self, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        files = self.section(data, "files")
+        for name, entry in files.items():
+            check_file_name(name, self.where)
+            if not isinstance(entry, dict):
+                raise self.fail(f"files.{name}", f"must be an object with sha256 and bytes, not {_show(entry)}")
+            digest = self.get(entry, "sha256", f"files.{name}.")
+            if not isinstance(digest, str) or not _SHA256.match(digest):
+                raise self.fail(f"files.{name}.sha256", f"must be 64 lowercase hex digits, not {_show(digest)}")
+            self.integer(self.get(entry, "bytes", f"files.{name}."), f"files.{name}.bytes")
+        return files
+
+    def read(self, cls: type[Manifest], data: dict[str, Any]) -> Manifest:
+        num_classes = self.integer(self.get(data, "num_classes"), "num_classes", 1, 1 << 20)
+        labels = self.get(data, "labels")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise self.fail("labels", f"must be a list of class names (strings), not {_show(labels)}")
+        if len(labels) != num_classes:
+            raise self.fail("labels", f"has {len(labels)} names but num_classes is {num_classes}")
+        dupes = sorted({x for x in labels if labels.count(x) > 1}) if len(labels) < 5000 else []
+        if dupes:
+            raise self.fail("labels", f"names a class twice: {', '.join(dupes[:5])}")
+        output = self.tensor(data, "output")
+        if output.shape[-1] != num_classes:
+            raise self.fail("output.shape", f"is {output.shape}, which does not end in num_classes {num_classes}")
+        inp = self.tensor(data, "input")
+        pre = self.preprocess(data)
+        if len(inp.shape) == 4 and inp.shape[2:] != [pre.input_size, pre.input_size]:
+            raise self.fail("input.shape", f"is {inp.shape} but preprocess.input_size is {pre.input_size}")
+        fields = {
+            "name": self.string(data, "name"), "arch": self.string(data, "arch"), "num_classes": num_classes,
+            "labels": list(labels), "precision": self.string(data, "precision", choices=PRECISIONS),
+            "input": inp, "output": output, "preprocess": pre, "files": self.files(data),
+        }
+        for key in ("source", "versions", "validation", "accuracy", "calibration", "conversion", "engine",
+                    "variant"):
+            fields[key] = self.section(data, key)
+        for key in ("created", "trtinfer_version"):
+            value = data.get(key, "")
+            if not isinstance(value, str):
+                raise self.fail(key, f"must be a string, not {_show(value)}")
+            fields[key] = value
+        return cls(**fields, schema_version=SCHEMA_VERSION)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"

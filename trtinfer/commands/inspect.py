@@ -33,21 +33,25 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
     m = manifest
+    ckpt = m.source.get("checkpoint") if isinstance(m.source.get("checkpoint"), dict) else {}
     rows = [
         ("name", m.name), ("arch", f"{m.arch}" + (" (CIFAR stem)" if m.variant.get("cifar_stem") else "")),
         ("precision", m.precision), ("classes", f"{m.num_classes}: {', '.join(m.labels[:10])}{' ...' if m.num_classes > 10 else ''}"),
         ("input", f"{m.input.name} {m.input.shape} {m.input.dtype}"), ("output", f"{m.output.name} {m.output.shape} {m.output.dtype}"),
         ("preprocess", f"resize {m.preprocess.resize}, crop {m.preprocess.input_size}, mean {m.preprocess.mean}, "
                        f"std {m.preprocess.std} ({m.preprocess.normalize})"),
-        ("checkpoint", f"{m.source.get('checkpoint', {}).get('file')} sha256 {str(m.source.get('checkpoint', {}).get('sha256'))[:16]}..."),
+        ("checkpoint", f"{ckpt.get('file')} sha256 {str(ckpt.get('sha256'))[:16]}..."),
     ]
     for fname, entry in m.files.items():
         rows.append((f"file {fname}", f"{entry['bytes']:,} bytes, sha256 {entry['sha256'][:16]}..."))
     for key in ("random", "eval"):
         r = m.validation.get(key)
-        if r:
-            rows.append((f"validation {key}", f"{r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
-                                              f"top-1 agreement {r['top1_agreement']:.2%}, passed {r['passed']}"))
+        if isinstance(r, dict) and r:
+            try:
+                rows.append((f"validation {key}", f"{r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
+                                                  f"top-1 agreement {r['top1_agreement']:.2%}, passed {r['passed']}"))
+            except (KeyError, TypeError, ValueError):  # an informational section: show it raw
+                rows.append((f"validation {key}", _fmt(r)))
     for section in ("conversion", "accuracy", "calibration", "engine"):
         value = getattr(m, section)
         if value:
@@ -55,7 +59,7 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
     rows.append(("versions", _fmt(m.versions)))
     rows.append(("created", f"{m.created} by trtinfer {m.trtinfer_version}"))
     if verify:
-        rows.append(("files verified", "all sha256 match"))
+        rows.append(("files verified", f"{len(m.files)} file(s): sizes and sha256 match the manifest"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")

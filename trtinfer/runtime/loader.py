@@ -40,14 +40,15 @@ def cpu_backend_available(name: str) -> bool:
 
 def read_verified(manifest: Manifest, directory: Path, name: str) -> bytes:
     """The bytes of ``name``, read once and checked against the manifest's size and sha256, so the
-    bytes a backend parses are exactly the bytes that were verified."""
+    bytes a backend parses are exactly the bytes that were verified. The size is compared before
+    reading: a replaced multi-GB file is refused without being read."""
     entry = manifest.files.get(name)
-    path = directory / name
-    if entry is None or not path.is_file():
-        manifest.verify_files(directory, [name])  # raises the precise "not listed" / "missing" error
+    path = Manifest.file_path(directory, name)
+    if entry is None or not path.is_file() or path.stat().st_size != entry["bytes"]:
+        manifest.verify_files(directory, [name])  # raises the precise "not listed" / "missing" / "truncated" error
         raise ArtifactError(f"{path} cannot be verified", hint="rebuild the artifact")
     data = path.read_bytes()
-    if len(data) != entry.get("bytes", len(data)) or sha256_bytes(data) != entry.get("sha256"):
+    if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
         manifest.verify_files(directory, [name])  # raises "truncated" / "modified" with the hint
         raise ArtifactError(f"{path} changed while it was being read", hint="copy the artifact again")
     return data
@@ -130,6 +131,11 @@ def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Mod
     (``max_batch``, ``max_delay_ms``, ``max_queue``, ``timeout_ms``, ``threads``, ``streams``,
     ``cuda_graphs``, ...).
     """
+    if not isinstance(artifact_dir, (str, Path)) or not str(artifact_dir):
+        raise TrtInferError(f"load() takes an artifact directory (a path), not {type(artifact_dir).__name__} "
+                            f"{artifact_dir!r}", hint="trtinfer.load('artifacts/resnet18-fp32')")
+    if not isinstance(backend, str):
+        raise TrtInferError(f"backend={backend!r} must be a string", hint=f"use one of {', '.join(BACKENDS)}")
     opts = RuntimeOptions.from_kwargs(options)
     directory = Path(artifact_dir)
     manifest = Manifest.read(directory)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
+from .graph_check import check_graph_shapes, ort_dims
 from .model import Model
 from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
 from .planning import uniform_chunks
@@ -77,11 +78,17 @@ class OnnxRuntimeModel(Model):
 
     def _new_session(self, ort: Any, model_bytes: bytes, threads: int, spin: bool) -> Any:
         try:
-            return ort.InferenceSession(model_bytes, sess_options=make_session_options(threads, spin),
-                                        providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model_bytes, sess_options=make_session_options(threads, spin),
+                                           providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ArtifactError(f"ONNX Runtime cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
                                 hint="re-export the model (trtinfer build)") from exc
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) == 1 and outputs:
+            output = next((o for o in outputs if o.name == self.manifest.output.name), outputs[0])
+            check_graph_shapes(self.manifest, ort_dims(inputs[0].shape), ort_dims(output.shape),
+                               str(self.artifact_dir / "model.onnx"))
+        return session
 
     def _measured_session(self, ort: Any, model_bytes: bytes, threads: int) -> tuple[Any, bool, str]:
         """Spinning on or off, whichever ran this model faster here (batch 1 and a full batch);

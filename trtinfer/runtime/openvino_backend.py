@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
+from .graph_check import check_graph_shapes, openvino_dims
 from .model import Model
 from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
 from .planning import uniform_chunks
@@ -60,6 +61,8 @@ class OpenVINOModel(Model):
         for port in self._compiled.outputs:
             if self.manifest.output.name in port.get_names():
                 self._output = port
+        check_graph_shapes(self.manifest, openvino_dims(self._compiled.inputs[0].get_partial_shape()),
+                           openvino_dims(self._output.get_partial_shape()), str(self.artifact_dir / "model.onnx"))
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._all_requests: list[Any] = []
         self.max_chunk = self.options.chunk_size or DEFAULT_CPU_CHUNK
