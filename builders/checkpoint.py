@@ -175,3 +175,9 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
     if prefixes:
         log.info("stripped wrapper prefixes %s from %s", prefixes, path)
     return Checkpoint(path, sha, fmt, sd, module=module, extra_keys=extra, stripped_prefixes=prefixes)
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity (a diverged or damaged model)."""
+    return [name for name, t in state_dict.items()
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -13,7 +14,8 @@ from typing import Any
 
 from trtinfer._version import __version__
 from trtinfer.atomic import StagedDirectories
-from trtinfer.errors import TrtInferError
+from trtinfer.interrupts import Interrupted, held_signals
+from trtinfer.errors import CheckpointError, TrtInferError
 from trtinfer.labels import resolve_labels
 from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, TensorSpec
 from trtinfer.preprocess import make_spec
@@ -78,7 +80,7 @@ class Builder:
     # -- stages ---------------------------------------------------------------------------
     def load(self):
         from .archs import build_model, family_of, match_arch
-        from .checkpoint import load_checkpoint
+        from .checkpoint import load_checkpoint, non_finite_tensors
 
         opts = self.opts
         with self.report.timed(f"loading checkpoint {opts.checkpoint}"):
@@ -86,6 +88,11 @@ class Builder:
             match = match_arch(ckpt.state_dict, opts.arch)
             model = build_model(match, ckpt.state_dict)
             reference = ckpt.module if ckpt.module is not None else model
+        bad = non_finite_tensors(ckpt.state_dict)
+        if bad:
+            raise CheckpointError(f"{opts.checkpoint} has NaN or infinite values in {len(bad)} weight tensor(s): "
+                                  f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}",
+                                  hint="the training diverged or the file was damaged; use an earlier checkpoint")
         how = "given" if opts.arch else "inferred from the weights"
         stem = ", CIFAR stem (3x3 stride-1 conv1, no max-pool)" if match.cifar_stem else ""
         self.report.info(f"format {ckpt.format}; architecture {match.arch} ({how}, family {family_of(match.arch)}), "
@@ -112,11 +119,28 @@ class Builder:
             self.report.warn("assumed " + "; ".join(assumed))
         return spec
 
-    def run(self) -> list[Path]:
+    def check_options(self) -> None:
+        """Everything that can be refused without loading anything, refused first."""
+        from .destination import check_destination, recover_interrupted_commits
+        from .validate import DEFAULT_ATOL, DEFAULT_RTOL
+
         opts = self.opts
         for p in opts.precisions:
             if p not in PRECISIONS:
                 raise TrtInferError(f"unknown precision {p!r}", hint=f"use {', '.join(PRECISIONS)}")
+        for flag, value in (("--atol", opts.atol), ("--rtol", opts.rtol)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise TrtInferError(f"{flag} {value} must be a finite number >= 0",
+                                    hint=f"the defaults are --atol {DEFAULT_ATOL} --rtol {DEFAULT_RTOL}")
+        if opts.max_accuracy_drop is not None and not (math.isfinite(opts.max_accuracy_drop)
+                                                       and 0 <= opts.max_accuracy_drop <= 100):
+            raise TrtInferError(f"--max-accuracy-drop {opts.max_accuracy_drop} must be 0..100 top-1 points")
+        recover_interrupted_commits(opts.out_dir, self.report.warn)
+        check_destination(opts.out_dir, [artifact_name(opts, p) for p in opts.precisions], opts.force)
+
+    def run(self) -> list[Path]:
+        opts = self.opts
+        self.check_options()
         if opts.require_engine:
             self._require_engine_stage()
         ckpt, match, model, reference = self.load()
@@ -142,11 +166,17 @@ class Builder:
             self.report.info(f"evaluation set: {len(eval_set)} labelled images from {eval_set.source} "
                              f"({eval_set.split} split)")
 
+        from .memory import check_export_memory
+
+        check_export_memory(model, spec.input_size, batch=64 if eval_set is not None else 8)
         work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
         try:
             return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            with held_signals() as held:  # a second Ctrl-C must not leave the temporaries behind
+                shutil.rmtree(work, ignore_errors=True)
+            if held.received:
+                raise Interrupted(held.received)
 
     def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set) -> list[Path]:
         from .export import export_onnx

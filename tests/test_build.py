@@ -81,7 +81,7 @@ def test_artifact_contract(tmp_path, capsys, r18_ckpt):
         assert sess.run(None, {"input": np.zeros((n, 3, 32, 32), np.float32)})[0].shape == (n, 10)
     # inspect prints it
     code, out, _ = run_cli(["inspect", art, "--verify"], capsys)
-    assert code == 0 and "resnet18 (CIFAR stem)" in out and "all sha256 match" in out
+    assert code == 0 and "resnet18 (CIFAR stem)" in out and "sizes and sha256 match" in out
 
 
 def test_existing_output_needs_force(tmp_path, capsys, r18_ckpt):

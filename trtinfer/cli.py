@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import click
 
 from ._version import __version__
 from .errors import TrtInferError
+from .interrupts import Interrupted, termination_raises
 
 # name -> "module:attribute"; each command lives in the module that owns its work.
 COMMANDS = {
@@ -48,14 +50,31 @@ def cli(verbose: int) -> None:
             handler.addFilter(_own_records)
 
 
+def _interrupted(exc: Interrupted) -> int:
+    """Say what the interrupt left: nothing, or the artifacts completed before it arrived."""
+    name = signal.Signals(exc.signum).name
+    if exc.written:
+        click.echo(f"interrupted ({name}) after these were written completely: "
+                   + ", ".join(str(p) for p in exc.written), err=True)
+    else:
+        click.echo(f"interrupted ({name}): nothing was written, temporaries removed", err=True)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 1."""
+    """Entry point: user errors become one line on stderr and exit code 1; SIGINT and SIGTERM both
+    unwind (temporaries removed) and exit 128 + the signal number."""
     try:
-        cli.main(args=argv, prog_name="trtinfer", standalone_mode=False)
+        with termination_raises():
+            cli.main(args=argv, prog_name="trtinfer", standalone_mode=False)
     except TrtInferError as exc:
         click.echo(f"error: {exc.one_line()}", err=True)
         return 1
-    except click.exceptions.Abort:
+    except Interrupted as exc:
+        return _interrupted(exc)
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
+        if isinstance(exc.__cause__, Interrupted):
+            return _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:

@@ -1,0 +1,53 @@
+"""Where a build will write, checked before any work: a build that can only fail at the end (a
+file in the way, a read-only folder, a name too long, an artifact that exists) fails first.
+
+Also finds what a build killed outright (SIGKILL) while committing left behind, and says which
+artifacts of that set hold the new build and which the old."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trtinfer.atomic import clean_interrupted_commit, describe_split_set, interrupted_commits
+from trtinfer.errors import ArtifactError
+
+#: Longest artifact directory name: the staging name adds ``.`` + ``.tmp-`` + 8 random characters,
+#: and most file systems stop at 255 bytes.
+MAX_NAME_BYTES = 200
+
+
+def check_destination(out_dir: Path, names: list[str], force: bool) -> None:
+    """Raise ArtifactError (one line, with the fix) for the first problem with ``out_dir/<name>``."""
+    out_dir = Path(out_dir)
+    for name in names:
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise ArtifactError(f"artifact name {name[:40]}... is {len(name.encode())} bytes long; at most "
+                                f"{MAX_NAME_BYTES} fit the file system with the staging suffix",
+                                hint="pass a shorter --name")
+    existing = out_dir
+    while not existing.exists() and not existing.is_symlink():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "a file" if existing.is_file() else "not a directory"
+        where = "-o" if existing == out_dir else f"-o {out_dir}: {existing}"
+        raise ArtifactError(f"{where} {existing if existing == out_dir else ''} is {what}".replace("  ", " "),
+                            hint="pass a directory for -o (each artifact goes to OUT/<name>-<precision>/)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArtifactError(f"-o {out_dir}: {existing} is not writable", hint="choose another -o, or fix its permissions")
+    for name in names:
+        final = out_dir / name
+        if (final.exists() or final.is_symlink()) and not force:
+            raise ArtifactError(f"{final} already exists", hint="pass --force to replace it, or choose another -o")
+
+
+def recover_interrupted_commits(out_dir: Path, warn) -> None:
+    """Report (via ``warn``) and clean what killed commits left in ``out_dir``."""
+    for journal_file, journal in interrupted_commits(Path(out_dir)):
+        state = describe_split_set(journal) if journal else "its record is unreadable"
+        warn(f"a build (pid {journal.get('pid', '?')}) was killed while committing its artifacts in {out_dir}, "
+             f"leaving a split set: {state}; its leftovers are removed now. Rebuild those artifacts together "
+             "(--force) so that they come from one checkpoint and one build")
+        clean_interrupted_commit(journal_file, journal)
