@@ -99,3 +99,16 @@ def test_a_batch_outside_the_engines_profiles_is_said_plainly():
     assert "batch 256 is outside the engine's profiles (1:8:16, 17:64:128)" in note and "--batch" in note
     m.engine = {}
     assert profile_note(m, 4096) is None  # no engine: nothing to say
+
+
+def test_option_defaults_said_once_agree_with_the_library():
+    """The CLI keeps its defaults import-free (for --help); they must equal the library's own."""
+    from trtinfer.builders.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+    from trtinfer.calibration.calibset import DEFAULT_SAMPLES
+    from trtinfer.commands import build_options as o
+    from trtinfer.preprocess import NORMALIZATIONS
+
+    assert o.DEFAULT_CALIB_SAMPLES == DEFAULT_SAMPLES
+    assert o.DEFAULT_CALIB_METHOD == DEFAULT_CALIBRATION_METHOD
+    assert o.CALIB_METHODS == CALIBRATION_METHODS
+    assert set(o.NORMALIZE_PRESETS) == set(NORMALIZATIONS)

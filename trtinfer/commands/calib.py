@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import TrtInferError
-
-DEFAULT_SAMPLES = 512  # mirrors calibration.calibset.DEFAULT_SAMPLES (kept import-free for --help)
+from .build_options import DEFAULT_CALIB_SAMPLES as DEFAULT_SAMPLES
 
 
 @contextlib.contextmanager
