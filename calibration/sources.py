@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import struct
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +40,9 @@ SPLITS = ("train", "test")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
 UNSPLIT = "all"  # LabeledImages.split of a source without split folders
 NO_LABEL = -1
+# Decoded images above this many pixels are refused (checked from the header, before decoding):
+# 64 megapixels is ~190 MB as RGB, far above any classifier's input; PIL's own global limit is left alone.
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class ImageFiles(Sequence):
@@ -56,15 +62,40 @@ class ImageFiles(Sequence):
 
 
 def decode_image(path: Path) -> np.ndarray:
-    """One image file -> uint8 HxWx3 RGB; DataError naming the file when it cannot be decoded."""
+    """One image file -> uint8 HxWx3 RGB; DataError naming the file when it cannot be decoded.
+
+    The pixel count is checked from the header before decoding (:data:`MAX_IMAGE_PIXELS`), so a
+    few-kilobyte file that inflates to gigabytes (a decompression bomb) is refused, not decoded.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # over PIL's warning limit is over ours too: refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            _check_pixels(path, img.size)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL refuses these before giving the size
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "more pixels than PIL opens"
+        raise _too_large(path, size) from exc
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise DataError(f"cannot decode image {path}: {exc}",
                         hint="remove or replace the broken file") from exc
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header promises more than MAX_IMAGE_PIXELS, before anything is decoded."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(path, f"{width}x{height} ({width * height:,} pixels)")
+
+
+def _too_large(path: Path, size: str) -> DataError:
+    """The one message for oversized images, whether PIL or :func:`_check_pixels` noticed."""
+    return DataError(f"image {path} is {size}, over the {MAX_IMAGE_PIXELS:,}-pixel bound for decoded images",
+                     hint="downscale it (the model's input is far smaller) or remove it")
 
 
 def take(images, indices: np.ndarray):

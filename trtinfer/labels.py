@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from .errors import TrtInferError
+
+# A label file is one short name per class (ImageNet's 1000 names are ~10 KB): anything near this is a wrong file.
+MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -25,6 +29,46 @@ def imagenet() -> list[str]:
     except ImportError as exc:  # build-time only; the runtime reads labels from the manifest
         raise TrtInferError("ImageNet labels come from torchvision", hint="pip install 'trtinfer[build]'") from exc
     return list(_IMAGENET_CATEGORIES)
+
+
+def read_label_file(path: Path, spec: str) -> list[str]:
+    """One class name a line (blank lines skipped), from a bounded, UTF-8, duplicate-free file.
+
+    The names end up in the manifest and in every prediction, so a file that would give mojibake,
+    two classes under one name, or an unbounded read is refused with the fix.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_LABEL_FILE_BYTES:
+            raise TrtInferError(f"--labels {spec} is {size:,} bytes, over the {MAX_LABEL_FILE_BYTES:,}-byte bound "
+                                "for a label file", hint="pass a text file with one class name per line")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TrtInferError(f"--labels {spec}: cannot read it ({exc.strerror or exc})",
+                            hint="check that the file exists and is readable") from exc
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # a BOM is not part of the first name
+    try:
+        text = raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skip + exc.start
+        raise TrtInferError(f"--labels {spec} is not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset} "
+                            f"({exc.reason})", hint="save the file as UTF-8, one class name per line") from exc
+    numbered = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    _refuse_duplicates(numbered, spec)
+    return [name for _, name in numbered]
+
+
+def _refuse_duplicates(numbered: list[tuple[int, str]], spec: str) -> None:
+    """Two output classes under one name make predictions ambiguous: name every repeat and its lines."""
+    lines: dict[str, list[int]] = {}
+    for number, name in numbered:
+        lines.setdefault(name, []).append(number)
+    repeated = [(name, where) for name, where in lines.items() if len(where) > 1]
+    if repeated:
+        shown = ", ".join(f"{name!r} (lines {', '.join(map(str, where))})" for name, where in repeated[:5])
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise TrtInferError(f"--labels {spec} repeats class names: {shown}{more}",
+                            hint="give every output class a distinct name, one per line")
 
 
 def resolve_labels(spec: str | None, num_classes: int) -> list[str]:
@@ -49,7 +93,7 @@ def resolve_labels(spec: str | None, num_classes: int) -> list[str]:
         if not path.is_file():
             raise TrtInferError(f"--labels {spec}: not cifar10, cifar100, imagenet or an existing file",
                                 hint="pass a text file with one class name per line")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = read_label_file(path, spec)
     if len(names) != num_classes:
         raise TrtInferError(f"--labels {spec} has {len(names)} names but the model has {num_classes} classes",
                             hint="pass a label set with one name per output class")
