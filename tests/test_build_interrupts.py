@@ -104,24 +104,33 @@ def _stage_two(tmp_path: Path, overwrite: bool = True) -> StagedDirectories:
     return staged
 
 
-def test_a_signal_during_the_commit_waits_for_the_whole_set(tmp_path, monkeypatch):
-    """A real SIGTERM sent to this process between the two renames of a commit: both artifacts are
-    still committed, and the interrupt then reports them as written."""
-    staged = _stage_two(tmp_path)
-    real_rename = os.rename
-    calls = []
-
-    def rename_then_signal(src, dst):
-        real_rename(src, dst)
-        calls.append(dst)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(atomic.os, "rename", rename_then_signal)
-    with pytest.raises(Interrupted) as info:
-        staged.commit()
-    assert info.value.signum == signal.SIGTERM
-    assert [p.name for p in info.value.written] == ["m-fp32", "m-int8"]
+def test_a_signal_during_the_commit_waits_for_the_whole_set(tmp_path):
+    """A real SIGTERM sent between the two renames of a commit (in a child process of its own): both
+    artifacts are still committed, and the interrupt then reports them as written."""
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(REPO / 'tests')!r})
+from pathlib import Path
+from trtinfer import atomic
+from trtinfer.interrupts import Interrupted
+from test_build_interrupts import _stage_two
+real = os.rename
+calls = []
+def rename_then_signal(src, dst):
+    real(src, dst)
+    calls.append(dst)
+    if len(calls) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+atomic.os.rename = rename_then_signal
+try:
+    _stage_two(Path({str(tmp_path)!r})).commit()
+except Interrupted as exc:
+    print(exc.signum, *[p.name for p in exc.written])
+    sys.exit(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.split() == [str(int(signal.SIGTERM)), "m-fp32", "m-int8"]
     assert {(tmp_path / n / "which").read_text() for n in ("m-fp32", "m-int8")} == {"new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-fp32", "m-int8"]
 
