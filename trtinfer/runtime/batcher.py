@@ -2,13 +2,19 @@
 
 * bounded: at most ``max_queue`` requests wait in the queue (plus at most one assembled batch per
   spare worker); beyond that :meth:`DynamicBatcher.submit` fails at once with
-  :class:`~trtinfer.errors.OverloadedError` (no unbounded memory);
+  :class:`~trtinfer.errors.OverloadedError` (no unbounded memory); every option is a finite number
+  within the bounds of :mod:`trtinfer.runtime.options`;
 * a batch closes when it holds ``max_batch`` rows, or when its oldest request has waited
   ``max_delay_s`` and a run slot is free; a request larger than ``max_batch`` runs as a batch of
   its own (the backend splits it);
 * a request not yet running when its timeout passes fails with :class:`RequestTimeout` and never
   runs; a cancelled future is dropped before it runs; an error in one batch fails only that batch;
-* :meth:`close` finishes every accepted request, then rejects new ones.
+* :meth:`close` finishes every accepted request, then rejects new ones; with a timeout that
+  passes, the requests that have not started fail with :class:`ModelClosedError` and the batches
+  already running are left to end (``close`` says whether they have);
+* no future is ever left pending: if a worker meets an error outside a batch's run (a MemoryError
+  while assembling, a bug), every request it holds and every queued request fail with that error,
+  the batcher is marked broken and ``submit`` refuses at once.
 
 Runs are pipelined: ``concurrency`` batches run at once (the backend's limit) and one more worker
 thread gathers and assembles the next batch meanwhile; a worker hands its run slot on before it
@@ -17,7 +23,8 @@ between runs, when the cores would idle on Python work, shrink to a hand-over (m
 5 ms stand-in model and 64 clients: 94 % of the ideal rate, against 70 % unpipelined).
 
 Expiry and cancellation are settled when a batch gets its run slot, so a request times out at the
-latest when the batch it was gathered into could start.
+latest when the batch it was gathered into could start. ``run`` is only ever called while a run
+slot is held, so "every slot free and none can be taken" means the backend is no longer in use.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import numpy as np
 
-from ..errors import OverloadedError, TrtInferError
+from ..errors import InternalError, OverloadedError, TrtInferError
+from .options import (MAX_BATCH_LIMIT, MAX_DELAY_MS_LIMIT, MAX_QUEUE_LIMIT, MAX_TIMEOUT_MS, MAX_WORKERS, check_int,
+                      check_number, check_timeout_s)
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -59,37 +68,66 @@ class _Request:
         self.deadline = deadline
 
 
+class _Held:
+    """What one worker holds right now (its requests, whether it has a run slot), so that an error
+    escaping the worker loop can settle them instead of leaving them pending forever."""
+
+    __slots__ = ("taken", "slot")
+
+    def __init__(self) -> None:
+        self.taken: list[_Request] = []
+        self.slot = False
+
+
+def _fail(future: Future, error: BaseException) -> bool:
+    """Fail ``future`` unless it is already done or was cancelled; True when this call failed it."""
+    try:
+        if future.done():
+            return False
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return False  # cancelled by its caller
+        future.set_exception(error)
+        return True
+    except (InvalidStateError, RuntimeError):  # settled meanwhile by its owner or its caller
+        return False
+
+
 class DynamicBatcher:
     """Gathers validated requests into batches for ``run(batch) -> outputs`` (a fresh array per call).
 
     ``run`` is called from at most ``concurrency`` threads at once; with ``pipeline`` one more
-    worker assembles the next batch meanwhile. Each worker owns a staging buffer of ``max_batch``
-    rows that batches are assembled in, so gathering allocates nothing.
+    worker assembles the next batch meanwhile. Each worker owns a staging buffer that batches are
+    assembled in; it grows (doubling, up to ``max_batch`` rows) to the largest batch seen, so memory
+    follows the traffic rather than the option, and once warm gathering allocates nothing.
     """
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, row_shape: tuple[int, ...],
                  dtype: Any = np.float32, max_batch: int, max_delay_s: float, max_queue: int,
                  timeout_s: float | None = None, concurrency: int = 1, pipeline: bool = True,
                  stats: Stats | None = None, name: str = "trtinfer-batcher") -> None:
-        if max_batch < 1 or max_queue < 1 or concurrency < 1 or max_delay_s < 0:
-            raise ValueError("max_batch, max_queue and concurrency must be >= 1 and max_delay_s >= 0")
+        what = "DynamicBatcher"
         self._run = run
         self._row_shape = tuple(row_shape)
         self._dtype = np.dtype(dtype)
-        self.max_batch = int(max_batch)
-        self.max_delay_s = float(max_delay_s)
-        self.max_queue = int(max_queue)
-        self.timeout_s = timeout_s
-        self.concurrency = int(concurrency)
+        self.max_batch: int = check_int(what, "max_batch", max_batch, 1, MAX_BATCH_LIMIT)  # type: ignore[assignment]
+        self.max_delay_s: float = check_number(what, "max_delay_s", max_delay_s, 0.0,  # type: ignore[assignment]
+                                               MAX_DELAY_MS_LIMIT / 1e3, unit=" seconds")
+        self.max_queue: int = check_int(what, "max_queue", max_queue, 1, MAX_QUEUE_LIMIT)  # type: ignore[assignment]
+        self.timeout_s = check_number(what, "timeout_s", timeout_s, 0.0, MAX_TIMEOUT_MS / 1e3, above_minimum=True,
+                                      allow_none=True, unit=" seconds")
+        self.concurrency: int = check_int(what, "concurrency", concurrency, 1, MAX_WORKERS)  # type: ignore[assignment]
         self.stats = stats if stats is not None else Stats()
         self.stats.bind_queue_depth(self.queue_depth)
         lock = threading.Lock()
         self._cond = threading.Condition(lock)       # the gathering worker waits here for requests
-        self._slot_free = threading.Condition(lock)  # assembled batches wait here for a run slot
+        self._slot_free = threading.Condition(lock)  # assembled batches (and close) wait here for run slots
         self._free_slots = self.concurrency
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._closed = False
+        self._aborted = False                        # close(timeout) passed: nothing more may start
+        self._abort_reason = ""
+        self._broken: BaseException | None = None    # the error a worker died of: nothing more may start
         self._gather_lock = threading.Lock()  # one worker gathers at a time; the others run
         workers = self.concurrency + (1 if pipeline else 0)
         self._threads = [threading.Thread(target=self._worker, name=f"{name}-{i}", daemon=True)
@@ -105,13 +143,23 @@ class DynamicBatcher:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def broken(self) -> BaseException | None:
+        """The error a worker died of (then every request was failed and none is accepted), else None."""
+        return self._broken
+
     def submit(self, x: np.ndarray, rows: int, single: bool = False, timeout: float | None = None) -> Future:
-        """Queue ``x`` (already checked: C-contiguous, right dtype and row shape, ``rows >= 1``)."""
+        """Queue ``x`` (already checked: C-contiguous, right dtype and row shape, ``rows >= 1``).
+
+        ``timeout`` (seconds; None: the batcher's default) must be finite, > 0 and bounded: NaN
+        would silently mean "no timeout" and a string would fail deep in a worker."""
         now = time.perf_counter()
-        timeout = self.timeout_s if timeout is None else timeout
+        timeout = self.timeout_s if timeout is None else check_timeout_s("submit()", timeout)
         future: Future = Future()
         request = _Request(x, rows, single, future, now, None if timeout is None else now + timeout)
         with self._cond:
+            if self._broken is not None:
+                raise self._broken_error()
             if self._closed:
                 raise ModelClosedError("the model is closed and accepts no new requests",
                                        hint="submit before close(), or load the artifact again")
@@ -130,32 +178,134 @@ class DynamicBatcher:
         raise OverloadedError(f"the request queue is full ({self.max_queue} requests waiting)",
                               hint="retry later, add capacity, or load with a larger max_queue")
 
-    def close(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Reject new requests; with ``wait``, return once every accepted request has finished."""
+    def close(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Reject new requests; with ``wait``, finish every accepted request (within ``timeout``).
+
+        Returns True when no batch is running and none can start any more, so whatever ``run``
+        uses may be freed. When ``timeout`` passes first, the requests that have not started fail
+        with :class:`ModelClosedError` ("closed before this request ran") and the batches already
+        running are left to end: then the result is False, and a later ``close()`` waits for them.
+        """
+        if timeout is not None:
+            timeout = check_number("close()", "timeout", timeout, 0.0, MAX_TIMEOUT_MS / 1e3, unit=" seconds",
+                                   hint="seconds to wait for accepted requests, or None to wait until they end")
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if wait:
-            current = threading.current_thread()
-            deadline = None if timeout is None else time.monotonic() + timeout
-            for thread in self._threads:
-                if thread is not current:
-                    thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not wait:
+            return self._idle()
+        current = threading.current_thread()
+        others = [t for t in self._threads if t is not current]  # close() from a result callback
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in others:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in others):
+            self._abort(f"close(timeout={timeout:g}) ran out with requests still waiting")
+            with self._slot_free:  # batches holding a slot are running: they end on their own
+                return self._free_slots == self.concurrency
+        self._fail_leftovers()
+        return True
+
+    # -- shutdown and failure --------------------------------------------------------------------
+    def _idle(self) -> bool:
+        """No batch holds a run slot and none can take one (aborted, broken, or closed with every worker ended)."""
+        with self._cond:
+            if self._free_slots != self.concurrency:
+                return False
+            if self._stopping():
+                return True
+            return self._closed and not self._queue and not any(t.is_alive() for t in self._threads)
+
+    def _closed_error(self) -> ModelClosedError:
+        return ModelClosedError(f"the model was closed before this request ran: {self._abort_reason}",
+                                hint="close() without a timeout finishes accepted requests; resubmit elsewhere")
+
+    def _stop_error(self) -> BaseException:
+        """What a request that will never run fails with: the error the batcher broke on, else closed."""
+        return self._broken if self._broken is not None else self._closed_error()
+
+    def _broken_error(self) -> ModelClosedError:
+        cause = self._broken.__cause__ if self._broken is not None and self._broken.__cause__ else self._broken
+        return ModelClosedError(f"the batcher stopped after its worker failed ({type(cause).__name__}: {cause}) "
+                                "and accepts no new requests",
+                                hint="close the model and load the artifact again; report it if it repeats")
+
+    def _settle_all(self, requests: Iterable[_Request], error: Callable[[], BaseException]) -> int:
+        """Fail every request not yet done (outside the lock: a future's callbacks may call back in)."""
+        return sum(_fail(r.future, error()) for r in requests)
+
+    def _abort(self, reason: str) -> None:
+        """close(timeout) passed: fail every request that has not started; nothing more may start."""
+        with self._cond:
+            self._aborted = True
+            self._abort_reason = reason
+            queued = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+            self._cond.notify_all()
+            self._slot_free.notify_all()  # a worker waiting for a slot with an assembled batch gives up
+        failed = self._settle_all(queued, self._closed_error)
+        if failed:
+            log.warning("closed with %d request(s) that had not run; they failed with ModelClosedError", failed)
+
+    def _fail_leftovers(self) -> None:
+        """Every other worker has ended: nothing may stay queued (belt and braces; the workers drain
+        it, unless close() was called from a result callback on the last worker)."""
+        with self._cond:
+            if self._queue and not self._aborted:
+                self._aborted = True  # the calling worker must not start anything either
+                self._abort_reason = "close() ran with no worker left to run it"
+            queued = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+        if queued:
+            self._settle_all(queued, self._stop_error)
+
+    def _break(self, exc: BaseException, held: _Held) -> None:
+        """A worker died of ``exc`` outside a batch's run: fail what it held and everything queued,
+        give back its slot, and refuse new work, so no caller waits forever on a dead worker."""
+        if isinstance(exc, TrtInferError):
+            error: BaseException = exc
+        else:
+            error = InternalError(f"the batcher's worker failed with {type(exc).__name__}: {exc}; every waiting "
+                                  "request failed and the batcher accepts no new ones (load the model again; "
+                                  "report it unless memory ran short)")
+            error.__cause__ = exc
+        log.error("batcher worker %s died; failing every waiting request", threading.current_thread().name,
+                  exc_info=exc)
+        with self._cond:
+            if self._broken is None:
+                self._broken = error
+            queued = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+            if held.slot:
+                held.slot = False
+                self._free_slots += 1
+            self._cond.notify_all()
+            self._slot_free.notify_all()
+        first: BaseException = self._broken
+        self._settle_all([*held.taken, *queued], lambda: first)
+        held.taken = []
 
     # -- worker side -----------------------------------------------------------------------------
-    def _gather(self) -> list[_Request] | None:
-        """Wait for the next batch's requests, or None when closed and drained. Requests already
-        cancelled are skipped here; expiry and cancellation are settled when a run slot is held."""
+    def _stopping(self) -> bool:
+        return self._aborted or self._broken is not None
+
+    def _gather(self, taken: list[_Request]) -> bool:
+        """Wait for the next batch's requests and move them into ``taken``; False when closed and
+        drained (or aborted, or broken). Requests already cancelled are skipped here; expiry and
+        cancellation are settled when a run slot is held."""
         cond, queue = self._cond, self._queue
         with cond:
             while not queue:
-                if self._closed:
-                    return None
+                if self._closed or self._broken is not None:
+                    return False
                 cond.wait()
             # Close the batch when it is full, or when its oldest request has waited max_delay and
             # a run slot is free (while every slot is busy, waiting longer only fills it better).
             deadline = queue[0].t_submit + self.max_delay_s
-            while self._queued_rows < self.max_batch and not self._closed:
+            while self._queued_rows < self.max_batch and not self._closed and self._broken is None:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     if self._free_slots > 0:
@@ -163,7 +313,6 @@ class DynamicBatcher:
                     cond.wait()  # woken by a freed slot, a full batch, or close()
                 else:
                     cond.wait(remaining)
-            taken: list[_Request] = []
             rows = 0
             while queue:
                 request = queue[0]
@@ -173,7 +322,7 @@ class DynamicBatcher:
                 self._queued_rows -= request.rows
                 taken.append(request)
                 rows += request.rows
-            return taken
+            return True
 
     def _settle(self, taken: list[_Request]) -> list[_Request]:
         """Mark the batch's requests running; fail the expired, drop the cancelled. Returns the rest."""
@@ -198,33 +347,48 @@ class DynamicBatcher:
     def _assemble(self, taken: list[_Request], staging: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray | None]:
         if len(taken) == 1:
             return taken[0].x, taken[0].rows, staging
-        rows = sum(r.rows for r in taken)
-        if staging is None:
-            staging = np.empty((self.max_batch, *self._row_shape), dtype=self._dtype)
+        rows = sum(r.rows for r in taken)  # <= max_batch: _gather closes a multi-request batch before it
+        if staging is None or len(staging) < rows:
+            size = min(self.max_batch, max(rows, 2 * (0 if staging is None else len(staging))))
+            staging = np.empty((size, *self._row_shape), dtype=self._dtype)
         batch = staging[:rows]
         np.concatenate([r.x for r in taken], axis=0, out=batch)
         return batch, rows, staging
 
-    def _acquire_slot(self) -> None:
+    def _acquire_slot(self, held: _Held) -> bool:
+        """Take a run slot; False (without one) once nothing more may start (aborted or broken)."""
         with self._slot_free:
-            while self._free_slots == 0:
+            while self._free_slots == 0 and not self._stopping():
                 self._slot_free.wait()
+            if self._stopping():
+                return False
             self._free_slots -= 1
+            held.slot = True
+            return True
 
-    def _release_slot(self) -> None:
+    def _release_slot(self, held: _Held) -> None:
         with self._slot_free:
+            held.slot = False
             self._free_slots += 1
             self._slot_free.notify()
             self._cond.notify()  # a gatherer holding back a partial batch for a slot may go now
 
     def _worker(self) -> None:
+        held = _Held()
+        try:
+            self._work(held)
+        except BaseException as exc:  # noqa: BLE001 -- nothing may leave a future pending: settle, then end
+            self._break(exc, held)
+
+    def _work(self, held: _Held) -> None:
         staging: np.ndarray | None = None
         stats = self.stats
         while True:
+            taken: list[_Request] = []
+            held.taken = taken
             with self._gather_lock:
-                taken = self._gather()
-            if taken is None:
-                return
+                if not self._gather(taken):
+                    return
             live = [r for r in taken if not r.future.cancelled()]
             if len(live) != len(taken):
                 stats.record_dropped(cancelled=len(taken) - len(live))
@@ -233,25 +397,29 @@ class DynamicBatcher:
                 continue
             # Assemble before taking a run slot: with every slot busy, this overlaps a running batch.
             batch, rows, staging = self._assemble(taken, staging)
-            self._acquire_slot()
+            if not self._acquire_slot(held):  # closed with a timeout that passed, or broken: never runs
+                self._settle_all(taken, self._stop_error)
+                continue
             kept = self._settle(taken)
             if len(kept) != len(taken):  # rare: some expired or were cancelled while waiting for the slot
                 taken = kept
                 if not taken:
-                    self._release_slot()
+                    self._release_slot(held)
                     continue
                 batch, rows, staging = self._assemble(taken, staging)
             try:
                 outputs = self._run(batch)
+                if len(outputs) != rows:
+                    raise InternalError(f"the model returned {len(outputs)} row(s) for a batch of {rows}")
             except BaseException as exc:  # noqa: BLE001 -- the batch's callers get the error, the worker lives on
-                self._release_slot()
+                self._release_slot(held)
                 if not isinstance(exc, Exception):
                     log.error("batch of %d rows interrupted by %s", rows, type(exc).__name__)
                 for request in taken:
                     request.future.set_exception(exc)
                 stats.record_batch(rows, [0.0] * len(taken), ok=False)
                 continue
-            self._release_slot()
+            self._release_slot(held)
             # Let a worker waiting with the next batch take the interpreter and start its run
             # (which releases it again) before this one wakes its callers.
             time.sleep(0)

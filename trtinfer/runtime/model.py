@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import warnings
@@ -22,7 +23,8 @@ import numpy as np
 from ..errors import DataError, InternalError, TrtInferError
 from ..manifest import Manifest
 from .batcher import DynamicBatcher, ModelClosedError
-from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH, RuntimeOptions
+from .options import (DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH, MAX_TIMEOUT_MS, RuntimeOptions, check_number,
+                      check_timeout_s, is_integer)
 from .stats import Stats, StatsSnapshot
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,13 @@ class Model:
         self._closed = False
         self._batcher: DynamicBatcher | None = None
         self._batcher_lock = threading.Lock()
+        # NaN/inf input gets a different answer from each backend (NaN from one, a confident class
+        # from another), so host input is refused unless the caller vouches for it.
+        self._check_finite = bool(getattr(options, "check_finite", True))
+        # Freed is tracked apart from closed: a close() whose timeout ran out with work still running
+        # leaves the backend open, and a later close() must still free it.
+        self._free_lock = threading.Lock()
+        self._freed = False
         self._opened = False
         self._open(model_bytes)
         self._opened = True
@@ -142,7 +151,26 @@ class Model:
                             hint="resize and lay images out as NCHW, or pass images to predict()")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
+        # min and max propagate NaN and show inf, allocate nothing and raise no floating-point
+        # warnings (a sum would overflow on huge finite values and warn on inf - inf): about 2 us for
+        # a 1x3x32x32 batch, 8 us for 32 rows. The rows are located only when the check fails.
+        if self._check_finite and x.size and not (math.isfinite(x.min()) and math.isfinite(x.max())):
+            self._refuse_non_finite(x, single)
         return x, single
+
+    def _refuse_non_finite(self, x: np.ndarray, single: bool) -> None:
+        """DataError naming the rows of ``x`` that hold NaN or inf."""
+        finite_rows = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+        bad = np.flatnonzero(~finite_rows)
+        if not len(bad):
+            return
+        hint = ("fix or drop them (backends answer NaN/inf differently: NaN on one, a confident class on another); "
+                "load with check_finite=False only if your data is guaranteed finite")
+        if single:
+            count = int(np.count_nonzero(~np.isfinite(x)))
+            raise DataError(f"the input sample holds NaN or inf in {count} of its {x[0].size} values", hint=hint)
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise DataError(f"input rows hold NaN or inf: {len(bad)} of {x.shape[0]} row(s) (row {shown})", hint=hint)
 
     def _check_out(self, out: Any, rows: int) -> np.ndarray:
         expected = (rows, *self.output_row_shape)
@@ -194,8 +222,10 @@ class Model:
         image, best first, preprocessed exactly as the manifest says (the calibration's code)."""
         from ..preprocess import preprocess
 
-        if not isinstance(top_k, int) or top_k < 1:
-            raise DataError(f"top_k={top_k!r} must be a positive integer")
+        if not is_integer(top_k) or top_k < 1:  # True is an int to Python, never a count here
+            raise DataError(f"predict() top_k={top_k!r} must be an integer >= 1",
+                            hint="the number of best labels to return per image, e.g. top_k=3")
+        top_k = int(top_k)
         batch = preprocess(images, self.manifest.preprocess)
         logits = self.infer(batch)
         return top_k_labels(logits, self.labels, top_k)
@@ -232,6 +262,8 @@ class Model:
         if self._closed:
             raise ModelClosedError(f"{self.manifest.name!r} is closed",
                                    hint="load the artifact again (trtinfer.load) to run it")
+        if timeout is not None:
+            timeout = check_timeout_s("submit()", timeout)
         batch, single = self._check_host(x)
         rows = batch.shape[0]
         if rows == 0:
@@ -257,27 +289,44 @@ class Model:
     def close(self, timeout: float | None = None) -> None:
         """Finish accepted requests and in-flight calls, then free every backend resource.
 
-        Idempotent; new calls and submissions fail with ModelClosedError from the moment it starts.
+        New calls and submissions fail with ModelClosedError from the moment it starts. With
+        ``timeout`` (seconds): once it passes, queued requests that have not started fail with
+        ModelClosedError ("closed before this request ran"); if a batch or a direct call is still
+        running then, the backend is left open under it (freeing it would crash that run) and
+        TrtInferError says so; a later ``close()`` waits for it and frees the backend.
+        Idempotent once the backend is freed.
         """
+        if timeout is not None:
+            timeout = check_number("close()", "timeout", timeout, 0.0, MAX_TIMEOUT_MS / 1e3, unit=" seconds",
+                                   hint="seconds to wait for running work, or None to wait until it ends")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._state:
-            if self._closed:
+            if self._freed:
                 return
             self._closed = True
         with self._batcher_lock:
             batcher = self._batcher
         if batcher is not None:
-            batcher.close(wait=True, timeout=timeout)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not batcher.close(wait=True, timeout=remaining):
+                raise TrtInferError(f"close(timeout={timeout:g}) ran out while a batch was still running; "
+                                    "the backend stays open until it ends",
+                                    hint="call close() again (without a timeout) to wait for it and free the backend")
         with self._state:
-            deadline = None if timeout is None else time.monotonic() + timeout
             while self._active:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TrtInferError(f"close() timed out with {self._active} infer call(s) still running",
-                                        hint="let in-flight calls finish, or call close() without a timeout")
+                    raise TrtInferError(f"close(timeout={timeout:g}) ran out with {self._active} infer call(s) "
+                                        "still running; the backend stays open until they end",
+                                        hint="call close() again (without a timeout) to wait for them and free it")
                 self._state.wait(remaining)
-        if self._opened:
-            self._opened = False
-            self._close_impl()
+        with self._free_lock:  # concurrent close() calls free once, and each returns after it is done
+            if self._opened:
+                self._opened = False
+                try:
+                    self._close_impl()
+                finally:
+                    self._freed = True
         log.debug("closed %r", self)
 
     def __enter__(self) -> Model:

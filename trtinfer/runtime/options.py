@@ -1,9 +1,20 @@
-"""The options of :func:`trtinfer.load`, typed and checked in one place, with their defaults."""
+"""The options of :func:`trtinfer.load`, typed and checked in one place, with their defaults and bounds.
+
+Every number is bounded: an unbounded option is a way to wedge the process (``max_batch=10**7``
+allocates a multi-GB staging buffer in the batcher's worker, ``max_delay_ms=inf`` overflows its
+wait, ``threads=10_000`` wedges the host). The checks here are shared with the batcher and with
+per-call arguments (``submit(timeout=...)``) so every entry point refuses the same values with the
+same one-line message.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any
+
+import numpy as np
 
 from ..cpu_info import usable_cores
 from ..errors import TrtInferError
@@ -22,10 +33,86 @@ DEFAULT_STREAMS = 2
 #: TensorRT: CUDA graphs kept per context (one per (profile, batch size) seen), least recent evicted.
 DEFAULT_GRAPH_CACHE = 16
 
+#: Upper bounds. Far above any useful setting, low enough that a typo cannot exhaust the host.
+MAX_BATCH_LIMIT = 65_536          # rows per batch (the batcher's staging buffer grows up to this)
+MAX_DELAY_MS_LIMIT = 60_000.0     # one minute: a batch never waits longer for company
+MAX_TIMEOUT_MS = 3_600_000.0      # one hour: a request's timeout, default or per call
+MAX_QUEUE_LIMIT = 1_000_000       # requests waiting
+MAX_CHUNK_LIMIT = 65_536          # rows per backend run
+MAX_WORKERS = 64                  # batches run at once
+THREADS_PER_CORE = 4              # intra-op threads per usable core (1,000 ran 9x slower; 10,000 wedged the host)
+MAX_STREAMS = 16                  # TensorRT execution contexts
+MAX_GRAPH_CACHE = 1024            # CUDA graphs kept per context
+
 
 def available_cores() -> int:
     """CPU cores this process may run on (affinity and cgroup-limited sets count, not the host's)."""
     return usable_cores()
+
+
+def max_threads() -> int:
+    """The most intra-op threads a CPU backend may be given here."""
+    return THREADS_PER_CORE * available_cores()
+
+
+def is_integer(value: Any) -> bool:
+    """A Python or numpy integer, but not a bool (``True`` is an int to Python, never a count here)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """A Python or numpy int or float, but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(what: str, name: str, value: Any, minimum: int, maximum: int | None = None,
+              allow_none: bool = False, hint: str | None = None) -> int | None:
+    """``value`` as a Python int within ``[minimum, maximum]``; TrtInferError naming both bounds otherwise."""
+    if value is None and allow_none:
+        return None
+    if is_integer(value) and value >= minimum and (maximum is None or value <= maximum):
+        return int(value)
+    bound = f"from {minimum:,} to {maximum:,}" if maximum is not None else f">= {minimum:,}"
+    none = " or None" if allow_none else ""
+    raise TrtInferError(f"{what} {name}={value!r} must be an integer {bound}{none}", hint=hint)
+
+
+def check_number(what: str, name: str, value: Any, minimum: float, maximum: float, *, above_minimum: bool = False,
+                 allow_none: bool = False, unit: str = "", hint: str | None = None) -> float | None:
+    """``value`` as a finite float within the bounds (``above_minimum``: strictly above ``minimum``)."""
+    if value is None and allow_none:
+        return None
+    if is_real(value):
+        number = float(value)
+        low_ok = number > minimum if above_minimum else number >= minimum
+        if math.isfinite(number) and low_ok and number <= maximum:
+            return number
+    low = f"> {_show(minimum)}" if above_minimum else f">= {_show(minimum)}"
+    none = ", or None" if allow_none else ""
+    raise TrtInferError(f"{what} {name}={value!r} must be a finite number {low} and at most {_show(maximum)}{unit}"
+                        f"{none}", hint=hint)
+
+
+def _show(number: float) -> str:
+    """3600000.0 -> '3,600,000'; 0.5 -> '0.5'."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:,}"
+
+
+def check_timeout_s(what: str, value: Any) -> float | None:
+    """A per-request timeout in seconds: None (no timeout) or finite, > 0 and at most :data:`MAX_TIMEOUT_MS`."""
+    return check_number(what, "timeout", value, 0.0, MAX_TIMEOUT_MS / 1e3, above_minimum=True, allow_none=True,
+                        unit=" seconds", hint="pass seconds as a number (e.g. 0.5), or None for no timeout")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as the Python values they stand for (np.int64(2) -> 2), so backends get plain types."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,6 +134,17 @@ class RuntimeOptions:
     graph_cache: int = DEFAULT_GRAPH_CACHE  # TensorRT: graphs kept per context
     device: int = 0                     # TensorRT: CUDA device index
     openvino_precision: str = "f32"     # OpenVINO: inference precision hint for float layers
+    check_finite: bool = True           # refuse host input holding NaN or inf (each backend answers it differently:
+    #                                     NaN on one, a confident class on another); False skips the check
+
+    def __post_init__(self) -> None:
+        # numpy scalars (np.int64(2) from a config array) become plain Python values, so the checks
+        # and every backend see ints and floats.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = _plain(value)
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> RuntimeOptions:
@@ -60,26 +158,37 @@ class RuntimeOptions:
         return opts
 
     def check(self) -> None:
-        def positive_int(name: str, value: Any, allow_none: bool = True, minimum: int = 1) -> None:
-            if value is None and allow_none:
-                return
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise TrtInferError(f"load option {name}={value!r} must be an integer >= {minimum}")
-
-        positive_int("max_batch", self.max_batch)
-        positive_int("max_queue", self.max_queue, allow_none=False)
-        positive_int("workers", self.workers)
-        positive_int("threads", self.threads)
-        positive_int("chunk_size", self.chunk_size)
-        positive_int("streams", self.streams, allow_none=False)
-        positive_int("graph_cache", self.graph_cache, allow_none=False, minimum=0)
-        positive_int("device", self.device, allow_none=False, minimum=0)
-        if not isinstance(self.max_delay_ms, (int, float)) or self.max_delay_ms < 0:
-            raise TrtInferError(f"load option max_delay_ms={self.max_delay_ms!r} must be a number >= 0")
-        if self.timeout_ms is not None and (not isinstance(self.timeout_ms, (int, float)) or self.timeout_ms <= 0):
-            raise TrtInferError(f"load option timeout_ms={self.timeout_ms!r} must be a positive number or None")
+        what = "load option"
+        check_int(what, "max_batch", self.max_batch, 1, MAX_BATCH_LIMIT, allow_none=True,
+                  hint="rows per batch; leave it unset for the backend's default")
+        check_int(what, "max_queue", self.max_queue, 1, MAX_QUEUE_LIMIT,
+                  hint="requests allowed to wait; beyond it submit() fails fast with OverloadedError")
+        check_int(what, "workers", self.workers, 1, MAX_WORKERS, allow_none=True,
+                  hint="batches run at once; leave it unset to match what the backend overlaps")
+        threads_limit = max_threads()
+        if self.threads is not None and is_integer(self.threads) and self.threads > threads_limit:
+            raise TrtInferError(
+                f"load option threads={self.threads!r} is more than {THREADS_PER_CORE}x the {available_cores()} "
+                f"usable core(s) (at most {threads_limit:,})",
+                hint="more intra-op threads than cores make inference slower (1,000 threads ran 9x slower); "
+                     "leave threads unset to use the cores available")
+        check_int(what, "threads", self.threads, 1, threads_limit, allow_none=True,
+                  hint="leave threads unset to use the cores available")
+        check_int(what, "chunk_size", self.chunk_size, 1, MAX_CHUNK_LIMIT, allow_none=True,
+                  hint="rows per backend run; leave it unset for the default")
+        check_int(what, "streams", self.streams, 1, MAX_STREAMS, hint=f"the default is {DEFAULT_STREAMS}")
+        check_int(what, "graph_cache", self.graph_cache, 0, MAX_GRAPH_CACHE,
+                  hint=f"the default is {DEFAULT_GRAPH_CACHE}")
+        check_int(what, "device", self.device, 0, hint="a CUDA device index, 0 for the first GPU")
+        check_number(what, "max_delay_ms", self.max_delay_ms, 0.0, MAX_DELAY_MS_LIMIT,
+                     hint="milliseconds the oldest request waits for company, e.g. 2")
+        check_number(what, "timeout_ms", self.timeout_ms, 0.0, MAX_TIMEOUT_MS, above_minimum=True, allow_none=True,
+                     hint="milliseconds a request may wait before it runs, or None for no timeout")
         if self.spin is not None and not isinstance(self.spin, bool):
             raise TrtInferError(f"load option spin={self.spin!r} must be True, False or None (measure it here)")
+        for name in ("cuda_graphs", "check_finite"):
+            if not isinstance(getattr(self, name), bool):
+                raise TrtInferError(f"load option {name}={getattr(self, name)!r} must be True or False")
         if self.openvino_precision not in ("f32", "bf16", "f16"):
             raise TrtInferError(f"load option openvino_precision={self.openvino_precision!r} is not f32, bf16 or f16",
                                 hint="f32 keeps the artifact's float layers exact; bf16 is faster and lossy")
