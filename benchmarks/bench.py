@@ -29,7 +29,7 @@ from trtinfer.manifest import PRECISIONS, Manifest
 
 from . import cases as C
 from .environment import collect_environment
-from .measure import (DEFAULT_MAX_WINDOWS, CallWorkload, DEFAULT_WARMUP_CALLS, DEFAULT_WARMUP_SECONDS, DEFAULT_WINDOW_SECONDS,
+from .measure import (DEFAULT_MAX_WINDOWS, CallWorkload, resident_mb, DEFAULT_WARMUP_CALLS, DEFAULT_WARMUP_SECONDS, DEFAULT_WINDOW_SECONDS,
                       Measured, interleave)
 from .results import BenchResults, CaseResult
 from .server import DEFAULT_CONCURRENCY, DEFAULT_LATENCY_BOUND_MS, ServerWorkload, best_under_bound
@@ -126,17 +126,6 @@ def profile_note(manifest: Manifest, batch: int) -> str | None:
     ranges = ", ".join(str(p) for p in profiles)
     return (f"batch {batch} is outside the engine's profiles ({ranges}): the runtime runs it in chunks that fit; "
             f"rebuild with --batch MIN:OPT:MAX covering {batch} to time it in one run")
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            pages = int(f.read().split()[1])
-        import resource
-
-        return pages * resource.getpagesize() / (1 << 20)
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -412,7 +401,7 @@ class Bench:
         try:
             for cid, case in zip(ids, all_cases):
                 self.say(f"opening {case.info.label}")
-                before = _rss_mb()
+                before = resident_mb()
                 try:
                     case.open()
                 except C.Skip as exc:
@@ -428,7 +417,7 @@ class Bench:
                     check = self._check(case, reference, inputs, check_batch)
                 except Exception as exc:
                     check = {"passed": False, "why": f"{type(exc).__name__}: {exc}"}
-                after = _rss_mb()
+                after = resident_mb()
                 rss[cid] = None if before is None or after is None else round(after - before, 1)
                 checks[cid] = check
                 if not check["passed"]:

@@ -12,26 +12,12 @@ warm-up is what would leak.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import resource
 import sys
 import time
 
 import numpy as np
 
-
-def rss_mb() -> float:
-    """Resident MB after a garbage collection and glibc's ``malloc_trim``: without the trim, freed
-    heap the allocator keeps cached makes RSS swing by +-70 MB between load/close cycles (measured
-    here), which hides or fakes a leak; with it, what remains is memory still in use."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS as it is
-        pass
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / (1 << 20)
+from .measure import resident_mb as rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from trtinfer.errors import DataError
+from trtinfer.preprocess import MAX_IMAGE_PIXELS
 
 from .cifar import LabeledImages, find_cifar_dir, load_cifar
 
@@ -40,9 +41,8 @@ SPLITS = ("train", "test")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
 UNSPLIT = "all"  # LabeledImages.split of a source without split folders
 NO_LABEL = -1
-# Decoded images above this many pixels are refused (checked from the header, before decoding):
-# 64 megapixels is ~190 MB as RGB, far above any classifier's input; PIL's own global limit is left alone.
-MAX_IMAGE_PIXELS = 64_000_000
+# Decoded images above MAX_IMAGE_PIXELS (trtinfer.preprocess's bound, the one serving uses too) are
+# refused from the header, before decoding; PIL's own global limit is left alone.
 
 
 class ImageFiles(Sequence):
