@@ -11,7 +11,6 @@ import asyncio
 import functools
 import io
 import os
-import pickle
 import struct
 import threading
 import time
@@ -172,7 +171,7 @@ def test_a_worker_failing_outside_the_run_fails_every_future_and_breaks_the_batc
     start = time.perf_counter()
     with pytest.raises(ModelClosedError, match="MemoryError"):
         batcher.submit(rows(99), 1)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5.0  # at once, not after a hang
     start = time.perf_counter()
     batcher.close()
     assert time.perf_counter() - start < 5.0
@@ -328,32 +327,32 @@ def test_non_finite_input_is_refused_naming_the_rows(tiny_artifact, backend):
         assert model.infer(x).shape == (8, 10)  # the caller vouched for the data
 
 
-def test_the_finite_check_costs_microseconds(tiny_artifact):
-    x = distinct_inputs(1)
-    with trtinfer.load(tiny_artifact) as fast, trtinfer.load(tiny_artifact, check_finite=False) as bare:
-        def best(model) -> float:
-            times = []
-            for _ in range(300):
-                start = time.perf_counter()
-                model._check_host(x)
-                times.append(time.perf_counter() - start)
-            return min(times)
+def test_the_finite_check_allocates_nothing_per_row(tiny_artifact):
+    """The check is one min and one max over the input: no copy, no boolean mask of its size (its cost
+    is measured by the benchmarks, not asserted here)."""
+    import tracemalloc
 
-        best(fast), best(bare)  # warm up
-        extra = best(fast) - best(bare)
-    assert extra < 20e-6, f"the finite check costs {extra * 1e6:.1f} us on a 1x3x32x32 batch"
+    x = distinct_inputs(64)
+    with trtinfer.load(tiny_artifact) as model:
+        model._check_host(x)
+        tracemalloc.start()
+        try:
+            model._check_host(x)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < x.nbytes // 100, f"the finite check allocated {peak} bytes for a {x.nbytes}-byte batch"
 
 
 # == D. images: bit depth, empty, huge, slivers, encoded bytes ====================================
 @functools.lru_cache(maxsize=1)
 def _cifar_test_rows() -> np.ndarray | None:
-    path = CIFAR_ROOT / "cifar-10-batches-py" / "test_batch"
-    if not path.is_file():
+    """The shared CIFAR test rows, read through the project's restricted reader (never plain pickle)."""
+    if not (CIFAR_ROOT / "cifar-10-batches-py" / "test_batch").is_file():
         return None
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # the shared copy's keys are str, the original's bytes
-    data = np.asarray(batch["data"] if "data" in batch else batch[b"data"])
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    from trtinfer.calibration.cifar import load_cifar
+
+    return load_cifar(CIFAR_ROOT, "test").images
 
 
 def cifar_like_images(count: int) -> np.ndarray:
@@ -447,7 +446,7 @@ def test_huge_images_and_slivers_are_refused_before_any_resize(tiny_artifact):
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
         preprocess(huge, spec)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5.0  # at once, not after a hang
     message = str(info.value)
     assert "20000x20000" in message and f"{MAX_IMAGE_PIXELS:,}" in message and "downscale" in message
     with pytest.raises(DataError, match="20000x20000"):
