@@ -413,6 +413,12 @@ class Bench:
                                                      reason=f"could not open: {type(exc).__name__}: {exc}"))
                     case.close()
                     continue
+                if not self.s.wants_device(case.info.device):  # `auto` chose a device outside --device
+                    self.records.append(self._record(case, None, status="skipped",
+                                                     reason=f"load() chose {case.info.options.get('chosen')} on the "
+                                                            f"{case.info.device}, outside --device {self.s.device}"))
+                    case.close()
+                    continue
                 try:
                     check = self._check(case, reference, inputs, check_batch)
                 except Exception as exc:

@@ -174,3 +174,14 @@ def test_compare_prints_ratios_and_flags_regressions(first_run, tmp_path, capsys
     code = main(["bench", "--compare", str(first_run / "results.json"), str(slower)])
     captured = capsys.readouterr()
     assert code == 1 and "regression" in captured.out and "regression(s) beyond noise" in captured.err
+
+
+def test_device_cuda_on_a_host_without_one_skips_every_row_with_its_reason(trained_model, bench_cache, tmp_path):
+    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    code = main(["bench", str(trained_model.state_path), str(fp32), *QUICK, "--device", "cuda", "--precisions", "fp32",
+                 "--out", str(tmp_path), "-q"])
+    assert code == 0
+    cases = _cases(tmp_path)
+    assert cases and all(c["status"] == "skipped" and c["reason"] for c in cases)
+    auto = next(c for c in cases if c["backend"] == "auto")
+    assert "outside --device cuda" in auto["reason"]
