@@ -131,3 +131,16 @@ def test_with_gpu_and_tensorrt_everything_gpu_is_ready(monkeypatch):
     assert stages["engine build"].ready and "NVIDIA H100" in stages["engine build"].reason
     assert report.capability("gpu")[0] and report.capability("tensorrt")[0] and report.capability("engine")[0]
     assert doc.missing_requirements(report, ["gpu", "tensorrt", "engine"]) == []
+
+
+def test_doctor_reports_the_cpu_isa_flags(report_json):
+    from trtinfer.cpu_info import ISA_FLAGS, cpu_info, parse_cpuinfo
+
+    findings = {f["name"]: f for f in report_json["findings"]}
+    isa = findings["CPU ISA"]
+    for name in cpu_info().flag_names():
+        assert name in isa["value"]
+    assert "INT8" in isa["detail"] and "BF16" in isa["detail"]
+    model, flags = parse_cpuinfo("processor : 0\nmodel name : Test CPU\nflags : fpu avx2 avx512f avx512_vnni amx_int8\n")
+    assert model == "Test CPU" and {"avx2", "avx512_vnni", "amx_int8"} <= flags
+    assert set(ISA_FLAGS) >= {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}

@@ -118,6 +118,24 @@ def _cpu() -> str:
     return f"{model}, {usable} usable core(s) of {os.cpu_count() or '?'}"
 
 
+def _isa() -> str:
+    """The instruction-set extensions that decide the fastest CPU path (trtinfer.cpu_info.ISA_FLAGS)."""
+    from .cpu_info import cpu_info
+
+    return ", ".join(cpu_info().flag_names()) or "none of AVX2 / AVX-512 / VNNI / BF16 / AMX"
+
+
+def _isa_note() -> str:
+    from .cpu_info import cpu_info
+
+    info = cpu_info()
+    int8 = ("INT8 runs in hardware dot products (VNNI/AMX): OpenVINO INT8 artifacts pay off" if info.has_int8_dot
+            else "no VNNI or AMX: INT8 gains little over FP32 on this CPU")
+    bf16 = ("BF16 native (AVX512-BF16/AMX): openvino_precision='bf16' is available" if info.has_bf16
+            else "no native BF16: keep openvino_precision='f32'")
+    return f"{int8}; {bf16}"
+
+
 def _nvidia_driver() -> str | None:
     """The kernel driver's release (e.g. 550.54.15), from /proc on Linux; None when not loaded."""
     try:
@@ -181,6 +199,7 @@ def collect() -> Report:
                                                             platform.machine()])), "unknown")))
     add(Finding("Python", platform.python_version(), None, sys.executable))
     add(Finding("CPU", _safe(_cpu, "unknown")))
+    add(Finding("CPU ISA", _safe(_isa, "unknown"), None, _safe(_isa_note, "")))
 
     gpu = _safe(_probe_gpu, _Gpu(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
