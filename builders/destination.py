@@ -32,8 +32,8 @@ def check_destination(out_dir: Path, names: list[str], force: bool) -> None:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         what = "a file" if existing.is_file() else "not a directory"
-        where = "-o" if existing == out_dir else f"-o {out_dir}: {existing}"
-        raise ArtifactError(f"{where} {existing if existing == out_dir else ''} is {what}".replace("  ", " "),
+        where = f"-o {out_dir}" if existing == out_dir else f"-o {out_dir}: {existing}"
+        raise ArtifactError(f"{where} is {what}",
                             hint="pass a directory for -o (each artifact goes to OUT/<name>-<precision>/)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ArtifactError(f"-o {out_dir}: {existing} is not writable", hint="choose another -o, or fix its permissions")
