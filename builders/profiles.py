@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtinfer.errors import ArtifactError, TrtInferError
+from trtinfer.runtime.options import MAX_BATCH_LIMIT
 
 DEFAULT_MIN_BATCH = 1
 DEFAULT_OPT_BATCH = 32
 DEFAULT_MAX_BATCH = 256
 DEFAULT_BATCH_SPEC = f"{DEFAULT_MIN_BATCH}:{DEFAULT_OPT_BATCH}:{DEFAULT_MAX_BATCH}"
-# A sanity bound, not a TensorRT limit: a typo such as 1:32:25600 should not try to plan for it.
-MAX_BATCH_LIMIT = 65536
+# MAX_BATCH_LIMIT: a sanity bound, not a TensorRT limit (a typo such as 1:32:25600 should not try to
+# plan for it); the runtime's own option bound, so an engine profile never exceeds what load() accepts.
 MAX_PROFILES = 8
 
 _FORMAT_HINT = "write --batch MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. --batch 1:32:256 (or one number for a fixed batch)"
