@@ -17,7 +17,6 @@ the reason (and the install command where one helps); the bench reports it as a 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import time
 import warnings
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
+from trtinfer.versions import module_available
 
 from .measure import CallWorkload
 
@@ -97,13 +97,6 @@ class Case:
 
     def close(self) -> None:
         pass
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 @contextlib.contextmanager
@@ -175,7 +168,7 @@ class BareOrtCase(Case):
         self.session: Any = None
 
     def open(self) -> None:
-        if not _have("onnxruntime"):
+        if not module_available("onnxruntime"):
             raise Skip(f"ONNX Runtime is not installed; {INSTALL['onnxruntime-bare']}")
         import onnxruntime as ort
 
@@ -209,7 +202,7 @@ class OpenVINONncfCase(Case):
     def open(self) -> None:
         if self.calibration is None:
             raise Skip("needs calibration images (--calib-data, or a CIFAR --eval-data folder)")
-        if not (_have("nncf") and _have("openvino")):
+        if not (module_available("nncf") and module_available("openvino")):
             raise Skip(f"NNCF or OpenVINO is not installed; {INSTALL['openvino-nncf']}")
         import io
 
@@ -314,7 +307,7 @@ class TorchDynamicQuantCase(TorchCase):
             if quantize_dynamic is not None:
                 self.info.options["implementation"] = "torch.ao.quantization.quantize_dynamic"
                 return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        if not _have("torchao"):
+        if not module_available("torchao"):
             raise Skip("torch.ao.quantization.quantize_dynamic is gone from this torch and torchao is not "
                        f"installed; {INSTALL['torch-int8']}")
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
@@ -358,7 +351,7 @@ class TorchInt8Case(TorchCase):
     def prepare(self, model: Any) -> Any:
         if self.calibration is None:
             raise Skip("needs calibration images (--calib-data, or a CIFAR --eval-data folder)")
-        if not _have("torchao"):
+        if not module_available("torchao"):
             raise Skip(f"torchao is not installed; {INSTALL['torch-int8']}")
         import torch
 
@@ -399,7 +392,7 @@ class TorchInt8Case(TorchCase):
 
 def cuda_skip_reason() -> str | None:
     """Why no CUDA case can run here (None: torch sees a GPU)."""
-    if not _have("torch"):
+    if not module_available("torch"):
         return "torch is not installed"
     import torch
 
@@ -448,7 +441,7 @@ class TorchTensorRTCase(TorchCudaCase):
         self.example = example
 
     def prepare(self, model: Any) -> Any:
-        if not _have("torch_tensorrt"):
+        if not module_available("torch_tensorrt"):
             raise Skip(f"Torch-TensorRT is not installed; {INSTALL['torch-tensorrt']}")
         model = super().prepare(model)
         import torch
@@ -470,8 +463,8 @@ class OrtGpuCase(Case):
         self.session: Any = None
 
     def open(self) -> None:
-        reason = cuda_skip_reason() if _have("torch") else None
-        if not _have("onnxruntime"):
+        reason = cuda_skip_reason() if module_available("torch") else None
+        if not module_available("onnxruntime"):
             raise Skip(f"ONNX Runtime is not installed; {INSTALL[self.info.backend]}")
         import onnxruntime as ort
 

@@ -7,7 +7,6 @@ Heavy libraries (torch, ModelOpt) are found through package metadata and import 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import trt_support
-from .versions import package_version
+from .versions import module_available, package_version
 
 # Capabilities ``trtinfer doctor --require NAME`` can ask for, and the stages each needs
 # (gpu and tensorrt are facts about the host rather than stages).
@@ -73,13 +72,6 @@ def _safe(probe: Callable[[], Any], default: Any = None) -> Any:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(getattr(exc, "message", None) or exc).split())
     return text if text else type(exc).__name__
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _first_version(*names: str) -> tuple[str, str] | None:
@@ -179,7 +171,7 @@ def _probe_tensorrt() -> tuple[bool, str]:
 
 def _probe_onnxruntime() -> tuple[bool, str, list[str]]:
     installed = _first_version("onnxruntime-gpu", "onnxruntime")
-    if not installed and not _has_module("onnxruntime"):
+    if not installed and not module_available("onnxruntime"):
         return False, "not installed (pip install 'trtinfer[onnxruntime]')", []
     try:
         import onnxruntime
@@ -217,7 +209,7 @@ def collect() -> Report:
     trt_ok, trt_text = _safe(_probe_tensorrt, (False, "probe failed"))
     add(Finding("TensorRT", trt_text if trt_ok else "unavailable", trt_ok, "" if trt_ok else trt_text))
     cuda_py = _first_version("cuda-python", "cuda-bindings")
-    cudart_ok = _has_module("cuda.bindings") or _has_module("cuda.cudart")
+    cudart_ok = module_available("cuda.bindings") or module_available("cuda.cudart")
     add(Finding("cuda-python", f"{cuda_py[0]} {cuda_py[1]}" if cuda_py else "not installed", bool(cuda_py and cudart_ok)))
 
     ort_ok, ort_text, providers = _safe(_probe_onnxruntime, (False, "probe failed", []))
@@ -230,7 +222,7 @@ def collect() -> Report:
     for label, names, module in (("torch", ("torch",), "torch"), ("torchvision", ("torchvision",), "torchvision"),
                                  ("onnx", ("onnx",), "onnx"), ("ModelOpt", ("nvidia-modelopt",), "modelopt")):
         found = _first_version(*names)
-        ok = bool(found) and _has_module(module)
+        ok = bool(found) and module_available(module)
         add(Finding(label, found[1] if found else "not installed", ok))
 
     versions = {f.name: f for f in report.findings}

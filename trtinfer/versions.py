@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 from importlib import metadata
 
@@ -15,6 +16,14 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def module_available(name: str) -> bool:
+    """Whether ``import name`` would find a module, without importing it (heavy libraries stay unloaded)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def library_versions(names: tuple[str, ...] = TRACKED) -> dict[str, str]:

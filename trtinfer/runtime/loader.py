@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from ..errors import ArtifactError, BackendUnavailable, TrtInferError
 from ..hashing import sha256_bytes
 from ..manifest import ONNX_NAME, PLAN_NAME, Manifest
+from ..versions import module_available
 from .model import Model
 from .options import BACKENDS, RuntimeOptions
 
@@ -27,15 +27,8 @@ CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def cpu_backend_available(name: str) -> bool:
-    return _module_available({"onnxruntime": "onnxruntime", "openvino": "openvino"}[name])
+    return module_available({"onnxruntime": "onnxruntime", "openvino": "openvino"}[name])
 
 
 def read_verified(manifest: Manifest, directory: Path, name: str) -> bytes:
@@ -70,9 +63,9 @@ def _model_class(backend: str) -> type[Model]:
 def _tensorrt_usable(manifest: Manifest, directory: Path, options: RuntimeOptions) -> tuple[bool, str]:
     if PLAN_NAME not in manifest.files:
         return False, f"the artifact has no {PLAN_NAME}"
-    if not _module_available("tensorrt"):
+    if not module_available("tensorrt"):
         return False, "TensorRT is not installed"
-    if not _module_available("cuda"):
+    if not module_available("cuda"):
         return False, "cuda-python is not installed"
     from .. import trt_support
 
