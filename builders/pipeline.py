@@ -14,7 +14,7 @@ from typing import Any
 
 from trtinfer._version import __version__
 from trtinfer.atomic import StagedDirectories
-from trtinfer.interrupts import Interrupted, held_signals
+from trtinfer.interrupts import held_signals
 from trtinfer.errors import CheckpointError, TrtInferError
 from trtinfer.labels import resolve_labels
 from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, TensorSpec
@@ -173,10 +173,8 @@ class Builder:
         try:
             return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set)
         finally:
-            with held_signals() as held:  # a second Ctrl-C must not leave the temporaries behind
+            with held_signals():  # a second Ctrl-C must not leave the temporaries behind
                 shutil.rmtree(work, ignore_errors=True)
-            if held.received:
-                raise Interrupted(held.received)
 
     def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set) -> list[Path]:
         from .export import export_onnx

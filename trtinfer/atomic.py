@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ArtifactError
-from .interrupts import Interrupted, held_signals
+from .interrupts import held_signals
 
 JOURNAL_PREFIX = ".trtinfer-commit-"  # + pid + ".json", beside the artifacts while a commit runs
 
@@ -63,12 +63,10 @@ class StagedDirectories:
         final = Path(final).resolve()
         if _exists(final) and not self.overwrite and copy_from is None:
             raise ArtifactError(f"{final} already exists", hint="pass --force to replace it, or choose another -o")
-        with held_signals() as held:  # registered the moment it exists, so discard() always finds it
+        with held_signals():  # registered the moment it exists, so discard() always finds it
             staged = _staging_dir(final)
             # Updating an artifact in place (copy_from itself) always replaces the old version.
             self._staged[final] = (staged, self.overwrite or copy_from is not None)
-        if held.received:
-            raise Interrupted(held.received)
         if copy_from is not None:
             shutil.copytree(copy_from, staged, dirs_exist_ok=True)
         return staged
@@ -112,18 +110,14 @@ class StagedDirectories:
             for journal in journals:
                 _remove(journal)
             self._staged.clear()
-        done = [final for final, _ in items]
-        if held.received:
-            raise Interrupted(held.received, written=done)
-        return done
+            held.written = [final for final, _ in items]  # an interrupt held meanwhile reports these
+        return held.written
 
     def discard(self) -> None:
-        with held_signals() as held:
+        with held_signals():
             for staged, _ in self._staged.values():
                 _remove(staged)
             self._staged.clear()
-        if held.received:
-            raise Interrupted(held.received)
 
     def __enter__(self) -> StagedDirectories:
         return self

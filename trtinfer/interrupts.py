@@ -54,13 +54,14 @@ def termination_raises() -> Iterator[None]:
 class _Held:
     def __init__(self) -> None:
         self.received: int | None = None
+        self.written: list[Path] = []  # what the section completed, for the Interrupted it may raise
 
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[_Held]:
-    """Hold SIGINT/SIGTERM during a short critical section; the caller reads ``.received`` after it
-    (and raises :class:`Interrupted` when it is set). Outside the main thread there is nothing to
-    hold: signals are delivered to the main thread only."""
+    """Hold SIGINT/SIGTERM during a short critical section, then deliver the first one held as
+    :class:`Interrupted` (carrying ``.written``, which the section may set) once the section has
+    ended. Outside the main thread there is nothing to hold: signals reach the main thread only."""
     held = _Held()
     if threading.current_thread() is not threading.main_thread():
         yield held
@@ -75,3 +76,5 @@ def held_signals() -> Iterator[_Held]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if held.received:
+        raise Interrupted(held.received, written=held.written)
