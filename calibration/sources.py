@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import struct
 import warnings
 import zipfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from trtinfer.errors import DataError
-from trtinfer.preprocess import MAX_IMAGE_PIXELS
+from trtinfer.preprocess import MAX_IMAGE_PIXELS, bomb_size
 
 from .cifar import LabeledImages, find_cifar_dir, load_cifar
 
@@ -77,9 +76,7 @@ def decode_image(path: Path) -> np.ndarray:
             _check_pixels(path, img.size)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # PIL refuses these before giving the size
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels.group(1)):,} pixels" if pixels else "more pixels than PIL opens"
-        raise _too_large(path, size) from exc
+        raise _too_large(path, bomb_size(exc)) from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise DataError(f"cannot decode image {path}: {exc}",
                         hint="remove or replace the broken file") from exc

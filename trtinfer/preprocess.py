@@ -151,6 +151,13 @@ def _to_uint8_rgb(image: Any) -> np.ndarray:
     return arr
 
 
+def bomb_size(exc: BaseException) -> str:
+    """The size Pillow's DecompressionBombError names ("400,000,000 pixels"): Pillow refuses such
+    images inside ``Image.open``, before an image (and its size) exists to check."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+
+
 def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Encoded JPEG, PNG or WebP bytes -> a loaded ``PIL.Image``, for servers taking uploads.
 
@@ -173,9 +180,7 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
         raise DataError(f"the data ({len(data):,} bytes, starting {bytes(data[:8])!r}) is not a complete {formats} "
                         "image", hint=f"send a whole {formats} file") from exc
     except Image.DecompressionBombError as exc:  # Pillow's own header check, for sizes far beyond max_pixels
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)):,} pixels" if found else "larger than Pillow decodes"
-        raise DataError(f"the image is {size}, more than the {max_pixels:,} allowed",
+        raise DataError(f"the image is {bomb_size(exc)}, more than the {max_pixels:,} allowed",
                         hint="downscale it before sending") from exc
     except MemoryError:
         raise
