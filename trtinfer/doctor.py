@@ -7,7 +7,6 @@ Heavy libraries (torch, ModelOpt) are found through package metadata and import 
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -94,20 +93,10 @@ def _os_release() -> str:
 
 
 def _cpu() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
-    return f"{model}, {usable} usable core(s) of {os.cpu_count() or '?'}"
+    from .cpu_info import cpu_info
+
+    info = cpu_info()
+    return f"{info.model}, {info.usable_cores} usable core(s) of {info.logical_cores}"
 
 
 def _isa() -> str:
