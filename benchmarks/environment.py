@@ -33,13 +33,12 @@ def collect_environment(threads: int) -> dict[str, Any]:
 def _gpu() -> dict[str, Any]:
     """GPUs, driver and CUDA versions as ``trtinfer doctor`` finds them (never raises)."""
     from trtinfer import trt_support
+    from trtinfer.doctor import probe_gpu
 
-    out: dict[str, Any] = {"devices": []}
-    try:
-        count = trt_support.gpu_count()
-        out["devices"] = [trt_support.gpu_info(i) for i in range(count)]
-    except Exception as exc:  # no driver, no cuda-python, no device: all just facts here
-        out["none"] = str(getattr(exc, "message", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    gpu = probe_gpu()
+    out: dict[str, Any] = {"devices": gpu.devices}
+    if not gpu.ok:
+        out["none"] = gpu.summary
     try:
         out["cuda"] = trt_support.cuda_versions()
     except Exception:

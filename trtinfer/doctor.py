@@ -130,21 +130,22 @@ def _nvidia_driver() -> str | None:
 
 
 @dataclass
-class _Gpu:
+class GpuProbe:
     ok: bool
     summary: str
     devices: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _probe_gpu() -> _Gpu:
+def probe_gpu() -> GpuProbe:
+    """The GPUs CUDA sees (never raises): ``ok``, a one-line ``summary`` (or why none), ``devices``."""
     try:
         count = trt_support.gpu_count()
         devices = [trt_support.gpu_info(i) for i in range(count)]
     except Exception as exc:
-        return _Gpu(False, _short(exc))
+        return GpuProbe(False, _short(exc))
     names = "; ".join(f"{d['device']}: {d['name']} (sm {d['compute_capability']}, {d['memory_mib']} MiB)"
                       for d in devices)
-    return _Gpu(True, names, devices)
+    return GpuProbe(True, names, devices)
 
 
 def _probe_tensorrt() -> tuple[bool, str]:
@@ -182,7 +183,7 @@ def collect() -> Report:
     add(Finding("CPU", _safe(_cpu, "unknown")))
     add(Finding("CPU ISA", _safe(_isa, "unknown"), None, _safe(_isa_note, "")))
 
-    gpu = _safe(_probe_gpu, _Gpu(False, "probe failed"))
+    gpu = _safe(probe_gpu, GpuProbe(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
     cuda = _safe(trt_support.cuda_versions, {})
     if not isinstance(cuda, dict):
