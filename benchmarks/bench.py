@@ -327,8 +327,8 @@ class Bench:
             return {**result, "passed": False, "why": "NaN or Inf in the outputs"}
         precision = case.info.precision
         if precision == "fp32":
-            atol = b.get("atol") or DEFAULT_ATOL
-            rtol = b.get("rtol") or DEFAULT_RTOL
+            atol = DEFAULT_ATOL if b.get("atol") is None else b["atol"]  # 0 is a tolerance too
+            rtol = DEFAULT_RTOL if b.get("rtol") is None else b["rtol"]
             cmp = compare_logits(ref, got, atol=atol, rtol=rtol)
             result.update(rule=f"the build's export validation: max |diff| <= {cmp.tolerance:.3g}, near-tie "
                                "disagreements only", tolerance=cmp.tolerance)
