@@ -23,19 +23,24 @@ def main() -> int:
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate (one-cycle); MobileNets like 0.05")
+    ap.add_argument("--arch", default="resnet18", help="torchvision classifier name (resnet18, mobilenet_v2, ...)")
     args = ap.parse_args()
     try:
         train = load_cifar(args.data, "train")
     except TrtInferError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"training a CIFAR-stem ResNet-18 for {args.epochs} epochs on {len(train)} images", file=sys.stderr)
+    cifar_stem = args.arch.startswith(("resnet", "resnext", "wide_resnet"))  # the stem only ResNets have
+    stem = "CIFAR-stem " if cifar_stem else ""
+    print(f"training a {stem}{args.arch} for {args.epochs} epochs on {len(train)} images", file=sys.stderr)
     start = time.perf_counter()
-    model = train_briefly(make_model("resnet18", len(train.class_names), cifar_stem=True), train.images, train.labels,
-                          make_spec(32, "cifar10"), epochs=args.epochs, seed=args.seed)
+    model = train_briefly(make_model(args.arch, len(train.class_names), cifar_stem=cifar_stem), train.images,
+                          train.labels,
+                          make_spec(32, "cifar10"), epochs=args.epochs, lr=args.lr, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_state_dict": model.state_dict(), "epoch": args.epochs, "arch": "resnet18"}, out)
+    torch.save({"model_state_dict": model.state_dict(), "epoch": args.epochs, "arch": args.arch}, out)
     print(f"saved {out} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     return 0
 
