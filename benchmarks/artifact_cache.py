@@ -22,7 +22,7 @@ from trtinfer.atomic import atomic_file
 from trtinfer.cache import cache_root
 from trtinfer.errors import ArtifactError, TrtInferError
 from trtinfer.hashing import sha256_file
-from trtinfer.manifest import Manifest
+from trtinfer.manifest import SCHEMA_VERSION, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ FAILED_SUFFIX = ".failed.json"
 #: BuildOptions fields that change what an artifact holds (the cache key); everything else
 #: (output directory, name, quiet) does not.
 KEY_FIELDS = ("arch", "input_size", "resize", "normalize", "mean", "std", "labels", "eval_data", "eval_samples",
-              "calib_data", "calib_samples", "calib_method", "seed", "max_accuracy_drop", "atol", "rtol", "opset")
+              "calib_data", "calib_samples", "calib_method", "seed", "quantizer", "target", "fallback",
+              "max_accuracy_drop", "atol", "rtol", "opset", "fp16_exclude")
 
 
 @dataclass
@@ -52,6 +53,7 @@ def options_key(checkpoint_sha: str, options: dict[str, Any]) -> str:
         if relevant[k]:
             relevant[k] = str(Path(relevant[k]).expanduser().resolve())
     relevant["trtinfer"] = __version__
+    relevant["schema_version"] = SCHEMA_VERSION
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
     return f"{checkpoint_sha[:16]}-{digest[:12]}"
 

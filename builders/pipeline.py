@@ -54,7 +54,11 @@ class BuildOptions:
     calib_data: Path | None = None
     calib_set: Path | None = None
     calib_samples: int = 512
-    calib_method: str = "entropy"
+    calib_method: str | None = None  # None: every method of the quantizer, the best kept (int8_choice)
+    quantizer: str = "auto"  # auto | modelopt | nncf (targets.int8_tool)
+    target: str | None = None  # cpu | gpu; None: gpu where TensorRT and a GPU are present
+    fallback: bool = True  # keep sensitive layers in float when INT8 misses the allowance
+    fp16_exclude: tuple[str, ...] = ()  # ONNX node names AutoCast keeps in FP32
     seed: int = 0
     max_accuracy_drop: float | None = None
     allow_accuracy_drop: bool = False
@@ -76,6 +80,16 @@ class Builder:
     def __init__(self, opts: BuildOptions, reporter: Reporter | None = None) -> None:
         self.opts = opts
         self.report = reporter or Reporter()
+        self._target: tuple[str, str] | None = None
+
+    @property
+    def target(self) -> str:
+        """Where the artifacts are meant to run (``--target``, else where an engine can be built)."""
+        if self._target is None:
+            from .targets import resolve_target
+
+            self._target = resolve_target(self.opts.target)
+        return self._target[0]
 
     # -- stages ---------------------------------------------------------------------------
     def load(self):
@@ -135,6 +149,19 @@ class Builder:
         if opts.max_accuracy_drop is not None and not (math.isfinite(opts.max_accuracy_drop)
                                                        and 0 <= opts.max_accuracy_drop <= 100):
             raise TrtInferError(f"--max-accuracy-drop {opts.max_accuracy_drop} must be 0..100 top-1 points")
+        from .targets import QUANTIZERS, TARGETS
+
+        if opts.quantizer not in QUANTIZERS:
+            raise TrtInferError(f"unknown --quantizer {opts.quantizer!r}", hint=f"use one of {', '.join(QUANTIZERS)}")
+        if opts.target is not None and opts.target not in TARGETS:
+            raise TrtInferError(f"unknown --target {opts.target!r}", hint=f"use one of {', '.join(TARGETS)}")
+        if "int8" in opts.precisions and opts.calib_method is not None:
+            from .targets import int8_tool
+
+            tool, _ = int8_tool(opts.quantizer, self.target)
+            if opts.calib_method not in tool.methods:
+                raise TrtInferError(f"--calib-method {opts.calib_method} is not a method of {tool.name}",
+                                    hint=f"{tool.name} offers {', '.join(tool.methods)}; leave it out to try each")
         recover_interrupted_commits(opts.out_dir, self.report.warn)
         check_destination(opts.out_dir, [artifact_name(opts, p) for p in opts.precisions], opts.force)
 
@@ -149,11 +176,14 @@ class Builder:
         if opts.labels is None:
             self.report.warn(f"assumed labels {labels[:3] + ['...'] if len(labels) > 3 else labels} (--labels)")
         input_shape = [-1, 3, spec.input_size, spec.input_size]
-        calib = None
+        calib = selection = None
         if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
-            from .reduced import calibration_set
+            from .reduced import calibration_set, selection_slice
 
             calib = calibration_set(self, spec, input_shape)
+            if "int8" in opts.precisions:
+                selection = selection_slice(self, spec, calib, labels)
+        self.report.info(f"target {self.target} ({self._target[1] if self._target else ''})")
         eval_set = None
         if opts.eval_data is not None:
             from trtinfer.calibration.calibset import make_eval_set
@@ -171,12 +201,12 @@ class Builder:
         check_export_memory(model, spec.input_size, batch=64 if eval_set is not None else 8)
         work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
         try:
-            return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set)
+            return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set, selection)
         finally:
             with held_signals():  # a second Ctrl-C must not leave the temporaries behind
                 shutil.rmtree(work, ignore_errors=True)
 
-    def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set) -> list[Path]:
+    def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set, selection) -> list[Path]:
         from .export import export_onnx
         from .validate import validate_export
 
@@ -206,14 +236,21 @@ class Builder:
         extra_sections: dict[str, dict] = {p: {} for p in opts.precisions}
         reduced = [p for p in opts.precisions if p != "fp32"]
         if reduced:
-            from .reduced import build_reduced
+            from .reduced import build_reduced, guard_reduced
 
-            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, eval_set))
+            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, eval_set, selection,
+                                                self.target))
+            self._check_fp16(fp32_path, outputs, eval_set)
+            guard_reduced(self, fp32_path, reduced, outputs, eval_set, self.target, extra_sections)
         elif eval_set is not None:
             ev = validation["eval"]
             extra_sections["fp32"]["accuracy"] = {"checked": True, "samples": ev["samples"],
                                                   "top1": ev["candidate_accuracy"]}
         extra_sections = {p: extra_sections.get(p, {}) for p in opts.precisions}
+        if calib is not None and "int8" in opts.precisions:
+            self._diagnose_calibration(fp32_path, calib, labels, extra_sections["int8"])
+        if eval_set is not None:
+            self._check_executions(fp32_path, outputs, eval_set, extra_sections)
 
         with StagedDirectories(overwrite=opts.force) as staged:
             finals = []
@@ -222,7 +259,7 @@ class Builder:
                 directory = staged.stage(final)
                 src = fp32_path if precision == "fp32" else outputs[precision]
                 shutil.copyfile(src, directory / ONNX_NAME)
-                manifest = Manifest(name=artifact_name(opts, precision), precision=precision,
+                manifest = Manifest(name=artifact_name(opts, precision), precision=precision, target=self.target,
                                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                     validation={"export": export_facts, **validation}, **base)
                 for key, value in extra_sections[precision].items():
@@ -235,6 +272,43 @@ class Builder:
         for path in committed:
             self.report.step(f"wrote {path}")
         return committed
+
+    def _check_fp16(self, fp32_path: Path, outputs: dict[str, Path], eval_set) -> None:
+        """FP16 that overflows (non-finite or far-off logits) fails here, naming the nodes to keep in FP32."""
+        if "fp16" not in outputs or eval_set is None:
+            return
+        from .evaluate import compare, run_onnx
+        from .fp16_check import check_fp16
+
+        with self.report.timed("FP16 overflow check on the evaluation images"):
+            reference = run_onnx(fp32_path, eval_set.x)
+            result = compare(reference, run_onnx(outputs["fp16"], eval_set.x), eval_set.labels)
+            check_fp16(fp32_path, outputs["fp16"], eval_set.x, result, reference)
+
+    def _diagnose_calibration(self, fp32_path: Path, calib, labels: list[str], section: dict) -> None:
+        from trtinfer.calibration.diagnostics import calibration_diagnostics, describe_diagnostics
+
+        with self.report.timed("calibration diagnostics (class coverage, range spread of two halves)"):
+            diag = calibration_diagnostics(fp32_path, calib.x, calib.labels, list(calib.class_names or labels))
+        section.setdefault("calibration", {})["diagnostics"] = diag
+        for line in describe_diagnostics(diag):
+            (self.report.warn if "too few" in line or "missing" in line else self.report.info)(line)
+
+    def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set, sections: dict) -> None:
+        """Each CPU execution's accuracy, for ``load(backend="auto")`` (execution_check)."""
+        from .evaluate import run_onnx
+        from .execution_check import check_executions, describe
+
+        reference = run_onnx(fp32_path, eval_set.x)
+        with self.report.timed("accuracy of each CPU execution (ONNX Runtime, OpenVINO f32/bf16)"):
+            for precision in self.opts.precisions:
+                path = fp32_path if precision == "fp32" else outputs[precision]
+                results = check_executions(precision, path, reference, eval_set.x, eval_set.labels,
+                                           self.opts.max_accuracy_drop)
+                if results:
+                    sections[precision].setdefault("accuracy", {"checked": True})["executions"] = results
+                for line in describe(precision, results):
+                    self.report.info(line)
 
     # -- engine stage (TensorRT, GPU hosts only) -------------------------------------------
     def _require_engine_stage(self) -> None:

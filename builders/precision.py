@@ -51,16 +51,27 @@ class PrecisionTool:
     needs_calibration: bool
     run: Callable[..., dict[str, Any]]
     description: str = ""
+    library: str = "nvidia-modelopt"  # the distribution it needs (doctor says whether it is installed)
+    methods: tuple[str, ...] = ()  # calibration methods the build tries in turn; the first is the tool's default
+
+    @property
+    def available(self) -> bool:
+        return package_version(self.library) is not None
 
 
 _TOOLS: dict[str, PrecisionTool] = {}
 
 
-def register(name: str, precision: str, needs_calibration: bool = False,
-             description: str = "") -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
-    """Decorator: make ``fn(onnx_in, onnx_out, calibration=None, **options)`` a tool for ``precision``."""
+def register(name: str, precision: str, needs_calibration: bool = False, description: str = "",
+             library: str = "nvidia-modelopt", methods: tuple[str, ...] = ()
+             ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Decorator: make ``fn(onnx_in, onnx_out, calibration=None, **options)`` a tool for ``precision``.
+
+    A quantizer with ``methods`` takes ``method=`` and ``nodes_to_exclude=`` (ONNX node names kept
+    in float): the build tries each method and falls back layer by layer through them.
+    """
     def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        _TOOLS[name] = PrecisionTool(name, precision, needs_calibration, fn, description)
+        _TOOLS[name] = PrecisionTool(name, precision, needs_calibration, fn, description, library, methods)
         return fn
     return wrap
 
@@ -293,7 +304,7 @@ def _fp16_counts(model) -> dict[str, Any]:
 
 # -- INT8 -------------------------------------------------------------------------------------
 
-@register("modelopt-int8", "int8", needs_calibration=True,
+@register("modelopt-int8", "int8", needs_calibration=True, methods=CALIBRATION_METHODS,
           description="ModelOpt ONNX INT8: per-channel weights, calibrated activations, explicit Q/DQ")
 def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.ndarray | None = None,
                   method: str = DEFAULT_CALIBRATION_METHOD, nodes_to_exclude: list[str] | None = None,
@@ -323,7 +334,8 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
     if keep_first_layer:
         first = _first_conv(source)
         if first:
-            exclude.append(re.escape(first))
+            exclude.append(first)
+    patterns = [re.escape(n) + "$" for n in exclude]  # ModelOpt re.match()es patterns; ours are exact names
     batch = _static_batch(source) or max(1, min(batch_size, len(calibration)))
     if len(calibration) < batch:
         raise DataError(f"{len(calibration)} calibration images but the model's batch size is fixed at {batch}",
@@ -342,7 +354,7 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
                 quantize(str(work_in), quantize_mode="int8", calibration_data=np.ascontiguousarray(calibration),
                          calibration_method=method, calibration_shapes=f"{input_name}:{shape}",
                          calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=str(staged),
-                         nodes_to_exclude=exclude or None, op_types_to_exclude=op_types_to_exclude,
+                         nodes_to_exclude=patterns or None, op_types_to_exclude=op_types_to_exclude,
                          log_level="WARNING")
             except Exception as exc:  # ModelOpt and ORT raise assorted types
                 raise InternalError(f"ModelOpt INT8 quantization failed on {onnx_in}: {exc}") from exc
@@ -397,11 +409,11 @@ def qdq_counts(model) -> dict[str, Any]:
 
 def describe_tools() -> list[dict[str, Any]]:
     """For ``trtinfer doctor``: the registered tools and whether their library is installed."""
-    installed = package_version("nvidia-modelopt") is not None
-    return [{"name": t.name, "precision": t.precision, "calibration": t.needs_calibration,
-             "available": installed if t.name.startswith("modelopt") else True, "description": t.description}
-            for t in _TOOLS.values()]
+    return [{"name": t.name, "precision": t.precision, "calibration": t.needs_calibration, "available": t.available,
+             "methods": list(t.methods), "description": t.description} for t in _TOOLS.values()]
 
+
+from . import nncf_quantize  # noqa: E402,F401  registers "nncf-int8"
 
 __all__ = ["PrecisionTool", "register", "tools", "get_tool", "reduce_precision", "convert_fp16", "quantize_int8",
            "qdq_counts", "describe_tools", "CALIBRATION_METHODS", "DEFAULT_CALIBRATION_METHOD", "DEFAULT_TOOLS"]

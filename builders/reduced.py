@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from trtinfer.calibration.calibset import CalibrationSet, EvalSet
     from trtinfer.manifest import PreprocessSpec
 
+    from .int8_choice import Selection
     from .pipeline import Builder
 
 
@@ -39,50 +40,119 @@ def calibration_set(builder: Builder, spec: PreprocessSpec, input_shape: list[in
     return calib
 
 
+def selection_slice(builder: Builder, spec: PreprocessSpec, calib: CalibrationSet, labels: list[str]) -> Selection | None:
+    """Labelled train rows left out of calibration, to judge INT8 methods and the fallback on.
+
+    None (said as a warning) when the calibration source has no labels or no rows to spare.
+    """
+    from trtinfer.calibration.calibset import make_eval_set
+
+    from .int8_choice import SELECTION_SAMPLES, Selection
+
+    opts = builder.opts
+    source = opts.calib_data if opts.calib_data is not None else calib.source
+    try:
+        with builder.report.tracker("selection slice") as update:
+            rows = make_eval_set(source, spec, exclude=calib, labels=labels, limit=SELECTION_SAMPLES, seed=opts.seed,
+                                 progress=update, split="train")
+    except (DataError, OSError) as exc:
+        builder.report.warn(f"no held-out training rows to choose the INT8 method on ({exc}); using the quantizer's "
+                            f"default method without the fallback (pass labelled --calib-data)")
+        return None
+    builder.report.info(f"selection slice: {len(rows)} labelled {rows.split}-split rows of {rows.source} held out of "
+                        f"calibration (judge INT8 methods and the fallback; --eval-data takes no part)")
+    return Selection(x=rows.x, labels=rows.labels, source=rows.source)
+
+
 def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
-                  calib: CalibrationSet | None, eval_set: EvalSet | None) -> dict[str, dict[str, Any]]:
+                  calib: CalibrationSet | None, eval_set: EvalSet | None, selection: Selection | None = None,
+                  target: str = "cpu") -> dict[str, dict[str, Any]]:
     """Write each reduced-precision ONNX to ``outputs[p]``; return manifest sections per precision.
 
     Raises AccuracyError (nothing written by the caller) when the guard fails.
     """
-    from .evaluate import evaluate_precisions, no_accuracy_check
+    from trtinfer.execution import judge_execution
+
+    from .evaluate import AccuracyGuard, execution_logits
+    from .int8_choice import choose_int8
     from .precision import reduce_precision
+    from .targets import int8_tool
 
     opts = builder.opts
+    judge = judge_execution(target)
     sections: dict[str, dict[str, Any]] = {"fp32": {}}
     for precision in precisions:
         with builder.report.timed(f"converting to {precision.upper()}"):
             if precision == "int8":
-                facts = reduce_precision("int8", fp32_path, outputs["int8"], calibration=calib.x,
-                                         method=opts.calib_method)
+                tool, why = int8_tool(opts.quantizer, target)
+                builder.report.info(f"INT8 quantizer {tool.name} ({why}); choices judged with {judge.name}")
+                limit = AccuracyGuard().limit("int8", opts.max_accuracy_drop)
+                with builder.report.tracker("INT8") as update:
+                    chosen = choose_int8(tool, fp32_path, outputs["int8"], calib.x, selection,
+                                         lambda path, x: execution_logits(judge, path, x), judge.name,
+                                         outputs["int8"].parent, limit, method=opts.calib_method,
+                                         fallback=opts.fallback, progress=lambda label: update)
+                facts = chosen["conversion"]
+                _report_choice(builder, chosen["choice"])
             else:  # AutoCast checks activation ranges on real images when we have them
                 facts = reduce_precision(precision, fp32_path, outputs[precision],
-                                         calibration=None if calib is None else calib.x[:64])
+                                         calibration=None if calib is None else calib.x[:64],
+                                         nodes_to_exclude=list(opts.fp16_exclude) or None)
         builder.report.info(_describe(facts))
         sections[precision] = {"conversion": facts}
         if precision == "int8":
-            sections[precision]["calibration"] = {**calib.summary(), "method": opts.calib_method}
+            sections[precision]["calibration"] = {**calib.summary(), "method": facts.get("method"),
+                                                  "quantizer": facts.get("tool"), "choice": chosen["choice"]}
+    return sections
 
+
+def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
+                  eval_set: EvalSet | None, target: str, sections: dict[str, dict[str, Any]]) -> None:
+    """The accuracy guard on the ``--eval-data`` rows, on the target's judging execution; every other
+    execution this machine has is measured too and recorded (``accuracy.executions``)."""
+    from trtinfer.execution import judge_execution
+
+    from .evaluate import evaluate_precisions, no_accuracy_check
+
+    opts = builder.opts
     if eval_set is None:
         unchecked = no_accuracy_check("no --eval-data given: pass labelled test images to measure FP16/INT8 "
                                       "accuracy against FP32")  # logs the warning once
         for precision in precisions:
             sections[precision]["accuracy"] = dict(unchecked)
-        return sections
-    with builder.report.timed(f"accuracy guard on {len(eval_set)} images (ONNX Runtime, CPU)"), \
+        return
+    judge = judge_execution(target)
+    with builder.report.timed(f"accuracy guard on {len(eval_set)} images ({judge.name}, CPU)"), \
             builder.report.tracker("evaluating") as update:
         results = evaluate_precisions(fp32_path, {p: outputs[p] for p in precisions}, eval_set.x, eval_set.labels,
                                       max_drop=opts.max_accuracy_drop, allow=opts.allow_accuracy_drop,
-                                      progress=lambda label: update)
+                                      progress=lambda label: update, execution=judge)
     sections["fp32"]["accuracy"] = results["fp32"]
     for precision in precisions:
         r = results[precision]
-        sections[precision]["accuracy"] = {**r, "eval": eval_set.summary()}
+        sections[precision]["accuracy"] = {**r, "execution": judge.name, "eval": eval_set.summary()}
         verdict = "passed" if r["passed"] else "FAILED, kept by --allow-accuracy-drop"
         builder.report.info(f"{precision}: top-1 {r['top1']:.2%} vs FP32 {r['top1_reference']:.2%} "
                             f"(drop {r['top1_drop_points']:.2f} points, limit {r['max_drop_points']:.2f}), "
                             f"agreement {r['top1_agreement']:.2%}, max |diff| {r['max_abs_diff']:.3g}: {verdict}")
-    return sections
+
+
+def _report_choice(builder: Builder, choice: dict[str, Any]) -> None:
+    if not choice.get("ran"):
+        builder.report.info(f"INT8 method {choice.get('method')}: {choice.get('reason')}")
+        return
+    tried = ", ".join(f"{m['method']} {m['top1_agreement']:.2%} (drop {m['top1_drop_points']:.2f})"
+                      for m in choice["methods"])
+    builder.report.info(f"INT8 methods on the {choice['slice']['rows']}-row slice, top-1 agreement with FP32: "
+                        f"{tried}; chose {choice['method']}")
+    fb = choice.get("fallback") or {}
+    if fb.get("ran"):
+        builder.report.info(f"sensitivity fallback: kept {len(fb['excluded_nodes'])} of {fb['quantized_layers']} "
+                            f"layers in float ({', '.join(fb['excluded_nodes'][:6])}"
+                            f"{' ...' if len(fb['excluded_nodes']) > 6 else ''}); slice drop "
+                            f"{fb['drop_before_points']:.2f} -> {fb['drop_after_points']:.2f} points")
+        if not fb.get("passed"):
+            builder.report.warn("the fallback reached its budget without meeting the allowance on the slice")
 
 
 def _describe(facts: dict[str, Any]) -> str:

@@ -387,14 +387,16 @@ class EvalSet:
 
 def make_eval_set(data: str | Path | LabeledImages, spec: PreprocessSpec, exclude: CalibrationSet | None = None,
                   labels: list[str] | None = None, limit: int | None = None, seed: int = DEFAULT_SEED,
-                  progress: Progress | None = None) -> EvalSet:
+                  progress: Progress | None = None, split: str = "test") -> EvalSet:
     """Labeled rows of the *test* split (``test/`` or ``val/``), preprocessed like serving.
+
+    ``split="train"`` gives the INT8 build's selection slice instead: train rows minus ``exclude``.
 
     ``exclude``: the calibration set; its rows are dropped when both come from the same rows (a
     source without a split). ``labels``: the model's class names; eval labels are matched to them
     by name when both have real names. ``limit``: a class-balanced subset of at most this many.
     """
-    src = _as_source(data, "test")
+    src = _as_source(data, split)
     warnings: list[str] = []
     if len(src) == 0 or src.labels.max() < 0:
         raise DataError(f"{src.source} has no labels; the accuracy check needs labeled images",

@@ -16,7 +16,13 @@ from typing import Any
 from .errors import ArtifactError
 from .hashing import sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this trtinfer reads. 2 (issue 16) added ``target`` (cpu|gpu: which deployment the
+#: artifact's INT8 graph and accuracy checks were made for) and ``accuracy.executions`` (each CPU
+#: execution's measured accuracy, which ``load(backend="auto")`` may choose from); a version-1
+#: manifest reads with ``target`` "" (made before the choice existed) and no recorded executions.
+READABLE_SCHEMA_VERSIONS = (1, 2)
+TARGETS = ("cpu", "gpu")
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse anything absurd before parsing it
 REBUILD = "rebuild the artifact (trtinfer build)"
@@ -68,6 +74,7 @@ class Manifest:
     conversion: dict[str, Any] = field(default_factory=dict)  # FP16/INT8 tool facts
     engine: dict[str, Any] = field(default_factory=dict)
     variant: dict[str, Any] = field(default_factory=dict)
+    target: str = "cpu"  # "cpu" | "gpu" (the build sets it); "" when read from a schema-1 manifest
     created: str = ""
     trtinfer_version: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -75,7 +82,7 @@ class Manifest:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        order = ["schema_version", "name", "arch", "num_classes", "precision", "input", "output",
+        order = ["schema_version", "name", "arch", "num_classes", "precision", "target", "input", "output",
                  "preprocess", "labels"]
         return {**{k: data[k] for k in order}, **{k: v for k, v in data.items() if k not in order}}
 
@@ -86,12 +93,13 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where} is not a JSON object", hint=REBUILD)
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
             raise ArtifactError(
-                f"{where} has schema_version {version!r}; this trtinfer reads {SCHEMA_VERSION}",
+                f"{where} has schema_version {version!r}; this trtinfer reads "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}",
                 hint="rebuild the artifact with this trtinfer version (trtinfer build)",
             )
-        return _ManifestReader(where).read(cls, data)
+        return _ManifestReader(where).read(cls, data, version)
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / MANIFEST_NAME
@@ -274,7 +282,7 @@ class _ManifestReader:
             self.integer(self.get(entry, "bytes", f"files.{name}."), f"files.{name}.bytes")
         return files
 
-    def read(self, cls: type[Manifest], data: dict[str, Any]) -> Manifest:
+    def read(self, cls: type[Manifest], data: dict[str, Any], version: int = SCHEMA_VERSION) -> Manifest:
         num_classes = self.integer(self.get(data, "num_classes"), "num_classes", 1, 1 << 20)
         labels = self.get(data, "labels")
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
@@ -299,12 +307,16 @@ class _ManifestReader:
         for key in ("source", "versions", "validation", "accuracy", "calibration", "conversion", "engine",
                     "variant"):
             fields[key] = self.section(data, key)
+        fields["target"] = "" if version == 1 else self.string(data, "target", choices=TARGETS)
+        executions = fields["accuracy"].get("executions", {})
+        if not isinstance(executions, dict) or not all(isinstance(v, dict) for v in executions.values()):
+            raise self.fail("accuracy.executions", f"must be an object of objects, not {_show(executions)}")
         for key in ("created", "trtinfer_version"):
             value = data.get(key, "")
             if not isinstance(value, str):
                 raise self.fail(key, f"must be a string, not {_show(value)}")
             fields[key] = value
-        return cls(**fields, schema_version=SCHEMA_VERSION)
+        return cls(**fields, schema_version=version)
 
 
 def _show(value: Any) -> str:

@@ -28,7 +28,8 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
 @click.option("--fp32", is_flag=True, help="Build an FP32 artifact (the default when no precision is given).")
 @click.option("--fp16", is_flag=True, help="Build an FP16 artifact (ModelOpt AutoCast, float32 I/O kept).")
-@click.option("--int8", is_flag=True, help="Build an INT8 artifact (ModelOpt Q/DQ; needs --calib-data or --calib-set).")
+@click.option("--int8", is_flag=True, help="Build an INT8 artifact (NNCF or ModelOpt Q/DQ per --target; needs "
+                                           "--calib-data or --calib-set).")
 @click.option("--precision", metavar="LIST", help="Comma-separated precisions, e.g. fp32,fp16,int8 (shares one export).")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
               help="Parent directory; each artifact goes to OUT/<name>-<precision>/.")
@@ -36,7 +37,8 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @model_options
 @data_options
 @click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
-@click.option("--max-accuracy-drop", type=float, help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16, 1.0 for INT8).")
+@click.option("--max-accuracy-drop", type=float, help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16 and INT8).")
+@click.option("--fp16-exclude", metavar="NODES", help="Comma-separated ONNX node names the FP16 build keeps in FP32.")
 @click.option("--allow-accuracy-drop", is_flag=True, help="Write reduced-precision artifacts even when the accuracy guard fails.")
 @click.option("--atol", type=float, default=1e-3, show_default=True, help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="Tolerance relative to the largest logit.")
@@ -46,8 +48,8 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.option("--force", is_flag=True, help="Replace existing artifact directories.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @engine_options
-def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max_accuracy_drop, allow_accuracy_drop,
-          atol, rtol, opset, from_onnx, force, quiet, **kwargs):
+def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max_accuracy_drop, fp16_exclude,
+          allow_accuracy_drop, atol, rtol, opset, from_onnx, force, quiet, **kwargs):
     """Build CHECKPOINT (.pth/.pt) into validated artifact directories.
 
     Each artifact holds model.onnx (and model.plan where TensorRT and a GPU are present) plus
@@ -77,6 +79,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max
         checkpoint=checkpoint, precisions=precisions, out_dir=out_dir, name=name,
         **pop_options(kwargs, MODEL_OPTION_NAMES + DATA_OPTION_NAMES), atol=atol, rtol=rtol, opset=opset,
         force=force, calib_set=calib_set, max_accuracy_drop=max_accuracy_drop,
-        allow_accuracy_drop=allow_accuracy_drop, engine=engine_settings, require_engine=require_engine)
+        allow_accuracy_drop=allow_accuracy_drop, engine=engine_settings, require_engine=require_engine,
+        fp16_exclude=tuple(n.strip() for n in (fp16_exclude or "").split(",") if n.strip()))
     for path in Builder(opts, reporter).run():
         click.echo(str(path))

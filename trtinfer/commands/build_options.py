@@ -23,12 +23,14 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CALIB_SAMPLES = 512  # calibration.calibset.DEFAULT_SAMPLES (kept import-free; a test holds them equal)
-DEFAULT_CALIB_METHOD = "entropy"  # builders.precision.DEFAULT_CALIBRATION_METHOD
-CALIB_METHODS = ("entropy", "max")  # builders.precision.CALIBRATION_METHODS
+CALIB_METHODS = ("entropy", "max", "performance", "mixed", "mean_minmax")  # the INT8 tools' methods (a test holds them)
+QUANTIZERS = ("auto", "modelopt", "nncf")  # builders.targets.QUANTIZERS
+TARGETS = ("cpu", "gpu")  # builders.targets.TARGETS
 NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")  # trtinfer.preprocess.NORMALIZATIONS
 
 MODEL_OPTION_NAMES = ("arch", "trust_checkpoint", "input_size", "resize", "normalize", "mean", "std", "labels")
-DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed")
+DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed", "quantizer",
+                     "target", "fallback")
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -67,7 +69,8 @@ def model_options(f: F) -> F:
 
 
 def data_options(f: F) -> F:
-    """--eval-data, --eval-samples, --calib-data, --calib-samples, --calib-method, --seed."""
+    """--eval-data, --eval-samples, --calib-data, --calib-samples, --calib-method, --seed, --quantizer,
+    --target, --no-fallback."""
     return _apply(f, [
         click.option("--eval-data", type=click.Path(path_type=Path),
                      help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and accuracy."),
@@ -77,9 +80,16 @@ def data_options(f: F) -> F:
                      help="Data to draw the INT8 calibration set from (training split)."),
         click.option("--calib-samples", type=click.IntRange(1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
                      help="Calibration images drawn from --calib-data."),
-        click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=DEFAULT_CALIB_METHOD,
-                     show_default=True, help="INT8 calibration method."),
+        click.option("--calib-method", type=click.Choice(CALIB_METHODS),
+                     help="INT8 calibration method (ModelOpt: entropy, max; NNCF: performance, mixed, mean_minmax). "
+                          "Default: each one, the best kept by top-1 agreement with FP32 on held-out train rows."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration draw."),
+        click.option("--quantizer", type=click.Choice(QUANTIZERS), default="auto", show_default=True,
+                     help="INT8 quantizer: nncf for CPU targets, modelopt for TensorRT (auto follows --target)."),
+        click.option("--target", type=click.Choice(TARGETS),
+                     help="Where the artifact runs (default: gpu where TensorRT and a GPU are present, else cpu)."),
+        click.option("--fallback/--no-fallback", default=True, show_default=True,
+                     help="Keep the most sensitive INT8 layers in float when the drop exceeds the allowance."),
     ])
 
 

@@ -18,6 +18,19 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _diagnostics_lines(calibration: dict) -> list[str]:
+    """The calibration diagnostics as sentences; an unreadable block is shown raw, never fatal."""
+    diag = calibration.get("diagnostics") if isinstance(calibration, dict) else None
+    if not isinstance(diag, dict):
+        return []
+    from trtinfer.calibration.diagnostics import describe_diagnostics
+
+    try:
+        return describe_diagnostics(diag)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):  # a block from another version
+        return [json.dumps(diag, sort_keys=True)[:300]]
+
+
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
@@ -56,6 +69,8 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
         value = getattr(m, section)
         if value:
             rows.append((section, _fmt(value)))
+        if section == "calibration":
+            rows.extend(("calibration check", line) for line in _diagnostics_lines(value))
     rows.append(("versions", _fmt(m.versions)))
     rows.append(("created", f"{m.created} by trtinfer {m.trtinfer_version}"))
     if verify:
