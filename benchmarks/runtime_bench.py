@@ -240,12 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     import trtinfer.runtime
     from trtinfer.errors import TrtInferError
 
-    from trtinfer.runtime.loader import choose_cpu_backend
-
     backend = args.backend
     try:
         if backend in ("auto", "tensorrt"):  # (a) and (b) are the CPU figures; (c) measures the GPU
-            backend = choose_cpu_backend(trtinfer.Manifest.read(args.artifact))[0]
+            with trtinfer.load(args.artifact, threads=args.threads) as probe:  # the measured CPU choice
+                backend = "onnxruntime" if probe.backend == "tensorrt" else probe.backend
     except TrtInferError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 1

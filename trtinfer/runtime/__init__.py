@@ -9,12 +9,12 @@ library when it is loaded, and nothing here imports torch or ModelOpt.
 from __future__ import annotations
 
 from .batcher import DynamicBatcher, ModelClosedError, RequestTimeout
-from .loader import CPU_PREFERENCE, choose_backend, load
+from .loader import choose_backend, load
 from .model import Model, top_k_labels
 from .options import BACKENDS, RuntimeOptions
 from .stats import StatsSnapshot
 
 __all__ = [
     "load", "Model", "RuntimeOptions", "StatsSnapshot", "DynamicBatcher", "RequestTimeout", "ModelClosedError",
-    "BACKENDS", "CPU_PREFERENCE", "choose_backend", "top_k_labels",
+    "BACKENDS", "choose_backend", "top_k_labels",
 ]

@@ -15,18 +15,6 @@ from .options import BACKENDS, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-#: On a CPU, the backends to try for each artifact precision, fastest first. Measured on this
-#: project's 2-core AVX512-VNNI host (ResNet-18 at 32x32, batch 1 and 32, interleaved runs):
-#: INT8 Q/DQ: OpenVINO runs it in INT8, 6-14x ONNX Runtime (which runs Q/DQ slower than FP32);
-#: FP16: OpenVINO 1.05-1.5x ONNX Runtime; FP32: neither wins consistently (0.65-1.2x), so the
-#: embedded default, ONNX Runtime, stays first.
-CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "int8": ("openvino", "onnxruntime"),
-    "fp16": ("openvino", "onnxruntime"),
-    "fp32": ("onnxruntime", "openvino"),
-}
-
-
 def cpu_backend_available(name: str) -> bool:
     return module_available({"onnxruntime": "onnxruntime", "openvino": "openvino"}[name])
 
@@ -72,21 +60,6 @@ def _tensorrt_usable(manifest: Manifest, directory: Path, options: RuntimeOption
     return trt_support.tensorrt_available(options.device)
 
 
-def choose_cpu_backend(manifest: Manifest, why_not_gpu: str = "on the CPU") -> tuple[str, str]:
-    """The fastest installed CPU backend for the artifact's precision (:data:`CPU_PREFERENCE`), and why."""
-    order = CPU_PREFERENCE.get(manifest.precision, ("onnxruntime", "openvino"))
-    for name in order:
-        if cpu_backend_available(name):
-            skipped = [o for o in order[:order.index(name)]]
-            extra = f"; {', '.join(skipped)} not installed" if skipped else ""
-            if manifest.precision == "int8" and name == "onnxruntime":
-                extra += (" (ONNX Runtime runs Q/DQ models slower than FP32 on a CPU; "
-                          "pip install 'trtinfer[openvino]' to run them in INT8)")
-            return name, f"{why_not_gpu}; on the CPU, {name} is preferred for {manifest.precision} artifacts{extra}"
-    raise BackendUnavailable("no CPU backend is installed (neither ONNX Runtime nor OpenVINO)",
-                             hint="pip install 'trtinfer[onnxruntime]'")
-
-
 def choose_backend(manifest: Manifest, directory: Path, requested: str, options: RuntimeOptions) -> tuple[str, str]:
     """(backend, reason) for ``requested`` in :data:`BACKENDS`."""
     if requested not in BACKENDS:
@@ -105,7 +78,7 @@ def choose_backend(manifest: Manifest, directory: Path, requested: str, options:
     ok, why = _tensorrt_usable(manifest, directory, options)
     if ok:
         return "tensorrt", f"{PLAN_NAME} present and {why}"
-    return choose_cpu_backend(manifest, why)
+    return "cpu", why
 
 
 def _open(cls: type[Model], directory: Path, manifest: Manifest, options: RuntimeOptions, reason: str) -> Model:
@@ -114,12 +87,29 @@ def _open(cls: type[Model], directory: Path, manifest: Manifest, options: Runtim
     return cls(directory, manifest, options, data, backend_reason=reason)
 
 
+def _open_cpu(directory: Path, manifest: Manifest, options: RuntimeOptions, why_not_gpu: str) -> Model:
+    """The fastest CPU execution the manifest allows, measured here (runtime.autoselect)."""
+    import dataclasses
+
+    from .autoselect import choose_and_open
+
+    def open_execution(execution, reason: str) -> Model:
+        opts = dataclasses.replace(options, **execution.runtime_options())
+        model = _open(_model_class(execution.backend), directory, manifest, opts, reason)
+        model.execution = execution.name
+        return model
+
+    return choose_and_open(manifest, directory, options, open_execution, why_not_gpu)
+
+
 def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Model:
     """Open an artifact for inference.
 
     ``backend="auto"`` picks TensorRT when the artifact has a plan and TensorRT and a GPU are
-    present, else the fastest CPU backend installed for the artifact's precision; ``model.backend``
-    and ``model.backend_reason`` say which and why. Model files are checked against the manifest's
+    present, else the CPU execution (ONNX Runtime, OpenVINO f32 or OpenVINO bf16) that ran this
+    artifact fastest here, measured at first load for ``prefer="throughput"`` (batch 32) or
+    ``"latency"`` (batch 1) and cached (:mod:`trtinfer.runtime.autoselect`); ``model.backend``,
+    ``model.execution`` and ``model.backend_reason`` say which and why. Model files are checked against the manifest's
     sha256 before any backend parses them. ``options`` are :class:`RuntimeOptions` fields
     (``max_batch``, ``max_delay_ms``, ``max_queue``, ``timeout_ms``, ``threads``, ``streams``,
     ``cuda_graphs``, ...).
@@ -133,7 +123,9 @@ def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Mod
     directory = Path(artifact_dir)
     manifest = Manifest.read(directory)
     chosen, reason = choose_backend(manifest, directory, backend, opts)
-    if chosen == "tensorrt" and backend == "auto":
+    if chosen == "cpu":
+        model = _open_cpu(directory, manifest, opts, reason)
+    elif chosen == "tensorrt" and backend == "auto":
         try:
             model = _open(_model_class("tensorrt"), directory, manifest, opts, reason)
         except (BackendUnavailable, ArtifactError) as exc:
@@ -141,9 +133,8 @@ def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Mod
 
             if isinstance(exc, ArtifactError) and not isinstance(exc, PlanIncompatibleError):
                 raise  # tampering and broken files are never papered over by a fallback
-            chosen, reason = choose_cpu_backend(manifest, f"TensorRT cannot run the plan ({exc.one_line()})")
-            log.warning("falling back to %s: %s", chosen, reason)
-            model = _open(_model_class(chosen), directory, manifest, opts, reason)
+            model = _open_cpu(directory, manifest, opts, f"TensorRT cannot run the plan ({exc.one_line()})")
+            log.warning("falling back to %s: %s", model.backend, model.backend_reason)
     else:
         model = _open(_model_class(chosen), directory, manifest, opts, reason)
     log.info("loaded %s on %s (%s)", directory, model.backend, reason)

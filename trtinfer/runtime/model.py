@@ -49,6 +49,7 @@ class Model:
         self.manifest = manifest
         self.options = options
         self.backend_reason = backend_reason
+        self.execution = self.backend  # load(backend="auto") names the CPU execution, e.g. "openvino-bf16"
         self.row_shape: tuple[int, ...] = tuple(int(d) for d in manifest.input.shape[1:])
         self.input_shape = (-1, *self.row_shape)
         self.output_row_shape: tuple[int, ...] = tuple(int(d) for d in manifest.output.shape[1:])

@@ -91,13 +91,15 @@ class OnnxRuntimeModel(Model):
         return session
 
     def _measured_session(self, ort: Any, model_bytes: bytes, threads: int) -> tuple[Any, bool, str]:
-        """Spinning on or off, whichever ran this model faster here (batch 1 and a full batch);
-        measured once per model, CPU, ONNX Runtime version and thread count, then cached."""
+        """Spinning on or off, whichever ran this model faster here for the caller's use (``prefer``:
+        batch 1 for latency, a full batch for throughput); measured once per model, CPU, ONNX
+        Runtime version, thread count and use, then cached."""
         from ..manifest import ONNX_NAME
         from . import tuning
 
         sha = str(self.manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
-        key = tuning.tuning_key("onnxruntime-spin", sha, f"onnxruntime {ort.__version__}", threads)
+        prefer = self.options.prefer
+        key = tuning.tuning_key(f"onnxruntime-spin-{prefer}", sha, f"onnxruntime {ort.__version__}", threads)
         cached = tuning.lookup(key) if sha else None
         if cached is not None and isinstance(cached.get("spin"), bool):
             spin = cached["spin"]
@@ -109,9 +111,14 @@ class OnnxRuntimeModel(Model):
         times = tuning.race({spin: {f"b{r}": (lambda s=s, r=r: s.run(None, {name: inputs[r]})) for r in rows}
                              for spin, s in sessions.items()}, calls={"b1": 10, f"b{rows[1]}": 2})
         on, off = times[True], times[False]
-        # spinning must win at batch 1 and not lose more than 3 % on a full batch
-        spin = on["b1"] < off["b1"] and on[f"b{rows[1]}"] <= 1.03 * off[f"b{rows[1]}"]
-        why = (f"spinning {'on' if spin else 'off'}: batch 1 {on['b1'] * 1e6:.0f} vs {off['b1'] * 1e6:.0f} us, "
+        # per use: a latency caller (one row at a time) takes spinning when it wins at batch 1 and costs
+        # full batches at most 3 %; a throughput caller (the batcher, offline) when it wins on full batches
+        full = f"b{rows[1]}"
+        if prefer == "latency":
+            spin = on["b1"] < off["b1"] and on[full] <= 1.03 * off[full]
+        else:
+            spin = on[full] < off[full]
+        why = (f"prefer={prefer}, spinning {'on' if spin else 'off'}: batch 1 {on['b1'] * 1e6:.0f} vs {off['b1'] * 1e6:.0f} us, "
                f"batch {rows[1]} {on[f'b{rows[1]}'] * 1e3:.1f} vs {off[f'b{rows[1]}'] * 1e3:.1f} ms (on vs off)")
         if sha:
             tuning.remember(key, {"spin": spin, "why": why})

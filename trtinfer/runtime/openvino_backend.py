@@ -50,7 +50,7 @@ class OpenVINOModel(Model):
             self._core = ov.Core()
             network = self._core.read_model(model_bytes)
             self._compiled = self._core.compile_model(network, "CPU",
-                                                      compile_config(self.threads, self.options.openvino_precision))
+                                                      compile_config(self.threads, self.options.openvino_precision or "f32"))
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
                                 hint="re-export the model (trtinfer build), or use backend='onnxruntime'") from exc

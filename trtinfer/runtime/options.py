@@ -24,6 +24,8 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 #: Batcher defaults: rows per batch on CPU backends (TensorRT uses its profile's OPT), how long the
 #: oldest request may wait for company, and how many requests may wait at all.
 DEFAULT_CPU_MAX_BATCH = 32
+#: Rows per call that ``prefer`` measures with: a full CPU batch, or one row.
+PREFER_BATCH = {"throughput": DEFAULT_CPU_MAX_BATCH, "latency": 1}
 DEFAULT_MAX_DELAY_MS = 2.0
 DEFAULT_MAX_QUEUE = 1024
 #: Largest batch one CPU backend run takes; bigger calls are split so memory stays bounded.
@@ -133,7 +135,10 @@ class RuntimeOptions:
     cuda_graphs: bool = False           # TensorRT: capture and replay a CUDA graph per batch size
     graph_cache: int = DEFAULT_GRAPH_CACHE  # TensorRT: graphs kept per context
     device: int = 0                     # TensorRT: CUDA device index
-    openvino_precision: str = "f32"     # OpenVINO: inference precision hint for float layers
+    openvino_precision: str | None = None  # OpenVINO: precision hint for float layers (f32, bf16, f16); None: f32,
+    #                                     or bf16 where backend="auto" measured it faster and the build checked it
+    prefer: str = "throughput"          # backend="auto" and ONNX Runtime spinning: time full batches (throughput)
+    #                                     or single rows (latency) when measuring what runs fastest here
     check_finite: bool = True           # refuse host input holding NaN or inf (each backend answers it differently:
     #                                     NaN on one, a confident class on another); False skips the check
 
@@ -189,7 +194,10 @@ class RuntimeOptions:
         for name in ("cuda_graphs", "check_finite"):
             if not isinstance(getattr(self, name), bool):
                 raise TrtInferError(f"load option {name}={getattr(self, name)!r} must be True or False")
-        if self.openvino_precision not in ("f32", "bf16", "f16"):
+        if self.prefer not in PREFER_BATCH:
+            raise TrtInferError(f"load option prefer={self.prefer!r} is not one of {', '.join(PREFER_BATCH)}",
+                                hint="throughput: batches of 32 (servers, offline); latency: one row at a time")
+        if self.openvino_precision not in (None, "f32", "bf16", "f16"):
             raise TrtInferError(f"load option openvino_precision={self.openvino_precision!r} is not f32, bf16 or f16",
                                 hint="f32 keeps the artifact's float layers exact; bf16 is faster and lossy")
 

@@ -1,0 +1,135 @@
+"""``load(backend="auto")`` on a CPU: the fastest execution for this artifact on this machine, measured.
+
+No fixed table can say which CPU execution wins: it depends on the CPU's ISA (VNNI, BF16, AMX),
+the artifact's precision and the regime. Measured on one AVX-512 VNNI + BF16 host, ResNet-18 at
+32x32, batch 32: OpenVINO ran the NNCF INT8 model 8x faster than ONNX Runtime, while for the FP32
+model the two were within 20 % of each other in either order, and OpenVINO's BF16 hint doubled FP32
+throughput. So each candidate the manifest allows is opened, timed for a fraction of a second at
+the regime's batch (``prefer="throughput"``: 32 rows, ``"latency"``: 1 row), and the winner is
+remembered per artifact sha256, CPU model, library versions, threads and regime in
+``~/.cache/trtinfer/tuning.json``; later loads open only the winner.
+
+Which candidates: every execution this machine can run (:mod:`trtinfer.execution`), less those
+the build's accuracy check failed (``accuracy.executions``), and lossy ones (BF16) only where that
+check passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cpu_info import cpu_info
+from ..errors import BackendUnavailable
+from ..execution import Execution, available_cpu_executions
+from ..manifest import ONNX_NAME, Manifest
+from ..versions import package_version
+from . import tuning
+from .options import PREFER_BATCH, RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+ROUND_SECONDS = 0.1  # timed work per candidate per round; three rounds, alternating
+MAX_CALLS = 200
+
+
+def candidates(manifest: Manifest, options: RuntimeOptions) -> tuple[list[Execution], list[str]]:
+    """The executions ``auto`` may pick for this artifact here, and why each other one is out."""
+    recorded = manifest.accuracy.get("executions", {}) if isinstance(manifest.accuracy, dict) else {}
+    chosen, ruled_out = [], []
+    for execution in available_cpu_executions():
+        if execution.lossy and manifest.precision == "int8":
+            continue  # INT8 layers are integer already; the build does not check BF16 on them
+        record = recorded.get(execution.name) if isinstance(recorded, dict) else None
+        passed = record.get("passed") if isinstance(record, dict) else None
+        if passed is False:
+            ruled_out.append(f"{execution.name} failed the build's accuracy check")
+            continue
+        if execution.lossy and passed is not True:
+            ruled_out.append(f"{execution.name} was not accuracy-checked at build time (build with --eval-data)")
+            continue
+        if options.openvino_precision is not None and execution.backend == "openvino" \
+                and execution.openvino_precision != options.openvino_precision:
+            continue  # the caller fixed OpenVINO's precision
+        chosen.append(execution)
+    if not chosen:
+        raise BackendUnavailable("no CPU backend can run this artifact here (" + "; ".join(ruled_out or [
+            "neither ONNX Runtime nor OpenVINO is installed"]) + ")", hint="pip install 'trtinfer[openvino]'")
+    return chosen, ruled_out
+
+
+def _key(manifest: Manifest, options: RuntimeOptions, names: list[str]) -> str:
+    sha = str(manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+    libraries = f"onnxruntime {package_version('onnxruntime') or package_version('onnxruntime-gpu')}, " \
+                f"openvino {package_version('openvino')}; candidates {','.join(names)}"
+    return tuning.tuning_key(f"backend-{options.prefer}", sha, libraries, options.cpu_threads)
+
+
+def choose_and_open(manifest: Manifest, directory: Path, options: RuntimeOptions,
+                    open_execution: Callable[[Execution, str], Any], context: str) -> Any:
+    """Open the fastest allowed execution (measured once, then cached) and return the model."""
+    allowed, ruled_out = candidates(manifest, options)
+    names = [e.name for e in allowed]
+    excluded = f"; not considered: {'; '.join(ruled_out)}" if ruled_out else ""
+    if len(allowed) == 1:
+        return open_execution(allowed[0], f"{context}; {allowed[0].name} is the only CPU execution allowed "
+                                          f"here{excluded}")
+    key = _key(manifest, options, names)
+    sha = str(manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+    cached = tuning.lookup(key) if sha else None
+    if cached is not None and cached.get("execution") in names:
+        execution = allowed[names.index(cached["execution"])]
+        return open_execution(execution, f"{context}; cached measurement: {cached['why']}{excluded}")
+    models: dict[str, Any] = {}
+    try:
+        for execution in allowed:
+            models[execution.name] = open_execution(execution, "")
+        winner, why = _race(models, options)
+    except BaseException:
+        for model in models.values():
+            model.close()
+        raise
+    for name, model in models.items():
+        if name != winner:
+            model.close()
+    if sha:
+        tuning.remember(key, {"execution": winner, "why": why})
+    chosen = models[winner]
+    chosen.backend_reason = f"{context}; measured: {why}{excluded}"
+    return chosen
+
+
+def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
+    rows = PREFER_BATCH[options.prefer]
+    any_model = next(iter(models.values()))
+    x = np.random.default_rng(0).standard_normal((rows, *any_model.row_shape)).astype(np.float32)
+    calls = {}
+    for name, model in models.items():
+        model.infer(x)  # warm-up (first-run allocations)
+        start = time.perf_counter()
+        model.infer(x)
+        calls[name] = max(1, min(MAX_CALLS, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6))))
+    per_call: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(3):  # rounds alternate the candidates so drift hits them alike
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                model.infer(x)
+            per_call[name].append((time.perf_counter() - start) / calls[name])
+    rates = {name: rows / statistics.median(t) for name, t in per_call.items()}
+    winner = max(rates, key=rates.get)
+    info = cpu_info()
+    listing = ", ".join(f"{n} {r:,.0f} img/s" for n, r in sorted(rates.items(), key=lambda kv: -kv[1]))
+    why = (f"prefer={options.prefer}: at batch {rows} on {info.model} ({options.cpu_threads} threads), {listing}; "
+           f"{winner} is fastest")
+    log.info("auto backend: %s", why)
+    return winner, why
+
+
+__all__ = ["candidates", "choose_and_open", "ROUND_SECONDS"]
