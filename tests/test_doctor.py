@@ -144,3 +144,17 @@ def test_doctor_reports_the_cpu_isa_flags(report_json):
     model, flags = parse_cpuinfo("processor : 0\nmodel name : Test CPU\nflags : fpu avx2 avx512f avx512_vnni amx_int8\n")
     assert model == "Test CPU" and {"avx2", "avx512_vnni", "amx_int8"} <= flags
     assert set(ISA_FLAGS) >= {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+
+
+def test_doctor_says_what_this_cpu_gets(report_json):
+    """The build's target and quantizer and the executions load() will time, as this machine decides them."""
+    from trtinfer.execution import CPU_EXECUTIONS
+
+    choice = {f["name"]: f for f in report_json["findings"]}["CPU choice"]
+    assert "build --target" in choice["value"] and "INT8 by" in choice["value"]
+    for e in CPU_EXECUTIONS:
+        why = e.unavailable_reason()
+        if why is None:
+            assert e.name in choice["value"]
+        else:
+            assert f"{e.name}: {why}" in choice["detail"]

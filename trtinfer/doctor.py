@@ -117,6 +117,22 @@ def _isa_note() -> str:
     return f"{int8}; {bf16}"
 
 
+def _cpu_choice() -> tuple[str, str]:
+    """What a build and ``load(backend="auto")`` choose on this machine (trtinfer.execution)."""
+    from .execution import CPU_EXECUTIONS
+
+    engine_ok, _ = trt_support.tensorrt_available(0)
+    target = "gpu" if engine_ok else "cpu"
+    if target == "gpu":
+        quantizer = "ModelOpt (TensorRT's Q/DQ)"
+    else:
+        quantizer = "NNCF" if package_version("nncf") else "ModelOpt (NNCF not installed: pip install 'trtinfer[openvino]')"
+    runnable = [e.name for e in CPU_EXECUTIONS if e.unavailable_reason() is None]
+    out = [f"{e.name}: {e.unavailable_reason()}" for e in CPU_EXECUTIONS if e.unavailable_reason() is not None]
+    text = f"build --target {target}, INT8 by {quantizer}; load() measures {', '.join(runnable) or 'nothing'}"
+    return text, "; ".join(out)
+
+
 def _nvidia_driver() -> str | None:
     """The kernel driver's release (e.g. 550.54.15), from /proc on Linux; None when not loaded."""
     try:
@@ -182,6 +198,8 @@ def collect() -> Report:
     add(Finding("Python", platform.python_version(), None, sys.executable))
     add(Finding("CPU", _safe(_cpu, "unknown")))
     add(Finding("CPU ISA", _safe(_isa, "unknown"), None, _safe(_isa_note, "")))
+    choice, ruled_out = _safe(_cpu_choice, ("unknown", ""))
+    add(Finding("CPU choice", choice, None, ruled_out))
 
     gpu = _safe(probe_gpu, GpuProbe(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
