@@ -140,7 +140,7 @@ class RuntimeCase(Case):
         except TrtInferError as exc:
             raise Skip(exc.one_line()) from exc
         if backend == "auto":
-            self.info.options["chosen"] = self.model.backend
+            self.info.options["chosen"] = self.model.execution  # e.g. openvino-bf16: the backend and its precision
             self.info.device = "cuda" if self.model.backend == "tensorrt" else "cpu"
             self.info.note = self.model.backend_reason
         if self.model.backend == "onnxruntime":

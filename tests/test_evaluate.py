@@ -47,7 +47,7 @@ def test_compare_refuses_mismatches():
 
 
 def test_guard_defaults():
-    assert (FP16_MAX_DROP, INT8_MAX_DROP) == (0.5, 1.0)
+    assert (FP16_MAX_DROP, INT8_MAX_DROP) == (0.5, 0.5)
     guard = AccuracyGuard()
     assert guard.limit("fp16") == 0.5 and guard.limit("int8") == 1.0 and guard.limit("int8", 3) == 3.0
     assert DEFAULT_MAX_DROP["fp16"] == FP16_MAX_DROP

@@ -31,6 +31,44 @@ def _diagnostics_lines(calibration: dict) -> list[str]:
         return [json.dumps(diag, sort_keys=True)[:300]]
 
 
+def _choice_lines(calibration: dict) -> list[str]:
+    """The INT8 method choice and fallback (builders.int8_choice), one line each; [] when absent."""
+    choice = calibration.get("choice") if isinstance(calibration, dict) else None
+    if not isinstance(choice, dict):
+        return []
+    try:
+        if not choice.get("ran"):
+            return [f"method {choice.get('method')}: {choice.get('reason')}"]
+        lines = [", ".join(f"{t['method']} agreement {t['top1_agreement']:.2%} drop {t['top1_drop_points']:.2f}"
+                           for t in choice["methods"]) + f" on {choice['slice']['rows']} held-out train rows "
+                 f"({choice['judged_on']}): kept {choice['method']}"]
+        fb = choice.get("fallback") or {}
+        if fb.get("ran"):
+            lines.append(f"fallback kept {len(fb['excluded_nodes'])} layer(s) in float "
+                         f"({fb.get('float_compute_share', 0):.1%} of the compute): drop {fb['drop_before_points']:.2f}"
+                         f" -> {fb['drop_after_points']:.2f} points; {', '.join(fb['excluded_nodes'])}")
+        elif fb:
+            lines.append(f"fallback not run: {fb.get('reason')}")
+        return lines
+    except (KeyError, TypeError, ValueError):
+        return [json.dumps(choice)[:300]]
+
+
+def _execution_lines(accuracy: dict) -> list[str]:
+    executions = accuracy.get("executions") if isinstance(accuracy, dict) else None
+    if not isinstance(executions, dict):
+        return []
+    lines = []
+    for name, r in executions.items():
+        try:
+            lines.append(f"{name}: not checked ({r['skipped']})" if "skipped" in r else
+                         f"{name}: top-1 {r['top1']:.2%}, drop {r['top1_drop_points']:.2f} (limit "
+                         f"{r['max_drop_points']:.2f}): {'passed' if r['passed'] else 'FAILED'}")
+        except (KeyError, TypeError, ValueError):
+            lines.append(f"{name}: {json.dumps(r)[:200]}")
+    return lines
+
+
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
@@ -49,7 +87,7 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
     ckpt = m.source.get("checkpoint") if isinstance(m.source.get("checkpoint"), dict) else {}
     rows = [
         ("name", m.name), ("arch", f"{m.arch}" + (" (CIFAR stem)" if m.variant.get("cifar_stem") else "")),
-        ("precision", m.precision), ("classes", f"{m.num_classes}: {', '.join(m.labels[:10])}{' ...' if m.num_classes > 10 else ''}"),
+        ("precision", m.precision + (f" (target {m.target})" if m.target else "")), ("classes", f"{m.num_classes}: {', '.join(m.labels[:10])}{' ...' if m.num_classes > 10 else ''}"),
         ("input", f"{m.input.name} {m.input.shape} {m.input.dtype}"), ("output", f"{m.output.name} {m.output.shape} {m.output.dtype}"),
         ("preprocess", f"resize {m.preprocess.resize}, crop {m.preprocess.input_size}, mean {m.preprocess.mean}, "
                        f"std {m.preprocess.std} ({m.preprocess.normalize})"),
@@ -71,6 +109,9 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
             rows.append((section, _fmt(value)))
         if section == "calibration":
             rows.extend(("calibration check", line) for line in _diagnostics_lines(value))
+            rows.extend(("int8 choice", line) for line in _choice_lines(value))
+        if section == "accuracy":
+            rows.extend(("execution", line) for line in _execution_lines(value))
     rows.append(("versions", _fmt(m.versions)))
     rows.append(("created", f"{m.created} by trtinfer {m.trtinfer_version}"))
     if verify:

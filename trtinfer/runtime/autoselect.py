@@ -36,6 +36,11 @@ from .options import PREFER_BATCH, RuntimeOptions
 log = logging.getLogger(__name__)
 
 ROUND_SECONDS = 0.1  # timed work per candidate per round; three rounds, alternating
+WARMUP_SECONDS = 0.1  # first runs allocate and tune: not timed
+#: Pause before each timed block: ONNX Runtime's spinning threads keep busy-waiting for a while
+#: after a run and would bill the next candidate (measured: an OpenVINO INT8 model timed right
+#: after a spinning ONNX Runtime session ran 12 % slower than alone, and lost the choice it wins).
+SETTLE_SECONDS = 0.05
 MAX_CALLS = 200
 
 
@@ -111,13 +116,17 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
     x = np.random.default_rng(0).standard_normal((rows, *any_model.row_shape)).astype(np.float32)
     calls = {}
     for name, model in models.items():
-        model.infer(x)  # warm-up (first-run allocations)
+        time.sleep(SETTLE_SECONDS)
         start = time.perf_counter()
-        model.infer(x)
-        calls[name] = max(1, min(MAX_CALLS, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6))))
+        warm = 0
+        while warm < 2 or time.perf_counter() - start < WARMUP_SECONDS:
+            model.infer(x)
+            warm += 1
+        calls[name] = max(1, min(MAX_CALLS, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
     per_call: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(3):  # rounds alternate the candidates so drift hits them alike
         for name, model in models.items():
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             for _ in range(calls[name]):
                 model.infer(x)

@@ -24,7 +24,7 @@ from ..cpu_info import cpu_info
 log = logging.getLogger(__name__)
 
 TUNING_FILE = "tuning.json"
-TUNING_VERSION = 1
+TUNING_VERSION = 2  # 2: backend choice by measurement, spin per use; older measurements are dropped
 MAX_ENTRIES = 512  # the file stays small: oldest entries go first
 _lock = threading.Lock()
 
