@@ -19,6 +19,7 @@ BUILD = [
     "onnx>=1.16",
     "onnxscript>=0.2",
     "nvidia-modelopt[onnx]>=0.27",
+    "nncf>=2.14",  # INT8 for CPU targets (builders/nncf_quantize.py); its ONNX backend needs no OpenVINO
     "pillow>=10",
     "rich>=13",
     "matplotlib>=3.8",

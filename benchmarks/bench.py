@@ -651,6 +651,19 @@ class Bench:
                 top = max(peers, key=lambda r: r.throughput or 0.0)
                 h["fastest_peer_cpu_vs_eager"] = {"case": f"{top.label} {top.precision}",
                                                   "speedup": top.throughput / eager.throughput}
+        auto_vs_peer = []
+        for r in timed:  # what load(backend="auto") gets, against the fastest peer of its precision at its batch
+            if r.backend != "auto" or r.scenario == "server" or r.device != "cpu":
+                continue
+            peers = [p for p in timed if p.kind == "peer" and p.device == "cpu" and p.batch_size == r.batch_size
+                     and p.precision == r.precision and p.scenario != "server" and p.throughput]
+            if peers and r.throughput:
+                top = max(peers, key=lambda p: p.throughput or 0.0)
+                auto_vs_peer.append({"case": f"{r.label} {r.precision}", "batch_size": r.batch_size,
+                                     "peer": f"{top.label} {top.precision}", "ratio": r.throughput / top.throughput,
+                                     "accuracy_drop_points": r.accuracy_drop_points})
+        if auto_vs_peer:
+            h["auto_vs_fastest_peer"] = auto_vs_peer
         ratios = []
         for r in timed:
             if r.scenario == "server" and r.concurrency == max(self.s.concurrency) and \

@@ -175,7 +175,8 @@ class AccuracyGuard:
             return verdict
         hint = "pass --allow-accuracy-drop to keep it anyway, or a larger --max-accuracy-drop"
         if precision == "int8":
-            hint += "; more calibration images (--calib-samples) may help, or a larger --fallback-limit"
+            hint += ("; more calibration images (--calib-samples) may help (the INT8 choice above says which methods "
+                     "and layers were tried)")
         raise AccuracyError(numbers, hint=hint)
 
 

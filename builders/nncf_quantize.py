@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.errors import BackendUnavailable, DataError, InternalError, ValidationError
+from trtinfer.errors import BackendUnavailable, DataError, InternalError
 from trtinfer.versions import package_version
 
-from .precision import (CALIBRATION_BATCH, _check_calibration, _check_runs_on_cpu, _io_types, _opset, _static_batch,
-                        qdq_counts, register)
+from .precision import CALIBRATION_BATCH, _io_types, _opset, _static_batch, int8_source, publish_int8, register
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,7 @@ DEFAULT_NNCF_METHOD = "performance"
 def _need_nncf() -> str:
     version = package_version("nncf")
     if version is None:
-        raise BackendUnavailable("the NNCF quantizer needs OpenVINO NNCF", hint="pip install 'trtinfer[openvino]'")
+        raise BackendUnavailable("the NNCF quantizer needs OpenVINO NNCF", hint="pip install 'trtinfer[build]'")
     return version
 
 
@@ -83,18 +81,9 @@ def quantize_int8_nncf(onnx_in: str | Path, onnx_out: str | Path, calibration: n
     fallback's lever.
     """
     version = _need_nncf()
-    if method not in NNCF_METHODS:
-        raise DataError(f"unknown NNCF calibration method {method!r}", hint=f"use one of {', '.join(NNCF_METHODS)}")
-    if calibration is None:
-        raise DataError("INT8 needs calibration data", hint="pass --calib-data DIR or --calib-set calib.npz")
-    import onnx
-
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    source = onnx.load(str(onnx_in))
-    _check_calibration(calibration, source)
-    if len(source.graph.input) != 1:
-        raise DataError(f"{onnx_in} has {len(source.graph.input)} inputs; trtinfer calibrates single-input classifiers")
-    input_name = source.graph.input[0].name
+    source, input_name = int8_source(onnx_in, calibration, method, NNCF_METHODS)
+    import onnx
     batch = _static_batch(source) or max(1, min(batch_size, len(calibration)))
     images = np.ascontiguousarray(calibration, np.float32)
     batches = [{input_name: images[i:i + batch]} for i in range(0, len(images) - batch + 1, batch)]
@@ -122,13 +111,7 @@ def quantize_int8_nncf(onnx_in: str | Path, onnx_out: str | Path, calibration: n
     with tempfile.TemporaryDirectory(prefix="trtinfer-nncf-", dir=os.environ.get("TMPDIR")) as tmp:
         staged = Path(tmp) / "int8.onnx"
         onnx.save(quantized, str(staged))
-        _check_runs_on_cpu(staged, "INT8")
-        onnx_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staged), str(onnx_out))
-    counts = qdq_counts(quantized)
-    if counts["quantize_linear"] == 0:
-        raise ValidationError(f"NNCF inserted no Q/DQ nodes into {onnx_in}: the INT8 model would be FP32",
-                              hint="check the model's op types (Conv, Gemm, MatMul are quantized), or build fp16")
+        counts = publish_int8(staged, onnx_out, quantized, "NNCF", onnx_in)
     return {
         "tool": "nncf", "version": version, "precision": "int8", "method": method, "preset": preset,
         "activation_range_estimator": estimator or "default", "target_device": "CPU", "bias_correction": "fast",

@@ -318,18 +318,10 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
     ``keep_first_layer`` also leaves the first Conv (the image-facing layer) unquantized.
     """
     version = _need_modelopt()
-    if method not in CALIBRATION_METHODS:
-        raise DataError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(CALIBRATION_METHODS)}")
-    if calibration is None:
-        raise DataError("INT8 needs calibration data", hint="pass --calib-data DIR or --calib-set calib.npz")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    source, input_name = int8_source(onnx_in, calibration, method, CALIBRATION_METHODS)
     import onnx
 
-    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    source = onnx.load(str(onnx_in), load_external_data=False)
-    _check_calibration(calibration, source)
-    if len(source.graph.input) != 1:
-        raise DataError(f"{onnx_in} has {len(source.graph.input)} inputs; trtinfer calibrates single-input classifiers")
-    input_name = source.graph.input[0].name
     exclude = list(nodes_to_exclude or [])
     if keep_first_layer:
         first = _first_conv(source)
@@ -361,13 +353,7 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
         if not staged.is_file():
             raise InternalError(f"ModelOpt INT8 quantization wrote no model for {onnx_in}")
         model = onnx.load(str(staged))
-        _check_runs_on_cpu(staged, "INT8")
-        onnx_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staged), str(onnx_out))
-    counts = qdq_counts(model)
-    if counts["quantize_linear"] == 0:
-        raise ValidationError(f"ModelOpt inserted no Q/DQ nodes into {onnx_in}: the INT8 model would be FP32",
-                              hint="check the model's op types (Conv, Gemm, MatMul are quantized), or build fp16")
+        counts = publish_int8(staged, onnx_out, model, "ModelOpt", onnx_in)
     return {
         "tool": "modelopt.onnx.quantization", "version": version, "precision": "int8",
         "method": method, "calibration_images": int(len(calibration)), "calibration_batch": batch,
@@ -376,6 +362,36 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
         "io_types": _io_types(model), "nodes_excluded": exclude, "op_types_excluded": list(op_types_to_exclude or []),
         "notes": notes,
     }
+
+
+def int8_source(onnx_in: Path, calibration: np.ndarray | None, method: str,
+                methods: tuple[str, ...] | dict[str, Any]) -> tuple[Any, str]:
+    """What every INT8 tool checks first: a known method, calibration data that fits the model, and a
+    single-input model; returns the loaded model and its input name."""
+    if method not in methods:
+        raise DataError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(methods)}")
+    if calibration is None:
+        raise DataError("INT8 needs calibration data", hint="pass --calib-data DIR or --calib-set calib.npz")
+    import onnx
+
+    source = onnx.load(str(onnx_in), load_external_data=False)
+    _check_calibration(calibration, source)
+    if len(source.graph.input) != 1:
+        raise DataError(f"{onnx_in} has {len(source.graph.input)} inputs; trtinfer calibrates single-input classifiers")
+    return source, source.graph.input[0].name
+
+
+def publish_int8(staged: Path, onnx_out: Path, model: Any, tool: str, onnx_in: Path) -> dict[str, Any]:
+    """Move a quantized model from its staging file to ``onnx_out`` once it loads in ONNX Runtime and
+    really holds Q/DQ nodes; return its :func:`qdq_counts`."""
+    _check_runs_on_cpu(staged, "INT8")
+    counts = qdq_counts(model)
+    if counts["quantize_linear"] == 0:
+        raise ValidationError(f"{tool} inserted no Q/DQ nodes into {onnx_in}: the INT8 model would be FP32",
+                              hint="check the model's op types (Conv, Gemm, MatMul are quantized), or build fp16")
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staged), str(onnx_out))
+    return counts
 
 
 def _first_conv(model) -> str | None:

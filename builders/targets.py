@@ -51,7 +51,7 @@ def int8_tool(quantizer: str, target: str) -> tuple[PrecisionTool, str]:
     nncf = get_tool("int8", "nncf-int8")
     if nncf.available:
         return nncf, "auto: NNCF places Q/DQ where OpenVINO's CPU kernels run INT8"
-    return get_tool("int8", "modelopt-int8"), ("auto: NNCF is not installed (pip install 'trtinfer[openvino]'), "
+    return get_tool("int8", "modelopt-int8"), ("auto: NNCF is not installed (pip install 'trtinfer[build]'), "
                                                "so ModelOpt; OpenVINO runs its Q/DQ about 15 % slower")
 
 

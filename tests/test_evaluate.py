@@ -49,7 +49,7 @@ def test_compare_refuses_mismatches():
 def test_guard_defaults():
     assert (FP16_MAX_DROP, INT8_MAX_DROP) == (0.5, 0.5)
     guard = AccuracyGuard()
-    assert guard.limit("fp16") == 0.5 and guard.limit("int8") == 1.0 and guard.limit("int8", 3) == 3.0
+    assert guard.limit("fp16") == 0.5 and guard.limit("int8") == 0.5 and guard.limit("int8", 3) == 3.0
     assert DEFAULT_MAX_DROP["fp16"] == FP16_MAX_DROP
 
 
@@ -63,7 +63,7 @@ def test_guard_passes_and_fails():
     with pytest.raises(AccuracyError) as info:
         guard.check(big, "int8")
     message = str(info.value)
-    assert "drop of 2.00 points, more than the 1.00 allowed" in message and "88.00%" in message
+    assert "drop of 2.00 points, more than the 0.50 allowed" in message and "88.00%" in message
     assert "--allow-accuracy-drop" in message and "--max-accuracy-drop" in message
     assert guard.check(dict(big), "int8", max_drop=2.5)["passed"]
     with pytest.raises(DataError):
@@ -137,7 +137,7 @@ def test_guard_fails_for_miscalibrated_int8(trained_model, cifar_root: Path, eva
     wrong = make_calibration_set(cifar_root, make_spec(32, "none"), samples=64, seed=0)
     bad = tmp_path / "bad.onnx"
     quantize_int8(trained_model.onnx_path, bad, wrong.x)
-    with pytest.raises(AccuracyError, match="int8 top-1 .* more than the 1.00 allowed"):
+    with pytest.raises(AccuracyError, match="int8 top-1 .* more than the 0.50 allowed"):
         evaluate_precisions(trained_model.onnx_path, {"int8": bad}, eval_set.x, eval_set.labels)
     results = evaluate_precisions(trained_model.onnx_path, {"int8": bad}, eval_set.x, eval_set.labels, allow=True)
     assert not results["int8"]["passed"] and results["int8"]["allowed"]

@@ -126,7 +126,7 @@ def _cpu_choice() -> tuple[str, str]:
     if target == "gpu":
         quantizer = "ModelOpt (TensorRT's Q/DQ)"
     else:
-        quantizer = "NNCF" if package_version("nncf") else "ModelOpt (NNCF not installed: pip install 'trtinfer[openvino]')"
+        quantizer = "NNCF" if package_version("nncf") else "ModelOpt (NNCF not installed: pip install 'trtinfer[build]')"
     runnable = [e.name for e in CPU_EXECUTIONS if e.unavailable_reason() is None]
     out = [f"{e.name}: {e.unavailable_reason()}" for e in CPU_EXECUTIONS if e.unavailable_reason() is not None]
     text = f"build --target {target}, INT8 by {quantizer}; load() measures {', '.join(runnable) or 'nothing'}"

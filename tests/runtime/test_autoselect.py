@@ -24,7 +24,9 @@ pytest.importorskip("openvino")
 
 
 @pytest.fixture()
-def artifact(tmp_path):
+def artifact(tmp_path, monkeypatch):
+    # a tuning cache of its own: these tests plant and read entries that other tests must not see
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return export_artifact(tmp_path / "a", tiny_net(), "tiny")
 
 

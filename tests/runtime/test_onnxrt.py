@@ -111,7 +111,7 @@ def test_spinning_is_measured_once_then_cached(artifact_copy, monkeypatch, tmp_p
     real_race = tuning.race
     monkeypatch.setattr(tuning, "race", lambda *a, **k: raced.append(1) or real_race(*a, **k))
     with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as first:
-        assert first.spin_reason.startswith("measured: spinning ")
+        assert first.spin_reason.startswith("measured: prefer=throughput, spinning ")
         spin = first.spin
     with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as second:
         assert second.spin_reason.startswith("cached measurement: ")

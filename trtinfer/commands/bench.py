@@ -180,6 +180,9 @@ def _print(results: Any) -> None:
         drop = "accuracy not checked" if not f["accuracy_checked"] else f"top-1 drop {f['accuracy_drop_points']:+.2f} points"
         console.print(f"fastest CPU row of ours at batch {f['batch_size']}: {f['case']}, {f['speedup']:.2f}x eager "
                       f"FP32 ({drop})")
+    for a in h.get("auto_vs_fastest_peer", []):
+        drop = "" if a["accuracy_drop_points"] is None else f", top-1 drop {a['accuracy_drop_points']:+.2f} points"
+        console.print(f"{a['case']} at batch {a['batch_size']} / fastest peer ({a['peer']}): {a['ratio']:.3f}{drop}")
     for s in h.get("server_vs_offline", []):
         console.print(f"server x{s['concurrency']} / direct batch {s['batch_size']} of the same model in the same rounds, "
                       f"{s['case']}: {s['server_vs_offline']:.2f}")

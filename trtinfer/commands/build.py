@@ -37,7 +37,6 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @model_options
 @data_options
 @click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
-@click.option("--max-accuracy-drop", type=float, help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16 and INT8).")
 @click.option("--fp16-exclude", metavar="NODES", help="Comma-separated ONNX node names the FP16 build keeps in FP32.")
 @click.option("--allow-accuracy-drop", is_flag=True, help="Write reduced-precision artifacts even when the accuracy guard fails.")
 @click.option("--atol", type=float, default=1e-3, show_default=True, help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
@@ -48,7 +47,7 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.option("--force", is_flag=True, help="Replace existing artifact directories.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @engine_options
-def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max_accuracy_drop, fp16_exclude,
+def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, fp16_exclude,
           allow_accuracy_drop, atol, rtol, opset, from_onnx, force, quiet, **kwargs):
     """Build CHECKPOINT (.pth/.pt) into validated artifact directories.
 
@@ -61,6 +60,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max
     reporter = Reporter(quiet=quiet)
     engine_settings, require_engine = pop_engine_options(kwargs)
     eval_data, eval_samples = kwargs["eval_data"], kwargs["eval_samples"]
+    max_accuracy_drop = kwargs["max_accuracy_drop"]
     if from_onnx is not None:
         if checkpoint is not None:
             raise TrtInferError("pass either CHECKPOINT or --from-onnx DIR, not both")
@@ -78,7 +78,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, max
     opts = BuildOptions(
         checkpoint=checkpoint, precisions=precisions, out_dir=out_dir, name=name,
         **pop_options(kwargs, MODEL_OPTION_NAMES + DATA_OPTION_NAMES), atol=atol, rtol=rtol, opset=opset,
-        force=force, calib_set=calib_set, max_accuracy_drop=max_accuracy_drop,
+        force=force, calib_set=calib_set,
         allow_accuracy_drop=allow_accuracy_drop, engine=engine_settings, require_engine=require_engine,
         fp16_exclude=tuple(n.strip() for n in (fp16_exclude or "").split(",") if n.strip()))
     for path in Builder(opts, reporter).run():

@@ -30,7 +30,7 @@ NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")  # trtinfer.prep
 
 MODEL_OPTION_NAMES = ("arch", "trust_checkpoint", "input_size", "resize", "normalize", "mean", "std", "labels")
 DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed", "quantizer",
-                     "target", "fallback")
+                     "target", "fallback", "max_accuracy_drop")
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -70,7 +70,7 @@ def model_options(f: F) -> F:
 
 def data_options(f: F) -> F:
     """--eval-data, --eval-samples, --calib-data, --calib-samples, --calib-method, --seed, --quantizer,
-    --target, --no-fallback."""
+    --target, --max-accuracy-drop, --no-fallback."""
     return _apply(f, [
         click.option("--eval-data", type=click.Path(path_type=Path),
                      help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and accuracy."),
@@ -88,6 +88,8 @@ def data_options(f: F) -> F:
                      help="INT8 quantizer: nncf for CPU targets, modelopt for TensorRT (auto follows --target)."),
         click.option("--target", type=click.Choice(TARGETS),
                      help="Where the artifact runs (default: gpu where TensorRT and a GPU are present, else cpu)."),
+        click.option("--max-accuracy-drop", type=float,
+                     help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16 and INT8)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="Keep the most sensitive INT8 layers in float when the drop exceeds the allowance."),
     ])
