@@ -204,15 +204,16 @@ class OpenVINONncfCase(Case):
             raise Skip("needs calibration images (--calib-data, or a CIFAR --eval-data folder)")
         if not (module_available("nncf") and module_available("openvino")):
             raise Skip(f"NNCF or OpenVINO is not installed; {INSTALL['openvino-nncf']}")
-        import io
-
         import nncf
         import openvino as ov
 
+        from trtinfer.builders.nncf_quantize import quiet_nncf
         from trtinfer.runtime.openvino_backend import compile_config
 
-        with _timed(self), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            nncf.set_log_level(logging.ERROR)
+        # quiet_nncf swaps the "nncf" logger's handlers for the call and puts them back; nncf.set_log_level(ERROR),
+        # used here before, set the level of every handler that logger held, which in the test run included the
+        # root logger's and silenced every warning for the rest of the process
+        with _timed(self), quiet_nncf([]):
             items = [self.calibration[i:i + 1] for i in range(len(self.calibration))]
             quantized = nncf.quantize(ov.convert_model(str(self.path)), nncf.Dataset(items), subset_size=len(items))
             compiled = ov.Core().compile_model(quantized, "CPU", compile_config(self.info.options["threads"], "f32"))

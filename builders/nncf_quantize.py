@@ -48,7 +48,7 @@ def _need_nncf() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_nncf(notes: list[str]) -> Iterator[None]:
+def quiet_nncf(notes: list[str]) -> Iterator[None]:
     """NNCF draws rich progress bars and logs INFO lines; keep them off the build's terminal and
     collect its warnings into ``notes`` (the manifest's conversion facts) instead."""
     logger = logging.getLogger("nncf")
@@ -93,7 +93,7 @@ def quantize_int8_nncf(onnx_in: str | Path, onnx_out: str | Path, calibration: n
     preset, estimator = NNCF_METHODS[method]
     exclude = list(nodes_to_exclude or [])
     notes: list[str] = []
-    with _quiet_nncf(notes):
+    with quiet_nncf(notes):
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
