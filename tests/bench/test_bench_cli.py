@@ -81,6 +81,14 @@ def test_results_files_and_plots(first_run):
     assert env["cpu"]["threads_used"] == 2 and "flags" in env["cpu"] and env["libraries"]["onnxruntime-gpu"]
     assert "interleaved" in data["settings"]["interleaving"]
     assert data["summary"]["offline"] and data["summary"]["single_stream"] and data["summary"]["server"]
+    # what load(backend="auto") gets against the fastest peer of the same precision: INT8 vs OpenVINO on NNCF
+    vs_peer = {(a["case"].split()[-1], a["batch_size"]): a for a in data["summary"]["headline"]["auto_vs_fastest_peer"]}
+    int8 = vs_peer[("int8", 4)]
+    ours = next(c for c in data["cases"] if c["backend"] == "auto" and c["precision"] == "int8" and c["batch_size"] == 4
+                and c["scenario"] != "server")
+    peer = max((c for c in data["cases"] if c["kind"] == "peer" and c["precision"] == "int8" and c["batch_size"] == 4
+                and c["status"] in ("ok", "unstable")), key=lambda c: c["throughput"])
+    assert int8["peer"] == f"{peer['backend']} int8" and int8["ratio"] == pytest.approx(ours["throughput"] / peer["throughput"])
     assert (first_run / "results.csv").read_text().startswith("backend,")
     for name in ("throughput.png", "latency_vs_batch.png", "accuracy_vs_throughput.png", "server.png"):
         with Image.open(first_run / name) as img:
