@@ -5,9 +5,10 @@ graph and explicit QuantizeLinear/DequantizeLinear nodes carry the precision ins
 TensorRT 10 builds best too). Both steps run on the CPU, and ONNX Runtime's CPU provider runs their
 outputs, so the accuracy guard measures them here.
 
-Tools are registered by name per precision, so another quantizer (OpenVINO NNCF, say) can be added
-with :func:`register` without touching the build pipeline. Each returns a small dict of facts for
-the artifact manifest. No torch here.
+Tools are registered by name per precision, so another quantizer can be added with
+:func:`register` without touching the build pipeline: NNCF's registers from
+:mod:`.nncf_quantize`, which :mod:`.targets` (where the build picks a quantizer) imports. Each
+returns a small dict of facts for the artifact manifest. No torch here.
 """
 
 from __future__ import annotations
@@ -428,8 +429,6 @@ def describe_tools() -> list[dict[str, Any]]:
     return [{"name": t.name, "precision": t.precision, "calibration": t.needs_calibration, "available": t.available,
              "methods": list(t.methods), "description": t.description} for t in _TOOLS.values()]
 
-
-from . import nncf_quantize  # noqa: E402,F401  registers "nncf-int8"
 
 __all__ = ["PrecisionTool", "register", "tools", "get_tool", "reduce_precision", "convert_fp16", "quantize_int8",
            "qdq_counts", "describe_tools", "CALIBRATION_METHODS", "DEFAULT_CALIBRATION_METHOD", "DEFAULT_TOOLS"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from trtinfer.errors import DataError
 
+from . import nncf_quantize  # noqa: F401  registers "nncf-int8" with the precision registry
 from .precision import PrecisionTool, get_tool
 
 TARGETS = ("cpu", "gpu")

@@ -17,8 +17,10 @@ import pytest
 from trtinfer.builders.evaluate import run_onnx
 from trtinfer.builders.int8_choice import Int8Chooser, Selection, choose_int8
 from trtinfer.builders.precision import get_tool
+from trtinfer.builders.targets import int8_tool  # importing targets registers the NNCF tool
 
 pytest.importorskip("nncf")
+assert int8_tool("nncf", "cpu")[0].name == "nncf-int8"
 pytest.importorskip("torch")
 
 OUTLIER = 1000.0
