@@ -150,6 +150,11 @@ class AccuracyGuard:
             return float(max_drop)
         return float(self.max_drop.get(precision, 0.0))
 
+    @staticmethod
+    def passes(result: dict[str, Any], limit: float) -> bool:
+        """Finite logits and a top-1 drop within ``limit`` points: the one rule every check applies."""
+        return bool(result.get("finite", True)) and float(result["top1_drop_points"]) <= limit + 1e-9
+
     def check(self, result: dict[str, Any], precision: str, max_drop: float | None = None,
               allow: bool = False) -> dict[str, Any]:
         """Raise AccuracyError when the drop exceeds the limit (unless ``allow``); return the verdict.
@@ -159,7 +164,7 @@ class AccuracyGuard:
         """
         limit = self.limit(precision, max_drop)
         drop = float(result["top1_drop_points"])
-        passed = bool(result.get("finite", True)) and drop <= limit + 1e-9
+        passed = self.passes(result, limit)
         verdict = {"max_drop_points": limit, "passed": passed, "allowed": bool(allow and not passed)}
         result.update(verdict)
         if passed:
@@ -190,18 +195,20 @@ def evaluate_precisions(fp32_path: str | Path, candidates: dict[str, str | Path]
                         guard: AccuracyGuard | None = None, max_drop: float | dict[str, float] | None = None,
                         allow: bool = False, batch_size: int = EVAL_BATCH,
                         progress: Callable[[str], Progress | None] | None = None,
-                        execution=None) -> dict[str, dict[str, Any]]:
+                        execution=None, reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate FP32 and each candidate ({precision: onnx path}); check them all, then raise for any failure.
 
     Returns {precision: result}; FP32 gets its top-1 only. ``progress(label)`` makes a callback per run.
     ``execution``: a :class:`trtinfer.execution.Execution` that runs the candidates (default: ONNX
-    Runtime); the FP32 reference always runs in ONNX Runtime, the export check's backend.
+    Runtime); the FP32 reference always runs in ONNX Runtime, the export check's backend (``reference``:
+    its logits on ``x`` when the caller has them already).
     ``max_drop``: one value for all precisions or one per precision (None: the guard's defaults).
     """
     guard = guard or AccuracyGuard()
     make = progress or (lambda label: None)
     start = time.perf_counter()
-    reference = run_onnx(fp32_path, x, batch_size, make("evaluating fp32"))
+    if reference is None:
+        reference = run_onnx(fp32_path, x, batch_size, make("evaluating fp32"))
     results: dict[str, dict[str, Any]] = {
         "fp32": {"checked": True, "samples": int(len(labels)),
                  "top1": round(float((reference.argmax(1) == labels).mean()), 6)}}

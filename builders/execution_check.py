@@ -37,8 +37,7 @@ def check_executions(precision: str, model_path: Path, reference: np.ndarray, x:
                             None if execution.lossy else max_drop)
         if execution.lossy and precision != "fp32":
             limit = max(limit, guard.limit(precision, max_drop))
-        passed = bool(figures["finite"]) and figures["top1_drop_points"] <= limit + 1e-9
-        results[execution.name] = {**figures, "max_drop_points": limit, "passed": passed}
+        results[execution.name] = {**figures, "max_drop_points": limit, "passed": guard.passes(figures, limit)}
     return results
 
 

@@ -92,9 +92,9 @@ class Int8Chooser:
     """Quantize with ``tool`` under each method (and exclusions), judged by ``logits`` on the slice."""
 
     def __init__(self, tool: PrecisionTool, fp32_path: Path, calibration: np.ndarray, selection: Selection,
-                 logits: Logits, workdir: Path, judged_on: str) -> None:
+                 logits: Logits, workdir: Path) -> None:
         self.tool, self.fp32_path, self.calibration = tool, fp32_path, calibration
-        self.selection, self.logits, self.workdir, self.judged_on = selection, logits, workdir, judged_on
+        self.selection, self.logits, self.workdir = selection, logits, workdir
         self._count = 0
         if selection.reference.size == 0:
             selection.reference = logits(fp32_path, selection.x)
@@ -243,7 +243,7 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
                          **({"method": run_method} if run_method != "default" else {}))
         return {"conversion": facts, "choice": {"ran": False, "method": run_method,
                                                 "reason": "no labelled held-out training rows to judge methods on"}}
-    chooser = Int8Chooser(tool, fp32_path, calibration, selection, logits, workdir, judged_on)
+    chooser = Int8Chooser(tool, fp32_path, calibration, selection, logits, workdir)
     best, trials = chooser.choose_method(methods, make("choosing the calibration method"), max_drop)
     choice: dict[str, Any] = {
         "ran": True, "judged_on": judged_on, "slice": {"source": selection.source, "split": "train",
@@ -271,14 +271,5 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
     return {"conversion": final.facts, "choice": choice}
 
 
-def fallback_failed_hint(choice: dict[str, Any]) -> str | None:
-    """A sentence for the accuracy error when the fallback ran out of budget."""
-    fb = choice.get("fallback") or {}
-    if fb.get("ran") and not fb.get("passed"):
-        return (f"keeping {len(fb.get('excluded_nodes', []))} of {fb.get('quantized_layers')} layers in float "
-                f"left a drop of {fb.get('drop_after_points')} points on the training slice")
-    return None
-
-
-__all__ = ["Int8Chooser", "Selection", "Trial", "choose_int8", "fallback_failed_hint", "SELECTION_SAMPLES",
+__all__ = ["Int8Chooser", "Selection", "Trial", "choose_int8", "SELECTION_SAMPLES",
            "SENSITIVITY_SAMPLES", "MAX_FALLBACK_FRACTION"]

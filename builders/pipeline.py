@@ -234,14 +234,18 @@ class Builder:
         )
         outputs = {p: work / p / ONNX_NAME for p in opts.precisions}
         extra_sections: dict[str, dict] = {p: {} for p in opts.precisions}
+        reference = None  # FP32 logits on the eval rows, run once for every check that compares against them
+        if eval_set is not None:
+            from .evaluate import run_onnx
+
+            reference = run_onnx(fp32_path, eval_set.x)
         reduced = [p for p in opts.precisions if p != "fp32"]
         if reduced:
             from .reduced import build_reduced, guard_reduced
 
-            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, eval_set, selection,
-                                                self.target))
-            self._check_fp16(fp32_path, outputs, eval_set)
-            guard_reduced(self, fp32_path, reduced, outputs, eval_set, self.target, extra_sections)
+            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, selection, self.target))
+            self._check_fp16(fp32_path, outputs, eval_set, reference)
+            guard_reduced(self, fp32_path, reduced, outputs, eval_set, self.target, extra_sections, reference)
         elif eval_set is not None:
             ev = validation["eval"]
             extra_sections["fp32"]["accuracy"] = {"checked": True, "samples": ev["samples"],
@@ -250,7 +254,7 @@ class Builder:
         if calib is not None and "int8" in opts.precisions:
             self._diagnose_calibration(fp32_path, calib, labels, extra_sections["int8"])
         if eval_set is not None:
-            self._check_executions(fp32_path, outputs, eval_set, extra_sections)
+            self._check_executions(fp32_path, outputs, eval_set, reference, extra_sections)
 
         with StagedDirectories(overwrite=opts.force) as staged:
             finals = []
@@ -273,7 +277,7 @@ class Builder:
             self.report.step(f"wrote {path}")
         return committed
 
-    def _check_fp16(self, fp32_path: Path, outputs: dict[str, Path], eval_set) -> None:
+    def _check_fp16(self, fp32_path: Path, outputs: dict[str, Path], eval_set, reference) -> None:
         """FP16 that overflows (non-finite or far-off logits) fails here, naming the nodes to keep in FP32."""
         if "fp16" not in outputs or eval_set is None:
             return
@@ -281,7 +285,6 @@ class Builder:
         from .fp16_check import check_fp16
 
         with self.report.timed("FP16 overflow check on the evaluation images"):
-            reference = run_onnx(fp32_path, eval_set.x)
             result = compare(reference, run_onnx(outputs["fp16"], eval_set.x), eval_set.labels)
             check_fp16(fp32_path, outputs["fp16"], eval_set.x, result, reference)
 
@@ -294,12 +297,11 @@ class Builder:
         for line in describe_diagnostics(diag):
             (self.report.warn if "too few" in line or "missing" in line else self.report.info)(line)
 
-    def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set, sections: dict) -> None:
+    def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set, reference,
+                          sections: dict) -> None:
         """Each CPU execution's accuracy, for ``load(backend="auto")`` (execution_check)."""
-        from .evaluate import run_onnx
         from .execution_check import check_executions, describe
 
-        reference = run_onnx(fp32_path, eval_set.x)
         with self.report.timed("accuracy of each CPU execution (ONNX Runtime, OpenVINO f32/bf16)"):
             for precision in self.opts.precisions:
                 path = fp32_path if precision == "fp32" else outputs[precision]

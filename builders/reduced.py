@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from trtinfer.errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from trtinfer.calibration.calibset import CalibrationSet, EvalSet
     from trtinfer.manifest import PreprocessSpec
 
@@ -65,12 +67,10 @@ def selection_slice(builder: Builder, spec: PreprocessSpec, calib: CalibrationSe
 
 
 def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
-                  calib: CalibrationSet | None, eval_set: EvalSet | None, selection: Selection | None = None,
+                  calib: CalibrationSet | None, selection: Selection | None = None,
                   target: str = "cpu") -> dict[str, dict[str, Any]]:
-    """Write each reduced-precision ONNX to ``outputs[p]``; return manifest sections per precision.
-
-    Raises AccuracyError (nothing written by the caller) when the guard fails.
-    """
+    """Write each reduced-precision ONNX to ``outputs[p]``; return manifest sections per precision
+    (the accuracy guard is :func:`guard_reduced`)."""
     from trtinfer.execution import judge_execution
 
     from .evaluate import AccuracyGuard, execution_logits
@@ -107,9 +107,10 @@ def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
 
 
 def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
-                  eval_set: EvalSet | None, target: str, sections: dict[str, dict[str, Any]]) -> None:
-    """The accuracy guard on the ``--eval-data`` rows, on the target's judging execution; every other
-    execution this machine has is measured too and recorded (``accuracy.executions``)."""
+                  eval_set: EvalSet | None, target: str, sections: dict[str, dict[str, Any]],
+                  reference: np.ndarray | None = None) -> None:
+    """The accuracy guard on the ``--eval-data`` rows, on the target's judging execution (``reference``:
+    the FP32 logits on those rows). Raises AccuracyError (nothing written by the caller) when it fails."""
     from trtinfer.execution import judge_execution
 
     from .evaluate import evaluate_precisions, no_accuracy_check
@@ -126,7 +127,7 @@ def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
             builder.report.tracker("evaluating") as update:
         results = evaluate_precisions(fp32_path, {p: outputs[p] for p in precisions}, eval_set.x, eval_set.labels,
                                       max_drop=opts.max_accuracy_drop, allow=opts.allow_accuracy_drop,
-                                      progress=lambda label: update, execution=judge)
+                                      progress=lambda label: update, execution=judge, reference=reference)
     sections["fp32"]["accuracy"] = results["fp32"]
     for precision in precisions:
         r = results[precision]

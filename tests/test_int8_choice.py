@@ -89,7 +89,7 @@ def test_selection_slice_is_train_rows_left_out_of_calibration(cifar_root):
 def test_every_method_is_tried_and_the_best_kept(fragile, tmp_path):
     onnx_path, calib, selection = fragile
     tool = get_tool("int8", "nncf-int8")
-    chooser = Int8Chooser(tool, onnx_path, calib.x, selection, _logits, tmp_path, "onnxruntime")
+    chooser = Int8Chooser(tool, onnx_path, calib.x, selection, _logits, tmp_path)
     best, trials = chooser.choose_method(tool.methods)
     assert [t.method for t in trials] == list(tool.methods)
     assert best.agreement == max(t.agreement for t in trials)

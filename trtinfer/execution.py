@@ -41,7 +41,6 @@ ONNXRUNTIME = Execution("onnxruntime", "onnxruntime")
 OPENVINO = Execution("openvino", "openvino", "f32")
 OPENVINO_BF16 = Execution("openvino-bf16", "openvino", "bf16", lossy=True)
 CPU_EXECUTIONS: tuple[Execution, ...] = (ONNXRUNTIME, OPENVINO, OPENVINO_BF16)
-BY_NAME = {e.name: e for e in CPU_EXECUTIONS}
 
 
 def available_cpu_executions() -> list[Execution]:
@@ -73,5 +72,5 @@ def judge_execution(target: str) -> Execution:
     return ONNXRUNTIME
 
 
-__all__ = ["Execution", "ONNXRUNTIME", "OPENVINO", "OPENVINO_BF16", "CPU_EXECUTIONS", "BY_NAME",
+__all__ = ["Execution", "ONNXRUNTIME", "OPENVINO", "OPENVINO_BF16", "CPU_EXECUTIONS",
            "available_cpu_executions", "executions_checked_at_build", "judge_execution"]

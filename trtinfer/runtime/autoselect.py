@@ -17,7 +17,6 @@ check passed.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from .options import PREFER_BATCH, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-ROUND_SECONDS = 0.1  # timed work per candidate per round; three rounds, alternating
+ROUND_SECONDS = 0.1  # timed work per round for the slowest candidate; three rounds, alternating
 WARMUP_SECONDS = 0.1  # first runs allocate and tune: not timed
 #: Pause before each timed block: ONNX Runtime's spinning threads keep busy-waiting for a while
 #: after a run and would bill the next candidate (measured: an OpenVINO INT8 model timed right
@@ -114,24 +113,18 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
     rows = PREFER_BATCH[options.prefer]
     any_model = next(iter(models.values()))
     x = np.random.default_rng(0).standard_normal((rows, *any_model.row_shape)).astype(np.float32)
-    calls = {}
-    for name, model in models.items():
+    calls = MAX_CALLS
+    for model in models.values():  # warm up by time; the slowest sets how many calls a round takes
         time.sleep(SETTLE_SECONDS)
         start = time.perf_counter()
         warm = 0
         while warm < 2 or time.perf_counter() - start < WARMUP_SECONDS:
             model.infer(x)
             warm += 1
-        calls[name] = max(1, min(MAX_CALLS, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
-    per_call: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(3):  # rounds alternate the candidates so drift hits them alike
-        for name, model in models.items():
-            time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                model.infer(x)
-            per_call[name].append((time.perf_counter() - start) / calls[name])
-    rates = {name: rows / statistics.median(t) for name, t in per_call.items()}
+        calls = min(calls, max(1, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
+    times = tuning.race({name: {"run": (lambda m=model: m.infer(x))} for name, model in models.items()},
+                        calls={"run": calls}, rounds=3, settle_s=SETTLE_SECONDS)
+    rates = {name: rows / t["run"] for name, t in times.items()}
     winner = max(rates, key=rates.get)
     info = cpu_info()
     listing = ", ".join(f"{n} {r:,.0f} img/s" for n, r in sorted(rates.items(), key=lambda kv: -kv[1]))

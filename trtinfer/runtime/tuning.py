@@ -81,10 +81,11 @@ def median_seconds(fn: Callable[[], Any], calls: int) -> float:
 
 
 def race(candidates: dict[Any, dict[str, Callable[[], Any]]], calls: dict[str, int],
-         rounds: int = 3) -> dict[Any, dict[str, float]]:
+         rounds: int = 3, settle_s: float = 0.0) -> dict[Any, dict[str, float]]:
     """Median seconds per call of each candidate's workloads, alternating candidates in rounds so
     drift hits them alike. ``candidates[name][workload]`` is a callable; ``calls[workload]`` how
-    many calls of it per round."""
+    many calls of it per round; ``settle_s``: a pause before each timed block, so threads a
+    previous candidate left spinning do not bill the next one."""
     times: dict[Any, dict[str, list[float]]] = {c: {w: [] for w in calls} for c in candidates}
     for fns in candidates.values():  # warm-up
         for fn in fns.values():
@@ -92,5 +93,7 @@ def race(candidates: dict[Any, dict[str, Callable[[], Any]]], calls: dict[str, i
     for _ in range(rounds):
         for name, fns in candidates.items():
             for workload, n in calls.items():
+                if settle_s:
+                    time.sleep(settle_s)
                 times[name][workload].append(median_seconds(fns[workload], n))
     return {c: {w: statistics.median(v) for w, v in ws.items()} for c, ws in times.items()}
