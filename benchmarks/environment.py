@@ -32,15 +32,15 @@ def collect_environment(threads: int) -> dict[str, Any]:
 
 def _gpu() -> dict[str, Any]:
     """GPUs, driver and CUDA versions as ``trtinfer doctor`` finds them (never raises)."""
-    from trtinfer import trt_support
     from trtinfer.doctor import probe_gpu
+    from trtinfer.runtime import cuda
 
     gpu = probe_gpu()
     out: dict[str, Any] = {"devices": gpu.devices}
     if not gpu.ok:
         out["none"] = gpu.summary
     try:
-        out["cuda"] = trt_support.cuda_versions()
+        out["cuda"] = cuda.cuda_versions()
     except Exception:
         out["cuda"] = {}
     return out

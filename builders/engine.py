@@ -30,6 +30,7 @@ from trtinfer.atomic import StagedDirectories, atomic_file
 from trtinfer.cache import cache_root
 from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.hashing import sha256_file
+from trtinfer.runtime import cuda
 from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
 
 from .profiles import DEFAULT_PROFILE, BatchProfile, describe_profiles, profiles_to_manifest, validate_profiles
@@ -423,8 +424,8 @@ def build_engine(artifact_dir: str | Path, settings: EngineBuildSettings, progre
                                  hint=f"run `trtinfer doctor`; on a GPU host with TensorRT run "
                                       f"`trtinfer build --from-onnx {artifact_dir}`")
     trt = trt_support.import_tensorrt()
-    gpu = trt_support.gpu_info(settings.device)
-    trt_support.set_device(settings.device)
+    gpu = cuda.gpu_info(settings.device)
+    cuda.set_device(settings.device)
     version = str(trt.__version__)
     logger = trt_support.trt_logger()
     logger.drain_errors()

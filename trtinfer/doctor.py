@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import trt_support
+from .runtime import cuda
 from .versions import module_available, package_version
 
 # Capabilities ``trtinfer doctor --require NAME`` can ask for, and the stages each needs
@@ -155,8 +156,8 @@ class GpuProbe:
 def probe_gpu() -> GpuProbe:
     """The GPUs CUDA sees (never raises): ``ok``, a one-line ``summary`` (or why none), ``devices``."""
     try:
-        count = trt_support.gpu_count()
-        devices = [trt_support.gpu_info(i) for i in range(count)]
+        count = cuda.gpu_count()
+        devices = [cuda.gpu_info(i) for i in range(count)]
     except Exception as exc:
         return GpuProbe(False, _short(exc))
     names = "; ".join(f"{d['device']}: {d['name']} (sm {d['compute_capability']}, {d['memory_mib']} MiB)"
@@ -203,7 +204,7 @@ def collect() -> Report:
 
     gpu = _safe(probe_gpu, GpuProbe(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
-    cuda = _safe(trt_support.cuda_versions, {})
+    cuda = _safe(cuda.cuda_versions, {})
     if not isinstance(cuda, dict):
         cuda = {}
     add(Finding("GPU", gpu.summary if gpu.ok else "none", gpu.ok, "" if gpu.ok else gpu.summary))

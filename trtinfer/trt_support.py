@@ -1,4 +1,4 @@
-"""TensorRT and CUDA facts shared by the engine build and the runtime.
+"""TensorRT facts shared by the engine build and the runtime (CUDA itself is :mod:`.runtime.cuda`).
 
 Everything here imports TensorRT and cuda-python lazily, so ``import trtinfer`` and
 ``trtinfer --help`` work on hosts without either. Failures become :class:`BackendUnavailable`
@@ -13,16 +13,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, BackendUnavailable
+from .errors import ArtifactError, BackendUnavailable, TrtInferError
 from .manifest import PLAN_NAME, Manifest
+from .runtime import cuda
+from .runtime.cuda import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
 MIN_TENSORRT_MAJOR = 10
-INSTALL_HINT = ("on a Linux host with an NVIDIA GPU and driver: pip install 'trtinfer[tensorrt]' "
-                "(TensorRT 10 or 11 and cuda-python); `trtinfer doctor` shows what is missing")
 REBUILD_HINT = "rebuild with `trtinfer build --from-onnx {dir}`"
-_CUDA_SUCCESS = 0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -124,112 +123,14 @@ def _make_logger(trt: Any) -> Any:
     return LoggingBridge()
 
 
-# -- CUDA ------------------------------------------------------------------------------------
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python 12.x layout
-        except ImportError as exc:
-            raise BackendUnavailable("cuda-python is not installed", hint=INSTALL_HINT) from exc
-    return cudart
-
-
-def cuda_error_name(cudart: Any, err: Any) -> str:
-    try:
-        status, name = cudart.cudaGetErrorName(err)
-        if int(status) == _CUDA_SUCCESS:
-            return name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:
-        pass
-    return str(getattr(err, "name", err))
-
-
-def cuda_call(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack cuda-python's ``(err, *values)``; a failure raises BackendUnavailable naming the error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != _CUDA_SUCCESS:
-        raise BackendUnavailable(f"{what} failed: {cuda_error_name(cudart, err)}", hint=INSTALL_HINT)
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def format_cuda_version(value: int) -> str:
-    """cudaDriverGetVersion's 12040 -> ``"12.4"``."""
-    value = int(value)
-    return f"{value // 1000}.{(value % 1000) // 10}"
-
-
-def cuda_versions() -> dict[str, str | None]:
-    """CUDA versions the driver supports and the CUDA runtime library provides (None: unknown)."""
-    cudart = _import_cudart()
-    out: dict[str, str | None] = {"driver": None, "runtime": None}
-    try:
-        driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
-        out["driver"] = format_cuda_version(driver) if driver else None
-    except Exception:
-        pass
-    try:
-        out["runtime"] = format_cuda_version(cuda_call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
-    except Exception:
-        pass
-    return out
-
-
-def gpu_count() -> int:
-    """Number of CUDA devices; raises BackendUnavailable saying why there are none."""
-    cudart = _import_cudart()
-    try:
-        driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
-    except Exception:
-        driver = None
-    if not driver:
-        raise BackendUnavailable("no NVIDIA GPU: the NVIDIA driver is not loaded on this host",
-                                 hint="run on a host with an NVIDIA GPU and driver (nvidia-smi must work)")
-    result = cudart.cudaGetDeviceCount()
-    if int(result[0]) != _CUDA_SUCCESS or not result[1]:
-        why = cuda_error_name(cudart, result[0]) if int(result[0]) != _CUDA_SUCCESS else "no device"
-        raise BackendUnavailable(f"no NVIDIA GPU visible to CUDA ({why})",
-                                 hint="check nvidia-smi and CUDA_VISIBLE_DEVICES")
-    return int(result[1])
-
-
-def gpu_info(device: int = 0) -> dict[str, Any]:
-    """``{"name", "compute_capability" ("9.0"), "driver" (CUDA version the driver supports), ...}``."""
-    cudart = _import_cudart()
-    count = gpu_count()
-    if not 0 <= device < count:
-        raise BackendUnavailable(f"GPU {device} does not exist; this host has {count} GPU(s) (0..{count - 1})",
-                                 hint="pass --device with one of those indices")
-    prop = cuda_call(cudart, cudart.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
-    name = prop.name
-    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
-    driver = cuda_call(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
-    return {
-        "name": name.rstrip("\x00").strip(),
-        "compute_capability": f"{prop.major}.{prop.minor}",
-        "driver": format_cuda_version(driver),
-        "memory_mib": int(prop.totalGlobalMem) // (1 << 20),
-        "device": device,
-    }
-
-
-def set_device(device: int) -> None:
-    """Make ``device`` current for this thread (the builder and runtime use the current device)."""
-    cudart = _import_cudart()
-    cuda_call(cudart, cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
-
-
 # -- availability and compatibility ------------------------------------------------------------
 def tensorrt_available(device: int = 0) -> tuple[bool, str]:
     """Whether TensorRT can build and run engines here, and why (not)."""
     problems = []
     gpu = None
     try:
-        gpu = gpu_info(device)
-    except BackendUnavailable as exc:
+        gpu = cuda.gpu_info(device)
+    except TrtInferError as exc:  # no GPU, or CUDA unusable (a driver older than the CUDA libraries)
         problems.append(exc.message)
     except Exception as exc:
         problems.append(f"GPU probe failed ({_one_line(exc)})")

@@ -8,17 +8,21 @@ for real without TensorRT: round trips, event timing, stream ordering, copy over
 from __future__ import annotations
 
 import time
+import types
 import warnings
 
 import numpy as np
 import pytest
 
-from trtinfer.errors import DataError, TrtInferError
+from trtinfer.errors import BackendUnavailable, DataError, TrtInferError
 from trtinfer.runtime import cuda
 
 
 def rt():
     return cuda.cudart()
+
+
+REAL = cuda.cudart()  # the real cuda-python module (imports without a GPU), kept for the stand-in below
 
 
 # -- the checked call ----------------------------------------------------------------------------------
@@ -38,6 +42,74 @@ def test_cuda_call_raises_with_the_error_name():
     assert "cudaMalloc(1 GiB) failed: cudaErrorMemoryAllocation" in str(exc)
     assert exc.hint and "GPU memory" in exc.hint
     assert isinstance(exc, TrtInferError)  # one line in the CLI
+
+
+# -- devices (a stand-in for cuda-python's runtime module: checks our reading of its answers) -------------
+class FakeCudart:
+    """``cuda.bindings.runtime``'s shape: every call returns (err, *values); errors are the real enum."""
+
+    def __init__(self, count=1, driver=12040, err="cudaSuccess"):
+        self.count, self.driver = count, driver
+        self.err = getattr(REAL.cudaError_t, err)
+        self.current = None
+
+    def cudaDriverGetVersion(self):
+        return (REAL.cudaError_t.cudaSuccess, self.driver)
+
+    def cudaRuntimeGetVersion(self):
+        return (REAL.cudaError_t.cudaSuccess, 12060)
+
+    def cudaGetDeviceCount(self):
+        return (self.err, self.count)
+
+    def cudaGetDeviceProperties(self, device):
+        prop = types.SimpleNamespace(name=b"NVIDIA H100 80GB HBM3\x00\x00", major=9, minor=0,
+                                     totalGlobalMem=80 * 2**30)
+        return (REAL.cudaError_t.cudaSuccess, prop)
+
+    def cudaSetDevice(self, device):
+        self.current = device
+        return (REAL.cudaError_t.cudaSuccess,)
+
+    def cudaGetErrorString(self, err):
+        return REAL.cudaGetErrorString(err)
+
+
+def test_gpu_info_reads_properties(monkeypatch):
+    fake = FakeCudart()
+    monkeypatch.setattr(cuda, "_CUDART", fake)
+    info = cuda.gpu_info(0)
+    assert info["name"] == "NVIDIA H100 80GB HBM3"
+    assert info["compute_capability"] == "9.0"
+    assert info["driver"] == "12.4"
+    assert info["memory_mib"] == 80 * 1024
+    assert cuda.cuda_versions() == {"driver": "12.4", "runtime": "12.6"}
+    cuda.set_device(0)
+    assert fake.current == 0
+    assert cuda.device_count() == 1
+    with pytest.raises(BackendUnavailable, match="GPU 3 does not exist; this host has 1"):
+        cuda.gpu_info(3)
+
+
+def test_no_driver_or_no_device_is_unavailable(monkeypatch):
+    monkeypatch.setattr(cuda, "_CUDART", FakeCudart(driver=0))
+    with pytest.raises(BackendUnavailable, match="driver is not loaded"):
+        cuda.gpu_info()
+    monkeypatch.setattr(cuda, "_CUDART", FakeCudart(err="cudaErrorNoDevice", count=0))
+    with pytest.raises(BackendUnavailable, match="cudaErrorNoDevice"):
+        cuda.gpu_info()
+    assert cuda.device_count() == 0
+
+
+def test_a_driver_older_than_cuda_is_a_cuda_error_not_no_gpu(monkeypatch):
+    """One CUDA module: BackendUnavailable means "not installed / no device"; a present driver
+    that cannot run these CUDA libraries is a CudaError naming the error and the fix."""
+    monkeypatch.setattr(cuda, "_CUDART", FakeCudart(err="cudaErrorInsufficientDriver", count=0))
+    with pytest.raises(cuda.CudaError) as info:
+        cuda.gpu_count()
+    assert not isinstance(info.value, BackendUnavailable)
+    assert info.value.name == "cudaErrorInsufficientDriver" and "driver" in info.value.hint
+    assert cuda.device_count() == 0
 
 
 @pytest.mark.skipif(cuda.device_count() > 0, reason="this host has a GPU: allocations succeed")
@@ -133,6 +205,29 @@ def test_device_array_interface():
         cuda.device_array(np.zeros(3))
 
 
+def test_producer_stream_rule(monkeypatch):
+    """v3 with a stream key: that stream (None: ready); torch (v2, no key): torch's current stream;
+    other producers without a key: the legacy default stream."""
+    v2 = DeviceArrayLike((2, 3))
+    del v2.__cuda_array_interface__["stream"]
+    v2.__cuda_array_interface__["version"] = 2
+    assert cuda.device_array(v2).stream == cuda.LEGACY_DEFAULT_STREAM
+    assert cuda.device_array(DeviceArrayLike((2, 3), stream=None)).stream is None
+    assert cuda.device_array(DeviceArrayLike((2, 3), stream=0x77)).stream == 0x77
+
+    class Tensor:  # looks like torch.Tensor to the rule (its type lives in the torch package)
+        __module__ = "torch"
+        device = "cuda:0"
+
+        def __init__(self):
+            self.__cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0xABC000, False),
+                                             "version": 2, "strides": None}
+
+    asked = []
+    monkeypatch.setattr(cuda, "_torch_current_stream", lambda t: asked.append(t.device) or 0x5151)
+    assert cuda.device_array(Tensor()).stream == 0x5151 and asked == ["cuda:0"]
+
+
 # -- on a GPU, for real (no TensorRT needed) ------------------------------------------------------------
 @pytest.mark.gpu
 def test_gpu_pinned_device_round_trip():
@@ -218,3 +313,14 @@ def test_gpu_no_leak_over_many_cycles():
     cuda.device_synchronize()
     free_after, _ = cuda.mem_get_info()
     assert free_before - free_after < 16 << 20
+
+
+@pytest.mark.gpu
+def test_gpu_torch_tensor_fences_on_torchs_current_stream():
+    torch = pytest.importorskip("torch")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        t = torch.ones(4, 3, device="cuda")
+        assert "stream" not in t.__cuda_array_interface__  # what the rule is for (torch exports v2)
+        assert cuda.device_array(t).stream == side.cuda_stream
+    assert cuda.device_array(t).stream == torch.cuda.current_stream().cuda_stream

@@ -1,14 +1,15 @@
 """The TensorRT backend's CUDA-independent decisions, on plain objects: profile choice, chunk plans,
-buffer sizing, lane rotation and the CUDA-graph cache."""
+buffer sizing, lane rotation, zero-copy alignment, CUDA-graph batch sizes and the graph cache."""
 
 from __future__ import annotations
 
 import pytest
 
 from trtinfer.errors import ArtifactError, DataError
-from trtinfer.runtime.planning import (BUFFER_ALIGNMENT, Chunk, GraphCache, Profile, Step, align, buffer_bytes,
-                                       choose_profile, lane_buffer_bytes, lane_schedule, lanes_for_call, plan_chunks,
-                                       profiles_from_records, row_bytes, uniform_chunks)
+from trtinfer.runtime.planning import (BUFFER_ALIGNMENT, Chunk, GraphCache, Profile, Step, align, aligned,
+                                       buffer_bytes, choose_profile, graph_batch_sizes, graph_chunks, lane_buffer_bytes,
+                                       lane_schedule, lanes_for_call, plan_chunks, profiles_from_records, row_bytes,
+                                       uniform_chunks, zero_copy_granule)
 
 ONE = [Profile(1, 32, 128)]
 GAPPED = [Profile(1, 4, 8), Profile(16, 32, 64)]
@@ -171,3 +172,36 @@ def test_graph_cache_of_size_zero_keeps_nothing():
     cache = GraphCache(0, on_evict=freed.append)
     cache.put("a", "A")
     assert freed == ["A"] and cache.get("a") is None
+
+
+# -- zero-copy alignment and CUDA-graph sizes -----------------------------------------------------------------
+def test_alignment_arithmetic():
+    assert aligned(0x1000) and aligned(256) and not aligned(0x1000 + 40)
+    assert zero_copy_granule(3 * 32 * 32 * 4, 10 * 4) == 32  # 40 B logits rows: every 32nd row is aligned
+    assert zero_copy_granule(3 * 224 * 224 * 2, 1000 * 2) == 16  # fp16, 1,000 classes: 2,000 B rows
+    assert zero_copy_granule(256, 512) == 1
+    for in_bytes, out_bytes in [(12288, 40), (300_000, 2000), (6, 10)]:
+        k = zero_copy_granule(in_bytes, out_bytes)
+        assert (k * in_bytes) % 256 == 0 and (k * out_bytes) % 256 == 0
+
+
+def test_chunks_are_cut_at_whole_granules():
+    chunks = plan_chunks(600, [Profile(1, 32, 256)], limit=100, granule=32)
+    assert [c.start for c in chunks] == [0, 96, 192, 288, 384, 480, 576]
+    assert all(c.start % 32 == 0 for c in chunks)
+    # a limit below one granule cannot be rounded: chunks stay as large as allowed
+    assert [c.rows for c in plan_chunks(40, [Profile(1, 8, 16)], granule=32)] == [16, 16, 8]
+    with pytest.raises(DataError):
+        plan_chunks(4, [Profile(1, 1, 4)], granule=0)
+
+
+def test_graph_batch_sizes_bound_the_captures():
+    sizes = graph_batch_sizes(Profile(1, 32, 256))
+    assert sizes == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    assert graph_batch_sizes(Profile(8, 12, 16)) == [8, 12, 16]
+    assert graph_batch_sizes(Profile(1, 8, 16), limit=10) == [1, 2, 3, 4, 6, 8, 10]
+    for rows in range(1, 257):  # every batch runs padded by at most a third of what runs
+        run = min(s for s in sizes if s >= rows)
+        assert run - rows <= run / 3
+    chunks = graph_chunks(plan_chunks(300, [Profile(1, 32, 256)]), [Profile(1, 32, 256)])
+    assert [(c.rows, c.run_rows) for c in chunks] == [(256, 256), (44, 48)]

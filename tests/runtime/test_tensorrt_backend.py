@@ -20,8 +20,8 @@ from trtinfer.errors import ArtifactError, DataError
 from trtinfer.runtime.planning import Profile
 from trtinfer.runtime.tensorrt_backend import PlanIncompatibleError
 
-from . import fake_trt
-from .fake_trt import FakeDeviceArray, make_plan_artifact, reference
+from fakes import tensorrt as fake_trt
+from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
 from .helpers import distinct_inputs, run_in_threads
 
 SIMPLE = [Profile(1, 8, 16)]
@@ -109,10 +109,15 @@ def test_cuda_graphs_are_captured_once_per_shape_and_replayed(fakes, plan_artifa
         for _ in range(4):
             assert close_to(model.infer(x), x)
         assert fake.counts["graph_capture"] == 1 and fake.counts["graph_launch"] == 3
-        for rows in (6, 7):
+        x = distinct_inputs(6)  # 5 rows ran padded to the graph size 6: the same graph serves 6
+        assert close_to(model.infer(x), x)
+        assert fake.counts["graph_capture"] == 1 and fake.counts["graph_launch"] == 4
+        for rows in (7, 1):  # graph sizes 8 and 1: a shape change runs plainly once, then is captured
             model.infer(distinct_inputs(rows))
-        assert fake.counts["graph_capture"] == 3
+        assert fake.counts["graph_capture"] == 3 and fake.counts["graph_launch"] == 4
         assert len(model._lanes[0].graphs) == 2  # bounded: the oldest was freed
+        rows_run = [e[1] for e in fakes[0].trt.engines[0].contexts[0].executions]
+        assert set(rows_run) <= {1, 6, 8}
     assert not fake.live
 
 
@@ -123,10 +128,15 @@ def test_zero_copy_device_arrays(fakes, plan_artifact):
         x_dev = FakeDeviceArray(fake, x)
         out_dev = FakeDeviceArray(fake, np.zeros((40, 10), np.float32))
         assert model.infer(x_dev, out=out_dev, stream=7) is out_dev
+        assert fake.counts["stream_sync"] == 0  # fully asynchronous: stream 7 waits, the host does not
+        fake.drain(7)  # the caller synchronises its stream
         np.testing.assert_allclose(out_dev.host(), reference(x), rtol=1e-5, atol=1e-5)
         bound = {(e[2], e[3]) for c in fakes[0].trt.engines[0].contexts for e in c.executions}
         assert (x_dev.ptr, out_dev.ptr) in bound  # the engine read and wrote the caller's memory
-        assert (x_dev.ptr + 16 * 12288, out_dev.ptr + 16 * 40) in bound  # chunk 2, offset in place
+        assert (x_dev.ptr + 32 * 12288, out_dev.ptr + 32 * 40) in bound  # chunk 3, in place (aligned)
+        # chunk 2's output rows start 640 B in: not 256-byte aligned, so it went through the lane's buffer
+        assert not any(out == out_dev.ptr + 16 * 40 for _, out in bound)
+        assert any(inp == x_dev.ptr + 16 * 12288 for inp, _ in bound)  # its input was aligned: read in place
         assert close_to(model.infer(x_dev), x)  # device in, host out
         out2 = FakeDeviceArray(fake, np.zeros((40, 10), np.float32))
         model.infer(x, out=out2)  # host in, device out

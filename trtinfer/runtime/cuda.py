@@ -26,6 +26,8 @@ import numpy as np
 from ..errors import BackendUnavailable, DataError, TrtInferError
 
 _CUDART: Any = None
+INSTALL_HINT = ("on a Linux host with an NVIDIA GPU and driver: pip install 'trtinfer[tensorrt]' "
+                "(TensorRT 10 or 11 and cuda-python); `trtinfer doctor` shows what is missing")
 _IMPORT_LOCK = threading.Lock()
 
 #: CUDA's special stream handles (valid wherever a cudaStream_t is).
@@ -63,8 +65,7 @@ def cudart() -> Any:
                     try:
                         from cuda import cudart as module  # older cuda-python layout
                     except ImportError as exc:
-                        raise BackendUnavailable("cuda-python is not installed",
-                                                 hint="pip install 'trtinfer[tensorrt]'") from exc
+                        raise BackendUnavailable("cuda-python is not installed", hint=INSTALL_HINT) from exc
                 _CUDART = module
     return _CUDART
 
@@ -96,18 +97,87 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
 
 
 # -- devices ---------------------------------------------------------------------------------
-def device_count() -> int:
-    """Number of visible CUDA devices; 0 when there is no driver or no device."""
+_NO_DEVICE_ERRORS = ("cudaErrorNoDevice",)
+
+
+def format_cuda_version(value: int) -> str:
+    """cudaDriverGetVersion's 12040 -> ``"12.4"``."""
+    value = int(value)
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def cuda_versions() -> dict[str, str | None]:
+    """CUDA versions the driver supports and the CUDA runtime library provides (None: unknown)."""
+    rt = cudart()
+    out: dict[str, str | None] = {"driver": None, "runtime": None}
+    for key, call in (("driver", rt.cudaDriverGetVersion), ("runtime", rt.cudaRuntimeGetVersion)):
+        try:
+            value = cuda_call(call(), call.__name__)
+        except Exception:  # noqa: BLE001 -- a version we cannot read is reported as unknown
+            continue
+        out[key] = format_cuda_version(value) if value else None
+    return out
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices (at least 1).
+
+    BackendUnavailable when there is no GPU to use (no cuda-python, no driver, no device);
+    CudaError when a driver is there but CUDA fails (``cudaErrorInsufficientDriver``: the driver
+    is older than the CUDA runtime these libraries were built for).
+    """
+    rt = cudart()
     try:
-        err, count = cudart().cudaGetDeviceCount()
-    except BackendUnavailable:
-        return 0
+        driver = cuda_call(rt.cudaDriverGetVersion(), "cudaDriverGetVersion")
     except Exception:  # noqa: BLE001 -- no driver library at all
+        driver = 0
+    if not driver:  # CUDA documents 0 when no driver is installed
+        raise BackendUnavailable("no NVIDIA GPU: the NVIDIA driver is not loaded on this host",
+                                 hint="run on a host with an NVIDIA GPU and driver (nvidia-smi must work)")
+    try:
+        count = int(cuda_call(rt.cudaGetDeviceCount(), "cudaGetDeviceCount"))
+    except CudaError as exc:
+        if exc.name in _NO_DEVICE_ERRORS:
+            raise BackendUnavailable(f"no NVIDIA GPU visible to CUDA ({exc.name})",
+                                     hint="check nvidia-smi and CUDA_VISIBLE_DEVICES") from exc
+        raise
+    if count < 1:
+        raise BackendUnavailable("no NVIDIA GPU visible to CUDA", hint="check nvidia-smi and CUDA_VISIBLE_DEVICES")
+    return count
+
+
+def device_count() -> int:
+    """Number of usable CUDA devices; 0 when there is none or CUDA cannot be used."""
+    try:
+        return gpu_count()
+    except TrtInferError:
         return 0
-    return int(count) if int(err) == 0 else 0
+    except Exception:  # noqa: BLE001 -- a broken driver library counts as no device
+        return 0
+
+
+def gpu_info(device: int = 0) -> dict[str, Any]:
+    """``{"name", "compute_capability" ("9.0"), "driver" (CUDA version the driver supports), ...}``."""
+    count = gpu_count()
+    if not 0 <= device < count:
+        raise BackendUnavailable(f"GPU {device} does not exist; this host has {count} GPU(s) (0..{count - 1})",
+                                 hint="pass --device with one of those indices")
+    rt = cudart()
+    prop = cuda_call(rt.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
+    name = prop.name
+    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
+    driver = cuda_call(rt.cudaDriverGetVersion(), "cudaDriverGetVersion")
+    return {
+        "name": name.rstrip("\x00").strip(),
+        "compute_capability": f"{prop.major}.{prop.minor}",
+        "driver": format_cuda_version(driver),
+        "memory_mib": int(prop.totalGlobalMem) // (1 << 20),
+        "device": device,
+    }
 
 
 def set_device(device: int) -> None:
+    """Make ``device`` current for this thread (the builder and the runtime use the current device)."""
     cuda_call(cudart().cudaSetDevice(int(device)), f"cudaSetDevice({device})")
 
 
@@ -383,7 +453,7 @@ class DeviceArray:
     shape: tuple[int, ...]
     dtype: np.dtype
     readonly: bool
-    stream: int | None  # the stream the producer's work is ordered on (None: already complete)
+    stream: int | None  # the stream the producer's work is ordered on (None: already complete; see producer_stream)
 
     @property
     def nbytes(self) -> int:
@@ -410,5 +480,36 @@ def device_array(obj: Any) -> DeviceArray:
         if tuple(int(s) for s in strides) != tuple(reversed(expected)) and int(np.prod(shape)) > 1:
             raise DataError(f"device array with strides {tuple(strides)} is not C-contiguous",
                             hint="make it contiguous first (torch: .contiguous(), CuPy: cupy.ascontiguousarray)")
-    stream = cai.get("stream")
-    return DeviceArray(int(ptr or 0), shape, dtype, bool(readonly), None if stream is None else int(stream))
+    return DeviceArray(int(ptr or 0), shape, dtype, bool(readonly), producer_stream(obj, cai))
+
+
+def producer_stream(obj: Any, interface: dict[str, Any]) -> int | None:
+    """The stream a device array's producer ordered its writes on; None: nothing to wait for.
+
+    The rule, per producer:
+
+    * ``__cuda_array_interface__`` version 3 with a ``stream`` key (CuPy, Numba): that stream;
+      ``None`` there is the producer's promise that the data is ready (the protocol's words).
+    * torch tensors: torch exports version 2 with no ``stream`` key, and its kernels run on
+      ``torch.cuda.current_stream()``, often a non-default stream, without any promise that they
+      finished: fence against torch's current stream of the tensor's device.
+    * anything else without a ``stream`` key: the legacy default stream (CUDA's implicit
+      ordering before the key existed); pass ``stream=`` to name another.
+    """
+    if "stream" in interface:
+        stream = interface["stream"]
+        return None if stream is None else int(stream)
+    if _is_torch_tensor(obj):
+        return _torch_current_stream(obj)
+    return LEGACY_DEFAULT_STREAM
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
+def _torch_current_stream(tensor: Any) -> int:
+    import torch  # only reached for torch tensors, so torch is importable
+
+    return int(torch.cuda.current_stream(tensor.device).cuda_stream)
+

@@ -7,6 +7,7 @@ only carries the plans out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -15,9 +16,12 @@ from typing import Any
 
 from ..errors import ArtifactError, DataError
 
-#: Host and device staging buffers are rounded up to this many bytes (CUDA's allocation granule
-#: is 256 bytes; one alignment for both keeps per-row offsets simple).
-BUFFER_ALIGNMENT = 256
+#: TensorRT requires every I/O tensor address given to ``setTensorAddress`` to be aligned to 256
+#: bytes. cudaMalloc's blocks are; an address inside a caller's array (a chunk's start, a slice) may not be.
+TENSOR_ALIGNMENT = 256
+#: Host and device staging buffers are rounded up to this many bytes (one alignment for both
+#: keeps per-row offsets simple).
+BUFFER_ALIGNMENT = TENSOR_ALIGNMENT
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,14 @@ class Chunk:
         return self.run_rows - self.rows
 
 
-def plan_chunks(rows: int, profiles: Sequence[Profile], limit: int | None = None) -> list[Chunk]:
+def plan_chunks(rows: int, profiles: Sequence[Profile], limit: int | None = None, granule: int = 1) -> list[Chunk]:
     """Split ``rows`` into chunks each of which some profile can run, in order.
 
-    Chunks are as large as possible (at most ``limit`` and the largest profile MAX); a batch that
-    falls in a gap between profiles is split at the largest MAX below it; a remainder below every
-    MIN is padded up to the smallest MIN.
+    Chunks are as large as possible (at most ``limit`` and the largest profile MAX, rounded down to
+    a multiple of ``granule`` where that leaves at least one granule, so every chunk but the
+    last starts a whole number of granules in: see :func:`zero_copy_granule`); a batch that falls
+    in a gap between profiles is split at the largest MAX below it; a remainder below every MIN is
+    padded up to the smallest MIN.
     """
     if rows < 0:
         raise DataError(f"a batch cannot have {rows} rows")
@@ -112,6 +118,10 @@ def plan_chunks(rows: int, profiles: Sequence[Profile], limit: int | None = None
         if limit < 1:
             raise DataError(f"chunk limit {limit} must be at least 1")
         cap = min(cap, limit)
+    if granule < 1:
+        raise DataError(f"chunk granule {granule} must be at least 1")
+    if cap >= granule:
+        cap -= cap % granule
     chunks: list[Chunk] = []
     start = 0
     current: int | None = None
@@ -135,6 +145,52 @@ def plan_chunks(rows: int, profiles: Sequence[Profile], limit: int | None = None
         current = chunks[-1].profile
         start += size
     return chunks
+
+
+# -- zero-copy alignment and CUDA-graph sizes --------------------------------------------------
+def aligned(ptr: int, alignment: int = TENSOR_ALIGNMENT) -> bool:
+    """Whether a device address may be bound to a TensorRT I/O tensor as is."""
+    return int(ptr) % alignment == 0
+
+
+def zero_copy_granule(*row_sizes: int, alignment: int = TENSOR_ALIGNMENT) -> int:
+    """The fewest rows ``k`` with ``k * row_bytes`` a multiple of ``alignment`` for every tensor.
+
+    A chunk starting ``k * n`` rows into an aligned array starts at an aligned address in every
+    tensor: 10 float32 logits are 40 B a row, so ``k`` is 32 rows (1,280 B); a 3x32x32 float32
+    input row (12,288 B) needs no rounding at all.
+    """
+    k = 1
+    for size in row_sizes:
+        k = math.lcm(k, alignment // math.gcd(alignment, int(size)) if size else 1)
+    return k
+
+
+def graph_batch_sizes(profile: Profile, limit: int | None = None) -> list[int]:
+    """The batch sizes a lane captures CUDA graphs for on ``profile``: its MIN and MAX (or ``limit``)
+    and the ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... between them.
+
+    Any batch runs padded up to the next size (at most a third of the rows run are padding), so a
+    lane holds at most about two graphs per doubling of the range (16 for 1:32:256) instead of
+    one per batch size the batcher happens to form.
+    """
+    top = profile.max if limit is None else max(profile.min, min(profile.max, limit))
+    sizes = {profile.min, top}
+    power = 1
+    while power < top:
+        sizes.update(s for s in (power, power + power // 2) if profile.min < s < top)
+        power *= 2
+    return sorted(sizes)
+
+
+def graph_chunks(chunks: Sequence[Chunk], profiles: Sequence[Profile], limit: int | None = None) -> list[Chunk]:
+    """``chunks`` with each one's ``run_rows`` raised to its profile's next graph batch size."""
+    out = []
+    for chunk in chunks:
+        sizes = graph_batch_sizes(profiles[chunk.profile], limit)
+        run = next((s for s in sizes if s >= chunk.run_rows), chunk.run_rows)
+        out.append(dataclasses.replace(chunk, run_rows=run))
+    return out
 
 
 def uniform_chunks(rows: int, max_rows: int) -> list[tuple[int, int]]:
@@ -198,8 +254,9 @@ def lanes_for_call(num_chunks: int, free_lanes: int) -> int:
 
 
 class GraphCache:
-    """Least-recently-used map of CUDA graphs per lane, keyed by (profile, rows); bounded so a
-    stream of ever-new batch sizes cannot hold unbounded device memory. ``on_evict`` frees."""
+    """Least-recently-used map of CUDA graphs per lane, keyed by (profile, rows) (the rows are
+    :func:`graph_batch_sizes`, so few keys exist); bounded so the graphs of many profiles cannot
+    hold unbounded device memory. ``on_evict`` frees."""
 
     def __init__(self, capacity: int, on_evict: Any = None) -> None:
         if capacity < 0:

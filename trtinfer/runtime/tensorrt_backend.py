@@ -2,16 +2,30 @@
 
 ``streams=N`` lanes, each an execution context (not thread-safe: one caller at a time) with its
 own non-blocking CUDA stream, pinned host staging and device buffers sized once for the largest
-profile MAX, and an event. A call splits its rows into chunks some profile can run
-(:func:`~.planning.plan_chunks`), rotates them over the lanes it holds
+profile MAX, and two events (upload done, chunk done). A call splits its rows into chunks some
+profile can run (:func:`~.planning.plan_chunks`), rotates them over the lanes it holds
 (:func:`~.planning.lane_schedule`) so one chunk's copies overlap another's compute, and waits
-once at the end: the first lane's stream waits on the others' events and is synchronised. A
-lane is reused within a call only after its previous chunk is collected.
+once at the end: the first lane's stream waits on the others' events and is synchronised.
+
+Ordering rules (CUDA runs queued work later; the host must not get ahead of it):
+
+* a lane's pinned input buffer is refilled only after its previous upload ran (the upload event),
+  and its pinned output buffer is read only after its chunk finished (the done event);
+* a device array's producer may still be writing it: the lanes first wait on the producer's
+  stream (``stream=``, else :func:`.cuda.producer_stream`'s rule: torch's current stream for
+  torch tensors);
+* TensorRT needs 256-byte aligned tensor addresses: chunks are cut at multiples of
+  :func:`~.planning.zero_copy_granule` rows so they stay aligned, and a chunk whose address is
+  not aligned (a slice of an array) is copied through the lane's buffers instead of bound in place;
+* with ``cuda_graphs=True`` a lane keeps one graph per (profile, batch size), batch sizes rounded
+  up to :func:`~.planning.graph_batch_sizes`; graphs always read and write the lane's own
+  buffers (device arrays are copied in and out: a graph replays the addresses it was captured
+  with), and after a profile or shape change the first launch is a regular ``execute_async_v3``,
+  which applies TensorRT's pending updates, before any graph is captured or replayed.
 
 Per chunk: ``set_optimization_profile_async`` (only when the profile changes),
-``set_input_shape`` and ``set_tensor_address`` (only when they change), ``execute_async_v3``;
-with ``cuda_graphs=True`` that launch is captured once per (profile, rows, addresses) and replayed.
-Device arrays (``__cuda_array_interface__``) are used in place: chunks point into them.
+``set_input_shape`` and ``set_tensor_address`` (only when they change), ``execute_async_v3``.
+Engines with more than one input or output are refused at load: every output would need an address.
 
 TensorRT and cuda-python are imported when a model is loaded, never at import time.
 """
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,8 +42,8 @@ import numpy as np
 from ..errors import ArtifactError, BackendUnavailable, DataError, InternalError, TrtInferError
 from . import cuda
 from .model import Model
-from .planning import (Chunk, GraphCache, Profile, buffer_bytes, lane_schedule, lanes_for_call, plan_chunks,
-                       profiles_from_records, row_bytes)
+from .planning import (Chunk, GraphCache, Profile, aligned, buffer_bytes, graph_chunks, lane_schedule,
+                       lanes_for_call, plan_chunks, profiles_from_records, row_bytes, zero_copy_granule)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +64,9 @@ class _Lane:
         self.io = io
         self.context: Any = None
         self.stream: cuda.Stream | None = None
-        self.done: cuda.Event | None = None
+        self.done: cuda.Event | None = None  # recorded after a chunk's last operation
+        self.uploaded: cuda.Event | None = None  # recorded after the upload from in_host
+        self.upload_pending = False  # in_host may still be read by a queued upload
         self.in_host: cuda.PinnedBuffer | None = None
         self.out_host: cuda.PinnedBuffer | None = None
         self.in_dev: cuda.DeviceBuffer | None = None
@@ -59,6 +76,7 @@ class _Lane:
         self.profile: int | None = None
         self.rows: int | None = None
         self.addresses: tuple[int, int] | None = None
+        self.update_pending = False  # a profile or shape change TensorRT applies on the next execute_async_v3
         try:
             self.context = engine.create_execution_context()
             if self.context is None:
@@ -66,6 +84,7 @@ class _Lane:
                                          hint="load with fewer streams, or free GPU memory")
             self.stream = cuda.Stream()
             self.done = cuda.Event()
+            self.uploaded = cuda.Event()
             self.in_host = cuda.PinnedBuffer(io.in_bytes)
             self.out_host = cuda.PinnedBuffer(io.out_bytes)
             self.in_dev = cuda.DeviceBuffer(io.in_bytes)
@@ -73,6 +92,40 @@ class _Lane:
         except BaseException:
             self.close()
             raise
+
+    # -- staging ---------------------------------------------------------------------------------
+    def stage_host(self, x: np.ndarray, chunk: Chunk) -> int:
+        """Copy a chunk's host rows (zero padding after them) into the pinned buffer and queue the
+        upload; returns the device address. Waits first if the buffer's last upload has not run."""
+        io = self.io
+        if self.upload_pending:
+            self.uploaded.synchronize()
+        staged = self.in_host.view(io.in_dtype, (chunk.run_rows, *io.row_shape))
+        staged[:chunk.rows] = x[chunk.start:chunk.stop]  # casts when the engine takes fp16
+        if chunk.padding:
+            staged[chunk.rows:] = 0
+        cuda.htod_async(self.in_dev.ptr, self.in_host.ptr, chunk.run_rows * io.in_row_bytes, self.stream)
+        self.uploaded.record(self.stream)
+        self.upload_pending = True
+        return self.in_dev.ptr
+
+    def stage_device(self, src: int, chunk: Chunk) -> int:
+        """Copy a chunk's device rows (zero padding after them) into the lane's device buffer."""
+        io = self.io
+        cuda.dtod_async(self.in_dev.ptr, src, chunk.rows * io.in_row_bytes, self.stream)
+        if chunk.padding:
+            cuda.memset_async(self.in_dev.ptr + chunk.rows * io.in_row_bytes, 0, chunk.padding * io.in_row_bytes,
+                              self.stream)
+        return self.in_dev.ptr
+
+    def wait_done(self) -> None:
+        """Wait for the lane's last chunk (its upload came before it)."""
+        self.done.synchronize()
+        self.finished()
+
+    def finished(self) -> None:
+        """The host has waited for everything queued on this lane."""
+        self.upload_pending = False
 
     # -- binding ---------------------------------------------------------------------------------
     def bind(self, profile: int, rows: int, in_ptr: int, out_ptr: int) -> None:
@@ -84,45 +137,56 @@ class _Lane:
             except RuntimeError as exc:  # the bindings raise when TensorRT refuses
                 raise InternalError(f"TensorRT refused optimization profile {profile}: {exc}") from exc
             self.profile, self.rows, self.addresses = profile, None, None
+            self.update_pending = True
         if self.rows != rows:
             if not self.context.set_input_shape(io.input_name, (rows, *io.row_shape)):
                 raise DataError(f"TensorRT refused input shape {(rows, *io.row_shape)} for profile {profile} "
                                 f"({io.profiles[profile]})")
             self.rows = rows
+            self.update_pending = True
         if self.addresses != (in_ptr, out_ptr):
+            if not (aligned(in_ptr) and aligned(out_ptr)):
+                raise InternalError(f"tensor addresses {in_ptr:#x}, {out_ptr:#x} are not 256-byte aligned")
             if not (self.context.set_tensor_address(io.input_name, in_ptr)
                     and self.context.set_tensor_address(io.output_name, out_ptr)):
                 raise InternalError(f"TensorRT refused tensor addresses {in_ptr:#x}, {out_ptr:#x}")
             self.addresses = (in_ptr, out_ptr)
 
     def launch(self, use_graphs: bool) -> None:
+        """Run the bound chunk: a graph replay where one is captured and no update is pending, else
+        a regular launch (then a capture of it, for next time)."""
         stream = self.stream.handle
-        if use_graphs and self.graphs_ok:
-            key = (self.profile, self.rows, self.addresses)
-            graph = self.graphs.get(key)
-            if graph is not None:
-                graph.launch(stream)
-                return
-            # TensorRT applies shape and profile changes on the first launch after them, which
-            # must not be captured: run it plainly (this call's real work), then capture a replay.
+        if not (use_graphs and self.graphs_ok):
             self._execute(stream)
-            try:
-                self.graphs.put(key, cuda.CudaGraph(stream, lambda: self._execute(stream)))
-            except (cuda.CudaError, TrtInferError) as exc:
-                self.graphs_ok = False
-                log.warning("CUDA graph capture failed on lane %d (%s); running without graphs", self.index,
-                            exc.one_line())
             return
+        if self.addresses != (self.in_dev.ptr, self.out_dev.ptr):
+            raise InternalError("a CUDA graph must use the lane's own buffers (graphs replay their addresses)")
+        key = (self.profile, self.rows)
+        graph = self.graphs.get(key)
+        if graph is not None and not self.update_pending:
+            graph.launch(stream)
+            return
+        # TensorRT applies profile and shape changes on the first execute_async_v3 after them, which
+        # must neither be captured nor skipped by a replay: run it plainly (this call's real work).
         self._execute(stream)
+        if graph is not None:
+            return
+        try:
+            self.graphs.put(key, cuda.CudaGraph(stream, lambda: self._execute(stream)))
+        except (cuda.CudaError, TrtInferError) as exc:
+            self.graphs_ok = False
+            log.warning("CUDA graph capture failed on lane %d (%s); running without graphs", self.index,
+                        exc.one_line())
 
     def _execute(self, stream: int) -> None:
         if not self.context.execute_async_v3(stream):
             raise TrtInferError(f"TensorRT execute_async_v3 failed on lane {self.index}{_trt_errors()}",
                                 hint="run with -vv (TensorRT log) for details")
+        self.update_pending = False
 
     def close(self) -> None:
         self.graphs.clear()
-        for name in ("out_dev", "in_dev", "out_host", "in_host", "done", "stream"):
+        for name in ("out_dev", "in_dev", "out_host", "in_host", "uploaded", "done", "stream"):
             resource, value = getattr(self, name), None
             setattr(self, name, value)
             if resource is not None:
@@ -160,11 +224,18 @@ class _EngineIO:
                   if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         outputs = [engine.get_tensor_name(i) for i in range(count)
                    if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or not outputs:
-            raise ArtifactError(f"the engine has inputs {inputs} and outputs {outputs}; trtinfer runs "
-                                "single-input classifiers", hint="rebuild the artifact with trtinfer build")
+        if len(inputs) != 1 or len(outputs) != 1:
+            # TensorRT needs an address for every output before execute_async_v3; an engine with
+            # outputs nobody reads is not one trtinfer built, so it is refused rather than half-bound.
+            raise ArtifactError(f"the engine has inputs {inputs} and outputs {outputs}; trtinfer runs classifiers "
+                                "with one input and one output (the logits)",
+                                hint="rebuild the artifact with `trtinfer build`, or export the model with only "
+                                     "its logits as output")
         self.input_name = str(inputs[0])
-        self.output_name = str(manifest.output.name if manifest.output.name in outputs else outputs[0])
+        self.output_name = str(outputs[0])
+        if self.output_name != manifest.output.name:
+            raise ArtifactError(f"the engine's output is {self.output_name!r}, the manifest says "
+                                f"{manifest.output.name!r}", hint="rebuild the artifact with `trtinfer build`")
         for name in (self.input_name, self.output_name):
             if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
                 raise ArtifactError(f"engine tensor {name!r} does not live on the GPU", hint="rebuild the engine")
@@ -193,6 +264,12 @@ class _EngineIO:
         self.out_row_bytes = row_bytes(self.out_row_shape, self.out_dtype.itemsize)
         self.in_bytes = buffer_bytes(self.max_rows, self.row_shape, self.in_dtype.itemsize)
         self.out_bytes = buffer_bytes(self.max_rows, self.out_row_shape, self.out_dtype.itemsize)
+        # Chunks cut at multiples of this many rows start 256-byte aligned in both tensors.
+        self.granule = zero_copy_granule(self.in_row_bytes, self.out_row_bytes)
+
+    def plan(self, rows: int, graphs: bool) -> list[Chunk]:
+        chunks = plan_chunks(rows, self.profiles, limit=self.max_rows, granule=self.granule)
+        return graph_chunks(chunks, self.profiles, self.max_rows) if graphs else chunks
 
 
 class TensorRTModel(Model):
@@ -208,7 +285,7 @@ class TensorRTModel(Model):
         self._runtime: Any = None
         trt = trt_support.import_tensorrt()
         device = self.options.device
-        info = trt_support.gpu_info(device)
+        info = cuda.gpu_info(device)
         try:
             trt_support.check_plan_compatible(self.manifest, str(trt.__version__), info["name"],
                                               info["compute_capability"], self.artifact_dir)
@@ -272,67 +349,26 @@ class TensorRTModel(Model):
             self._free.extend(lanes)
             self._lanes_cond.notify(len(lanes))
 
-    # -- host arrays -----------------------------------------------------------------------------
+    # -- inference -------------------------------------------------------------------------------
     def _infer_impl(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        io = self._io
-        self._use_device()
-        rows = x.shape[0]
-        chunks = plan_chunks(rows, io.profiles, limit=io.max_rows)
         if out is None:
-            out = np.empty((rows, *io.out_row_shape), dtype=self.output_dtype)
-        lanes = self._acquire(len(chunks))
-        try:
-            steps = lane_schedule(len(chunks), len(lanes))
-            in_flight: dict[int, Chunk] = {}
-            for step in steps:
-                lane, chunk = lanes[step.lane], chunks[step.chunk]
-                if step.reuse_of is not None:  # the lane's staging still holds an earlier chunk
-                    lane.done.synchronize()
-                    self._collect(lane, chunks[step.reuse_of], out)
-                staged = lane.in_host.view(io.in_dtype, (chunk.run_rows, *io.row_shape))
-                staged[:chunk.rows] = x[chunk.start:chunk.stop]  # casts when the engine takes fp16
-                if chunk.padding:
-                    staged[chunk.rows:] = 0
-                cuda.htod_async(lane.in_dev.ptr, lane.in_host.ptr, chunk.run_rows * io.in_row_bytes, lane.stream)
-                lane.bind(chunk.profile, chunk.run_rows, lane.in_dev.ptr, lane.out_dev.ptr)
-                lane.launch(self.cuda_graphs)
-                cuda.dtoh_async(lane.out_host.ptr, lane.out_dev.ptr, chunk.rows * io.out_row_bytes, lane.stream)
-                lane.done.record(lane.stream)
-                in_flight[step.lane] = chunk
-            self._wait_all(lanes, in_flight)
-            for index, chunk in in_flight.items():
-                self._collect(lanes[index], chunk, out)
-        finally:
-            self._release(lanes)
+            out = np.empty((x.shape[0], *self._io.out_row_shape), dtype=self.output_dtype)
+        self._use_device()
+        self._run(x, None, out, None, None)
         return out
 
-    def _collect(self, lane: _Lane, chunk: Chunk, out: np.ndarray) -> None:
-        io = self._io
-        out[chunk.start:chunk.stop] = lane.out_host.view(io.out_dtype, (chunk.rows, *io.out_row_shape))
-
-    @staticmethod
-    def _wait_all(lanes: list[_Lane], in_flight: dict[int, Chunk]) -> None:
-        """One host synchronisation: the first busy lane's stream waits on the others' events."""
-        busy = [lanes[i] for i in in_flight]
-        if not busy:
-            return
-        first = busy[0]
-        for lane in busy[1:]:
-            first.stream.wait(lane.done)
-        first.stream.synchronize()
-
-    # -- device arrays ---------------------------------------------------------------------------
     def _infer_device(self, x: Any, out: Any, stream: Any) -> tuple[Any, int]:
         io = self._io
         self._use_device()
         x_dev = cuda.device_array(x) if hasattr(x, "__cuda_array_interface__") else None
+        x_host = None
         if x_dev is None:  # host input, device output
             x_host, _ = self._check_host(x)
-            shape, dtype = x_host.shape, x_host.dtype
+            shape = x_host.shape
         else:
-            shape, dtype = x_dev.shape, x_dev.dtype
-            if dtype != io.in_dtype or shape[1:] != io.row_shape:
-                raise DataError(f"device input {shape} {dtype} does not fit the engine's "
+            shape = x_dev.shape
+            if x_dev.dtype != io.in_dtype or shape[1:] != io.row_shape:
+                raise DataError(f"device input {shape} {x_dev.dtype} does not fit the engine's "
                                 f"{('N', *io.row_shape)} {io.in_dtype}",
                                 hint="pass a C-contiguous NCHW device array of the engine's dtype")
         rows = int(shape[0])
@@ -349,31 +385,44 @@ class TensorRTModel(Model):
             result = np.empty(out_shape, dtype=self.output_dtype)
         if rows == 0:
             return result, 0
-        caller = cuda.stream_handle(stream) if stream is not None else (x_dev.stream if x_dev is not None else None)
-        chunks = plan_chunks(rows, io.profiles, limit=io.max_rows)
+        # Work queued by the arrays' producers comes first; the caller's stream (``stream=``, else
+        # the input's producer stream) is the one that later work is ordered after.
+        producers = [cuda.stream_handle(stream)] if stream is not None else []
+        producers += [a.stream for a in (x_dev, out_dev) if a is not None and a.stream is not None]
+        producers = list(dict.fromkeys(producers))
+        caller = producers[0] if producers and (stream is not None or x_dev is not None and x_dev.stream is not None) \
+            else None
+        self._run(x_host, x_dev, result if out_dev is None else None, out_dev, caller, producers)
+        return result, rows
+
+    def _run(self, x_host: np.ndarray | None, x_dev: cuda.DeviceArray | None, out_host: np.ndarray | None,
+             out_dev: cuda.DeviceArray | None, caller: int | None, producers: Sequence[int] = ()) -> None:
+        """One call: chunks over the lanes held, then one wait (or none, see below)."""
+        io = self._io
+        rows = int(x_host.shape[0] if x_host is not None else x_dev.shape[0])
+        chunks = io.plan(rows, self.cuda_graphs)
         lanes = self._acquire(len(chunks))
         try:
-            if caller is not None:  # the producer's work on the caller's stream comes first
+            for producer in producers:  # the producers' queued writes come first
                 fence = lanes[0].done
-                fence.record(caller)
+                fence.record(producer)
                 for lane in lanes:
                     lane.stream.wait(fence)
             in_flight: dict[int, Chunk] = {}
             for step in lane_schedule(len(chunks), len(lanes)):
                 lane, chunk = lanes[step.lane], chunks[step.chunk]
-                if step.reuse_of is not None and out_dev is None:
-                    lane.done.synchronize()
-                    self._collect(lane, chunks[step.reuse_of], result)
-                in_ptr = self._stage_input(lane, chunk, x_dev, None if x_dev is not None else x_host)
-                direct_out = out_dev is not None and not chunk.padding
-                out_ptr = out_dev.ptr + chunk.start * io.out_row_bytes if direct_out else lane.out_dev.ptr
+                if step.reuse_of is not None and out_host is not None:  # the lane's output buffer is needed
+                    lane.wait_done()
+                    self._collect(lane, chunks[step.reuse_of], out_host)
+                in_ptr = self._input(lane, chunk, x_host, x_dev)
+                out_ptr = self._output_address(lane, chunk, out_dev)
                 lane.bind(chunk.profile, chunk.run_rows, in_ptr, out_ptr)
                 lane.launch(self.cuda_graphs)
+                nbytes = chunk.rows * io.out_row_bytes
                 if out_dev is None:
-                    cuda.dtoh_async(lane.out_host.ptr, lane.out_dev.ptr, chunk.rows * io.out_row_bytes, lane.stream)
-                elif not direct_out:
-                    cuda.dtod_async(out_dev.ptr + chunk.start * io.out_row_bytes, lane.out_dev.ptr,
-                                    chunk.rows * io.out_row_bytes, lane.stream)
+                    cuda.dtoh_async(lane.out_host.ptr, lane.out_dev.ptr, nbytes, lane.stream)
+                elif out_ptr == lane.out_dev.ptr:
+                    cuda.dtod_async(out_dev.ptr + chunk.start * io.out_row_bytes, lane.out_dev.ptr, nbytes, lane.stream)
                 lane.done.record(lane.stream)
                 in_flight[step.lane] = chunk
             if out_dev is not None and x_dev is not None and caller is not None:
@@ -381,37 +430,54 @@ class TensorRTModel(Model):
                 # every lane, the host does not wait at all.
                 for index in in_flight:
                     cuda.stream_wait(caller, lanes[index].done)
-            else:
-                self._wait_all(lanes, in_flight)
-                if out_dev is None:
-                    for index, chunk in in_flight.items():
-                        self._collect(lanes[index], chunk, result)
+                return
+            self._wait_all(lanes, in_flight)
+            if out_host is not None:
+                for index, chunk in in_flight.items():
+                    self._collect(lanes[index], chunk, out_host)
         finally:
             self._release(lanes)
-        return result, rows
 
-    def _stage_input(self, lane: _Lane, chunk: Chunk, x_dev: cuda.DeviceArray | None,
-                     x_host: np.ndarray | None) -> int:
+    def _input(self, lane: _Lane, chunk: Chunk, x_host: np.ndarray | None, x_dev: cuda.DeviceArray | None) -> int:
+        """The device address the chunk's input is read from: the caller's array in place where it may
+        be (no padding, aligned, no graph), else the lane's buffer, filled."""
+        if x_dev is None:
+            return lane.stage_host(x_host, chunk)
+        src = x_dev.ptr + chunk.start * self._io.in_row_bytes
+        if not chunk.padding and not self.cuda_graphs and aligned(src):
+            return src  # zero-copy: the engine reads the caller's memory
+        return lane.stage_device(src, chunk)
+
+    def _output_address(self, lane: _Lane, chunk: Chunk, out_dev: cuda.DeviceArray | None) -> int:
+        """Where the engine writes: the caller's device array in place where it may be, else the
+        lane's buffer (copied out after the run)."""
+        if out_dev is not None and not chunk.padding and not self.cuda_graphs:
+            dst = out_dev.ptr + chunk.start * self._io.out_row_bytes
+            if aligned(dst):
+                return dst
+        return lane.out_dev.ptr
+
+    def _collect(self, lane: _Lane, chunk: Chunk, out: np.ndarray) -> None:
         io = self._io
-        if x_dev is not None:
-            src = x_dev.ptr + chunk.start * io.in_row_bytes
-            if not chunk.padding:
-                return src  # zero-copy: the engine reads the caller's memory
-            cuda.dtod_async(lane.in_dev.ptr, src, chunk.rows * io.in_row_bytes, lane.stream)
-            cuda.memset_async(lane.in_dev.ptr + chunk.rows * io.in_row_bytes, 0,
-                              chunk.padding * io.in_row_bytes, lane.stream)
-            return lane.in_dev.ptr
-        staged = lane.in_host.view(io.in_dtype, (chunk.run_rows, *io.row_shape))
-        staged[:chunk.rows] = x_host[chunk.start:chunk.stop]
-        if chunk.padding:
-            staged[chunk.rows:] = 0
-        cuda.htod_async(lane.in_dev.ptr, lane.in_host.ptr, chunk.run_rows * io.in_row_bytes, lane.stream)
-        return lane.in_dev.ptr
+        out[chunk.start:chunk.stop] = lane.out_host.view(io.out_dtype, (chunk.rows, *io.out_row_shape))
+
+    @staticmethod
+    def _wait_all(lanes: list[_Lane], in_flight: dict[int, Chunk]) -> None:
+        """One host synchronisation: the first busy lane's stream waits on the others' events."""
+        busy = [lanes[i] for i in in_flight]
+        if not busy:
+            return
+        first = busy[0]
+        for lane in busy[1:]:
+            first.stream.wait(lane.done)
+        first.stream.synchronize()
+        for lane in busy:
+            lane.finished()
 
     # -- measurements for the benchmark ----------------------------------------------------------
     def compute_time_ms(self, rows: int, repeats: int = 50) -> float:
         """The engine's own time per batch of ``rows`` (CUDA events around the launches alone)."""
-        chunks = plan_chunks(rows, self._io.profiles, limit=self._io.max_rows)
+        chunks = self._io.plan(rows, self.cuda_graphs)
         if len(chunks) != 1:
             raise DataError(f"{rows} rows do not fit one profile; pick at most {self.max_chunk}")
         self._enter()
