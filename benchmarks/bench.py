@@ -117,13 +117,10 @@ def sampling_noise_points(disagreement: float, rows: int) -> float:
 def profile_note(manifest: Manifest, batch: int) -> str | None:
     """A batch size outside every optimization profile of the artifact's engine, said plainly (the
     TensorRT runtime then splits or pads it across profiles); None when a profile holds it."""
-    from trtinfer.builders.profiles import profiles_from_manifest, select_profile
-
-    records = (manifest.engine or {}).get("profiles")
-    if not records:
+    if manifest.engine is None:
         return None
-    profiles = profiles_from_manifest(records)
-    if select_profile(profiles, batch) is not None:
+    profiles = manifest.engine.profiles
+    if any(p.covers(batch) for p in profiles):
         return None
     ranges = ", ".join(str(p) for p in profiles)
     return (f"batch {batch} is outside the engine's profiles ({ranges}): the runtime runs it in chunks that fit; "

@@ -31,9 +31,9 @@ from trtinfer.cache import cache_root
 from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.hashing import sha256_file
 from trtinfer.runtime import cuda
-from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
+from trtinfer.manifest import ONNX_NAME, PLAN_NAME, BatchProfile, EngineRecord, Manifest
 
-from .profiles import DEFAULT_PROFILE, BatchProfile, describe_profiles, profiles_to_manifest, validate_profiles
+from .profiles import DEFAULT_PROFILE, describe_profiles, validate_profiles
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def network_creation_flags(trt: Any) -> int:
 
 
 # Words in the inspector's type descriptions -> precision classes. TensorRT 10 writes
-# "Format/Datatype": "Row major linear FP16 format" (or "Half"); 11 writes "DataType": "Half".
+# "Format/Datatype": "Row major linear FP16 format" (or "Half" for kgen layers). For 11 no host here
+# can show the key (NVIDIA's tooling has read "Format/Datatype" and "Datatype"; "DataType" is also
+# seen), so any key whose letters, lowercased, hold "datatype" or are "format" is read: see _tensor_type.
 _TYPE_WORDS = {
     "int4": "int4", "fp4": "fp4", "int8": "int8", "fp8": "fp8", "e4m3": "fp8",
     "half": "fp16", "fp16": "fp16", "bf16": "bf16", "bfloat16": "bf16", "float": "fp32", "fp32": "fp32",
@@ -111,13 +113,22 @@ def tensor_precision(description: Any) -> str | None:
     return None
 
 
+def _type_key(key: Any) -> bool:
+    """``Format/Datatype``, ``Datatype``, ``DataType``, ``data_type``, ``Format``: keys that hold a tensor's type."""
+    letters = re.sub(r"[^a-z]", "", str(key).lower())
+    return "datatype" in letters or letters in ("format", "type", "dtype")
+
+
 def _tensor_type(record: Any) -> str | None:
+    """A tensor's precision from whichever type key the inspector used; None when it says none
+    (``"N/A due to dynamic shapes"`` without an execution context)."""
     if not isinstance(record, dict):
         return None
-    for key in ("DataType", "Format/Datatype", "Format"):
-        found = tensor_precision(record.get(key))
-        if found:
-            return found
+    for key, value in record.items():
+        if _type_key(key):
+            found = tensor_precision(value)
+            if found:
+                return found
     return None
 
 
@@ -245,28 +256,17 @@ def trt_dtype_name(dtype: Any) -> str:
     return _TRT_DTYPES.get(str(name).upper(), str(name).lower())
 
 
-def engine_manifest_section(*, tensorrt_version: str, gpu: dict[str, Any], settings: EngineBuildSettings,
-                            plan_sha256: str, plan_bytes: int, build_seconds: float, summary: LayerSummary,
-                            timing_cache: Path, timing_cache_reused: bool) -> dict[str, Any]:
-    return {
-        "tensorrt_version": tensorrt_version,
-        "gpu_name": gpu["name"],
-        "compute_capability": gpu["compute_capability"],
-        "driver": gpu.get("driver"),
-        "device": settings.device,
-        "profiles": profiles_to_manifest(settings.profiles),
-        "plan": PLAN_NAME,
-        "plan_sha256": plan_sha256,
-        "plan_bytes": plan_bytes,
-        "build_seconds": round(build_seconds, 3),
-        "layer_precisions": summary.to_manifest(),
-        "compute_layer_precisions": summary.compute_precisions,
-        "timing_cache": {"path": str(timing_cache), "reused": timing_cache_reused},
-        "opt_level": settings.opt_level,
-        "workspace_mib": settings.workspace_mib,
-        "strongly_typed": True,
-        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def engine_record(*, tensorrt_version: str, gpu: dict[str, Any], settings: EngineBuildSettings, plan_sha256: str,
+                  plan_bytes: int, build_seconds: float, summary: LayerSummary, timing_cache: Path,
+                  timing_cache_reused: bool) -> EngineRecord:
+    return EngineRecord(
+        tensorrt_version=tensorrt_version, gpu_name=gpu["name"], compute_capability=gpu["compute_capability"],
+        driver=gpu.get("driver"), device=settings.device, profiles=list(settings.profiles), plan=PLAN_NAME,
+        plan_sha256=plan_sha256, plan_bytes=plan_bytes, build_seconds=round(build_seconds, 3),
+        layer_precisions=summary.to_manifest(), compute_layer_precisions=summary.compute_precisions,
+        timing_cache={"path": str(timing_cache), "reused": timing_cache_reused}, opt_level=settings.opt_level,
+        workspace_mib=settings.workspace_mib, strongly_typed=True,
+        built=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 # -- artifact checks (no TensorRT needed) ---------------------------------------------------------
@@ -402,7 +402,16 @@ def _save_timing_cache(config: Any, path: Path) -> None:
         log.warning("cannot save timing cache %s (%s)", path, exc)
 
 
-def _inspect(trt: Any, plan: Any) -> LayerSummary:
+def _inspect(trt: Any, plan: Any, manifest: Manifest, profile: BatchProfile) -> LayerSummary:
+    """Per-layer precisions of the built engine, read through the engine inspector.
+
+    With dynamic shapes the inspector prints ``"N/A due to dynamic shapes"`` for every tensor's
+    type unless an execution context with all input shapes set is attached to it
+    (``IEngineInspector::setExecutionContext``): one is attached at profile 0's OPT shape (a new
+    context starts on profile 0, so no stream is needed to select it; the precisions of a strongly
+    typed network are the same in every profile). Where that fails, the summary rests on the
+    weights' types of the compute layers, as before.
+    """
     runtime = trt.Runtime(trt_support.trt_logger())
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
@@ -410,6 +419,13 @@ def _inspect(trt: Any, plan: Any) -> LayerSummary:
                                + ("; ".join(trt_support.trt_logger().drain_errors()) or "no reason given"),
                                hint="run `trtinfer doctor`; see the TensorRT messages with -v")
     inspector = engine.create_engine_inspector()
+    context = engine.create_execution_context()
+    shape = profile.shapes(manifest.batch_shape)[1]
+    if context is not None and context.set_input_shape(manifest.input.name, shape):
+        inspector.execution_context = context
+    else:
+        log.warning("cannot attach an execution context at shape %s to the engine inspector; the precision "
+                    "check reads the layers' weight types only", shape)
     return summarize_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
@@ -450,7 +466,7 @@ def build_engine(artifact_dir: str | Path, settings: EngineBuildSettings, progre
                                hint="see the TensorRT messages with -v; try a larger --workspace or a smaller --batch MAX")
     _save_timing_cache(config, cache_path)
     del parser
-    summary = _inspect(trt, plan)
+    summary = _inspect(trt, plan, manifest, settings.profiles[0])
     check_engine_precision(manifest.precision, summary)
     _say(progress, f"engine: built in {seconds:.1f} s, {summary.total} layers "
                    f"({', '.join(f'{n} {p}' for p, n in summary.precisions.items())})")
@@ -481,11 +497,11 @@ def _engine_drop_limit(precision: str, max_drop: float | None) -> float | None:
 
 def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvaluation, device: int = 0,
                     progress: Progress | None = None) -> dict[str, Any]:
-    """Run the artifact's engine through the runtime and its ONNX model through ONNX Runtime on the same
+    """Run the staged engine through the runtime and its ONNX model through ONNX Runtime on the same
     images; the accuracy guard applies to the engine's top-1 against the ONNX model's."""
     import numpy as np
 
-    from trtinfer.runtime import load
+    from trtinfer.runtime.loader import open_tensorrt
 
     from .evaluate import AccuracyGuard, compare, run_onnx
 
@@ -493,7 +509,7 @@ def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvalu
     _say(progress, f"engine: evaluating on {len(x)} images ({evaluation.source or 'evaluation set'})")
     reference = run_onnx(directory / ONNX_NAME, x)
     started = time.perf_counter()
-    with load(directory, backend="tensorrt", device=device) as model:
+    with open_tensorrt(directory, manifest, device=device) as model:
         logits = np.asarray(model.infer(x), dtype=np.float32)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"checked": True, "reference": "onnxruntime (same artifact)",
@@ -506,39 +522,48 @@ def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvalu
     return result
 
 
+def add_engine(directory: Path, manifest: Manifest, settings: EngineBuildSettings, progress: Progress | None = None,
+               evaluation: EngineEvaluation | None = None) -> EngineRecord:
+    """The engine stage inside a staged artifact directory: build ``model.plan`` from its ``model.onnx``,
+    record it on ``manifest`` (the caller's, in hand), evaluate it when asked, write the manifest once.
+
+    The caller owns the staging (a build's or ``--from-onnx``'s), so a failed build or accuracy guard
+    leaves nothing behind when the staging is dropped.
+    """
+    built = build_engine(directory, settings, progress=progress, manifest=manifest)
+    with open(directory / PLAN_NAME, "wb") as f:
+        f.write(memoryview(built.plan))
+        f.flush()
+        os.fsync(f.fileno())
+    manifest.record_file(directory, PLAN_NAME)
+    record = engine_record(
+        tensorrt_version=built.tensorrt_version, gpu=built.gpu, settings=settings,
+        plan_sha256=manifest.files[PLAN_NAME]["sha256"], plan_bytes=manifest.files[PLAN_NAME]["bytes"],
+        build_seconds=built.build_seconds, summary=built.summary, timing_cache=built.timing_cache,
+        timing_cache_reused=built.timing_cache_reused)
+    manifest.engine = record
+    manifest.versions["tensorrt"] = built.tensorrt_version
+    if evaluation is not None:
+        record.evaluation = evaluate_engine(directory, manifest, evaluation, settings.device, progress)
+    manifest.write(directory)
+    return record
+
+
 def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings, progress: Progress | None = None,
-                               evaluation: EngineEvaluation | None = None) -> dict[str, Any]:
-    """Build ``model.plan`` into an artifact directory, atomically, and return the manifest's engine section.
+                               evaluation: EngineEvaluation | None = None) -> EngineRecord:
+    """Build ``model.plan`` into a committed artifact directory (``--from-onnx``), atomically.
 
     The directory is replaced as a whole (old plan and manifest, or new ones, never a mix); the
-    manifest keeps its precision and gains ``engine`` and a sha256 for ``model.plan``. With
-    ``evaluation``, the staged engine is run through the runtime and compared with ONNX Runtime
-    before anything is committed (``engine["evaluation"]``); a failed accuracy guard writes nothing.
+    manifest keeps its precision and gains its engine record and a sha256 for ``model.plan``.
     """
     artifact_dir = Path(artifact_dir)
     manifest = read_artifact_for_engine(artifact_dir)
-    built = build_engine(artifact_dir, settings, progress=progress, manifest=manifest)
     with StagedDirectories() as staging:
         staged = staging.stage(artifact_dir, copy_from=artifact_dir)
-        with open(staged / PLAN_NAME, "wb") as f:
-            f.write(memoryview(built.plan))
-            f.flush()
-            os.fsync(f.fileno())
-        manifest.record_file(staged, PLAN_NAME)
-        section = engine_manifest_section(
-            tensorrt_version=built.tensorrt_version, gpu=built.gpu, settings=settings,
-            plan_sha256=manifest.files[PLAN_NAME]["sha256"], plan_bytes=manifest.files[PLAN_NAME]["bytes"],
-            build_seconds=built.build_seconds, summary=built.summary, timing_cache=built.timing_cache,
-            timing_cache_reused=built.timing_cache_reused)
-        manifest.engine = section
-        manifest.versions["tensorrt"] = built.tensorrt_version
-        manifest.write(staged)
-        if evaluation is not None:
-            section["evaluation"] = evaluate_engine(staged, manifest, evaluation, settings.device, progress)
-            manifest.write(staged)
+        record = add_engine(staged, manifest, settings, progress, evaluation)
         staging.commit()
-    _say(progress, f"engine: wrote {artifact_dir / PLAN_NAME} ({section['plan_bytes'] / 2**20:.1f} MiB)")
-    return section
+    _say(progress, f"engine: wrote {artifact_dir / PLAN_NAME} ({record.plan_bytes / 2**20:.1f} MiB)")
+    return record
 
 
 def load_eval_set(path: str | Path, manifest: Manifest, limit: int | None = None) -> EngineEvaluation:
@@ -552,7 +577,7 @@ def load_eval_set(path: str | Path, manifest: Manifest, limit: int | None = None
 def finish_from_onnx(artifact_dir: str | Path, settings: EngineBuildSettings | None = None, *,
                      eval_data: str | Path | None = None, eval_samples: int | None = None,
                      max_accuracy_drop: float | None = None, allow_accuracy_drop: bool = False,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None) -> EngineRecord:
     """``trtinfer build --from-onnx DIR``: finish on a GPU host what a CPU host started.
 
     Everything checkable without a GPU (the artifact, its files, the evaluation data) is checked
@@ -577,13 +602,10 @@ def plan_matches_manifest(artifact_dir: str | Path) -> bool:
     return bool(entry) and path.is_file() and sha256_file(path) == entry.get("sha256")
 
 
-def describe_engine(section: dict[str, Any]) -> Iterable[str]:
-    """Human lines for a manifest engine section (for `inspect` and build output)."""
-    yield (f"TensorRT {section.get('tensorrt_version')} on {section.get('gpu_name')} "
-           f"(compute capability {section.get('compute_capability')})")
-    profiles = section.get("profiles") or []
-    yield "batch profiles: " + ", ".join(f"{p['min']}:{p['opt']}:{p['max']}" for p in profiles)
-    layers = section.get("layer_precisions") or {}
-    yield "layers: " + ", ".join(f"{n} {p}" for p, n in layers.items())
-    timing = section.get("timing_cache") or {}
+def describe_engine(record: EngineRecord) -> Iterable[str]:
+    """Human lines for a manifest's engine record (for `inspect` and build output)."""
+    yield f"TensorRT {record.tensorrt_version} on {record.gpu_name} (compute capability {record.compute_capability})"
+    yield "batch profiles: " + describe_profiles(record.profiles)
+    yield "layers: " + ", ".join(f"{n} {p}" for p, n in record.layer_precisions.items())
+    timing = record.timing_cache
     yield f"timing cache: {timing.get('path')} ({'reused' if timing.get('reused') else 'new'})"

@@ -257,7 +257,7 @@ class Builder:
             self._check_executions(fp32_path, outputs, eval_set, reference, extra_sections)
 
         with StagedDirectories(overwrite=opts.force) as staged:
-            finals = []
+            artifacts = []
             for precision in opts.precisions:
                 final = opts.out_dir / artifact_name(opts, precision)
                 directory = staged.stage(final)
@@ -269,9 +269,10 @@ class Builder:
                 for key, value in extra_sections[precision].items():
                     setattr(manifest, key, value)
                 manifest.record_file(directory, ONNX_NAME)
-                manifest.write(directory)
-                finals.append(final)
-            self._engine_stage(staged, finals, eval_set)
+                artifacts.append((directory, manifest))
+            if not self._engine_stage(artifacts, eval_set):  # the engine stage writes the manifests it extends
+                for directory, manifest in artifacts:
+                    manifest.write(directory)
             committed = staged.commit()
         for path in committed:
             self.report.step(f"wrote {path}")
@@ -320,23 +321,26 @@ class Builder:
                                 hint="run `trtinfer doctor`, or build the engine later on a GPU host with "
                                      "`trtinfer build --from-onnx DIR`")
 
-    def _engine_stage(self, staged: StagedDirectories, finals: list[Path], eval_set=None) -> None:
+    def _engine_stage(self, staged: list[tuple[Path, Manifest]], eval_set=None) -> bool:
+        """A TensorRT engine into each staged artifact (its manifest in hand); False when this host
+        cannot build one (the ONNX artifacts stand alone, finished later with ``--from-onnx``)."""
         ok, reason = _engine_available()
         if not ok:
             self.report.step(f"stopping after the ONNX stage: no TensorRT engine built ({reason}); next: on a GPU host "
                              f"with TensorRT run `trtinfer build --from-onnx DIR` for each artifact")
-            return
-        from .engine import EngineBuildSettings, EngineEvaluation, build_engine_into_artifact
+            return False
+        from .engine import EngineBuildSettings, EngineEvaluation, add_engine
 
         settings = self.opts.engine or EngineBuildSettings()
-        for final in finals:
+        for directory, manifest in staged:
             evaluation = None
             if eval_set is not None:
                 evaluation = EngineEvaluation(x=eval_set.x, labels=eval_set.labels, source=eval_set.source,
                                               max_drop=self.opts.max_accuracy_drop,
                                               allow=self.opts.allow_accuracy_drop)
-            self.report.step(f"building TensorRT engine for {final.name}")
-            build_engine_into_artifact(staged.path_for(final), settings, progress=self.report, evaluation=evaluation)
+            self.report.step(f"building TensorRT engine for {manifest.name}")
+            add_engine(directory, manifest, settings, progress=self.report, evaluation=evaluation)
+        return True
 
     def _print_validation(self, validation: dict) -> None:
         for key in ("random", "eval"):

@@ -1,5 +1,6 @@
 """The artifact contract across schema versions: a schema-1 artifact (tests/data/artifact-v1, a real
-v1 manifest) keeps loading and running; schema 2 requires ``target``."""
+v1 manifest) and a schema-2 artifact with a TensorRT engine section (tests/data/artifact-v2) keep
+loading and running; schema 2 requires ``target``; schema 3 makes ``engine`` a typed, complete record."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 
 import trtinfer
 from trtinfer.errors import ArtifactError
-from trtinfer.manifest import SCHEMA_VERSION, Manifest
+from trtinfer.manifest import SCHEMA_VERSION, BatchProfile, EngineRecord, Manifest
+from trtinfer.trt_support import check_plan_compatible
 
 V1 = Path(__file__).parent / "data" / "artifact-v1"
+V2 = Path(__file__).parent / "data" / "artifact-v2"
 
 
 def test_schema_1_artifact_loads_and_runs(tmp_path):
@@ -30,8 +33,7 @@ def test_schema_1_artifact_loads_and_runs(tmp_path):
         assert "bf16" not in model.execution
 
 
-def test_schema_2_is_what_the_build_writes_and_needs_a_target(tmp_path):
-    assert SCHEMA_VERSION == 2
+def test_schema_2_needs_a_target(tmp_path):
     art = tmp_path / "v2"
     shutil.copytree(V1, art)
     data = json.loads((art / "manifest.json").read_text())
@@ -53,7 +55,59 @@ def test_schema_2_is_what_the_build_writes_and_needs_a_target(tmp_path):
     assert Manifest.read(art).target == "cpu"
 
 
-@pytest.mark.parametrize("version", [0, 3, "2", True, None])
+def test_schema_2_engine_section_reads_into_the_typed_record(tmp_path):
+    art = tmp_path / "v2"
+    shutil.copytree(V2, art)
+    m = Manifest.read(art)
+    assert m.schema_version == 2 and m.target == "gpu"
+    record = m.engine
+    assert isinstance(record, EngineRecord)
+    assert record.profiles == [BatchProfile(1, 32, 256)] and record.tensorrt_version == "10.16.1.11"
+    assert record.compute_capability == "9.0" and record.layer_precisions["int8"] == 28
+    assert record.evaluation["checked"] is True and record.workspace_mib is None
+    m.verify_files(art)
+    with pytest.raises(ArtifactError, match="built for TensorRT 10.16.1.11"):  # the runtime's check reads it
+        check_plan_compatible(m, "11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", art)
+    check_plan_compatible(m, "10.16.1.11", "NVIDIA H100 80GB HBM3", "9.0", art)
+    with trtinfer.load(art) as model:  # no TensorRT here: its ONNX model runs on the CPU
+        x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+        assert model.infer(x).shape == (4, 10) and model.backend != "tensorrt"
+    # written back, it becomes schema 3 with the same record
+    m.schema_version = SCHEMA_VERSION
+    m.write(art)
+    again = Manifest.read(art)
+    assert again.schema_version == 3 and again.engine == record
+
+
+def test_schema_3_engine_is_null_or_complete(tmp_path):
+    assert SCHEMA_VERSION == 3
+    art = tmp_path / "v3"
+    shutil.copytree(V2, art)
+    data = json.loads((art / "manifest.json").read_text())
+    data["schema_version"] = 3
+    (art / "manifest.json").write_text(json.dumps(data))
+    assert Manifest.read(art).engine.plan_bytes == data["engine"]["plan_bytes"]
+    for field_name, broken, message in [
+        ("plan_sha256", None, "field 'engine.plan_sha256' is missing"),
+        ("profiles", [{"min": 8, "opt": 4, "max": 16}], "engine.profiles.0.' batch profile 8:4:16 needs"),
+        ("profiles", [{"min": 1, "opt": 4, "max": 16}, {"min": 8, "opt": 8, "max": 8}], "non-overlapping"),
+        ("profiles", "1:32:256", "engine.profiles' must be a list"),
+        ("plan", "../model.plan", "engine.plan' is '../model.plan'"),
+    ]:
+        bad = json.loads(json.dumps(data))
+        if broken is None:
+            del bad["engine"][field_name]
+        else:
+            bad["engine"][field_name] = broken
+        (art / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=message):
+            Manifest.read(art)
+    data["engine"] = None
+    (art / "manifest.json").write_text(json.dumps(data))
+    assert Manifest.read(art).engine is None
+
+
+@pytest.mark.parametrize("version", [0, 4, "2", True, None])
 def test_other_versions_are_refused(tmp_path, version):
     art = tmp_path / "v"
     shutil.copytree(V1, art)

@@ -16,12 +16,15 @@ from typing import Any
 from .errors import ArtifactError
 from .hashing import sha256_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Versions this trtinfer reads. 2 (issue 16) added ``target`` (cpu|gpu: which deployment the
 #: artifact's INT8 graph and accuracy checks were made for) and ``accuracy.executions`` (each CPU
 #: execution's measured accuracy, which ``load(backend="auto")`` may choose from); a version-1
 #: manifest reads with ``target`` "" (made before the choice existed) and no recorded executions.
-READABLE_SCHEMA_VERSIONS = (1, 2)
+#: 3 (issue 17) made ``engine`` a typed record (:class:`EngineRecord`): ``null`` without a plan,
+#: else every field present and checked; a version-1 or -2 ``engine`` object reads into the same
+#: record (``{}`` as no engine), with the fields those versions could lack left at their defaults.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 TARGETS = ("cpu", "gpu")
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse anything absurd before parsing it
@@ -55,6 +58,76 @@ class PreprocessSpec:
     color: str = "RGB"
 
 
+@dataclass(frozen=True, order=True)
+class BatchProfile:
+    """One optimization profile's batch range; ``opt`` is the size TensorRT tunes its kernels for.
+
+    The one profile type of the build (``--batch MIN:OPT:MAX``), the manifest's engine record and
+    the runtime's chunk planning. An invalid range raises ValueError; each caller words it for
+    its user (a CLI option, a manifest field, an engine).
+    """
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        values = (self.min, self.opt, self.max)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"batch profile {values} must hold integers")
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"batch profile {self} needs 1 <= MIN <= OPT <= MAX")
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+    def covers(self, batch: int) -> bool:
+        return self.min <= batch <= self.max
+
+    def shapes(self, sample_shape: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) full input shapes for a per-sample shape such as (3, 224, 224)."""
+        rest = tuple(int(d) for d in sample_shape)
+        if any(d < 1 for d in rest):
+            raise ValueError(f"input shape {list(rest)} after the batch dimension must be static and positive")
+        return (self.min, *rest), (self.opt, *rest), (self.max, *rest)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+@dataclass
+class EngineRecord:
+    """What the engine stage recorded about ``model.plan``: where it was built and how.
+
+    A TensorRT engine runs only on the TensorRT version and compute capability it was built
+    with; the runtime checks both before deserialising (``check_plan_compatible``).
+    """
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    profiles: list[BatchProfile]  # in engine order: index i is TensorRT's profile i
+    plan_sha256: str = ""
+    plan_bytes: int = 0
+    plan: str = PLAN_NAME
+    driver: str | None = None
+    device: int = 0
+    build_seconds: float = 0.0
+    layer_precisions: dict[str, int] = field(default_factory=dict)
+    compute_layer_precisions: dict[str, int] = field(default_factory=dict)
+    timing_cache: dict[str, Any] = field(default_factory=dict)  # {"path", "reused"}
+    opt_level: int | None = None
+    workspace_mib: int | None = None
+    strongly_typed: bool = True
+    built: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)  # engine vs ONNX Runtime, when evaluated
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["profiles"] = [p.to_dict() for p in self.profiles]
+        return data
+
+
 @dataclass
 class Manifest:
     name: str
@@ -72,7 +145,7 @@ class Manifest:
     accuracy: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     conversion: dict[str, Any] = field(default_factory=dict)  # FP16/INT8 tool facts
-    engine: dict[str, Any] = field(default_factory=dict)
+    engine: EngineRecord | None = None  # set by the engine stage (TensorRT hosts)
     variant: dict[str, Any] = field(default_factory=dict)
     target: str = "cpu"  # "cpu" | "gpu" (the build sets it); "" when read from a schema-1 manifest
     created: str = ""
@@ -82,6 +155,7 @@ class Manifest:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["engine"] = self.engine.to_dict() if self.engine is not None else None
         order = ["schema_version", "name", "arch", "num_classes", "precision", "target", "input", "output",
                  "preprocess", "labels"]
         return {**{k: data[k] for k in order}, **{k: v for k, v in data.items() if k not in order}}
@@ -282,6 +356,66 @@ class _ManifestReader:
             self.integer(self.get(entry, "bytes", f"files.{name}."), f"files.{name}.bytes")
         return files
 
+    def profiles(self, value: Any, field_name: str) -> list[BatchProfile]:
+        if not isinstance(value, list) or not 1 <= len(value) <= 64:
+            raise self.fail(field_name, f"must be a list of {{min, opt, max}} records, not {_show(value)}")
+        out = []
+        for i, record in enumerate(value):
+            name = f"{field_name}[{i}]"
+            if not isinstance(record, dict):
+                raise self.fail(name, f"must be a {{min, opt, max}} record, not {_show(record)}")
+            numbers = [self.integer(self.get(record, k, name + "."), f"{name}.{k}", 1, 1 << 20)
+                       for k in ("min", "opt", "max")]
+            try:
+                out.append(BatchProfile(*numbers))
+            except ValueError as exc:
+                raise self.fail(name, str(exc)) from None
+        if any(b.min <= a.max for a, b in zip(out, out[1:])):
+            raise self.fail(field_name, "must list non-overlapping ranges in ascending order")
+        return out
+
+    def engine(self, data: dict[str, Any], version: int) -> EngineRecord | None:
+        """Schema 3: ``null`` or a complete record. Schemas 1-2: a free object, ``{}`` for none."""
+        body = data.get("engine")
+        if body is None or (version < 3 and body == {}):
+            return None
+        if not isinstance(body, dict):
+            raise self.fail("engine", f"must be an object (or null), not {_show(body)}")
+        p = "engine."
+        required = version >= 3
+        optional_string = (lambda key, default="": self.string(body, key, p) if required or key in body else default)
+        record = EngineRecord(
+            tensorrt_version=self.string(body, "tensorrt_version", p),
+            gpu_name=self.string(body, "gpu_name", p),
+            compute_capability=self.string(body, "compute_capability", p),
+            profiles=self.profiles(self.get(body, "profiles", p), p + "profiles"),
+            plan_sha256=optional_string("plan_sha256"),
+            plan=optional_string("plan", PLAN_NAME),
+            built=optional_string("built"),
+        )
+        if record.plan != PLAN_NAME:
+            raise self.fail(p + "plan", f"is {record.plan!r}, not {PLAN_NAME!r}")
+        if required or "plan_bytes" in body:
+            record.plan_bytes = self.integer(self.get(body, "plan_bytes", p), p + "plan_bytes")
+        for key in ("device", "opt_level", "workspace_mib"):
+            if body.get(key) is not None:
+                setattr(record, key, self.integer(body[key], p + key))
+        if body.get("build_seconds") is not None:
+            record.build_seconds = self.number(body["build_seconds"], p + "build_seconds")
+        if body.get("driver") is not None:
+            record.driver = self.string(body, "driver", p)
+        for key in ("layer_precisions", "compute_layer_precisions"):
+            counts = self.section(body, key)
+            for name, count in counts.items():
+                self.integer(count, f"{p}{key}.{name}")
+            setattr(record, key, dict(counts))
+        record.timing_cache = self.section(body, "timing_cache")
+        record.evaluation = self.section(body, "evaluation")
+        if not isinstance(body.get("strongly_typed", True), bool):
+            raise self.fail(p + "strongly_typed", f"must be true or false, not {_show(body['strongly_typed'])}")
+        record.strongly_typed = bool(body.get("strongly_typed", True))
+        return record
+
     def read(self, cls: type[Manifest], data: dict[str, Any], version: int = SCHEMA_VERSION) -> Manifest:
         num_classes = self.integer(self.get(data, "num_classes"), "num_classes", 1, 1 << 20)
         labels = self.get(data, "labels")
@@ -304,9 +438,9 @@ class _ManifestReader:
             "labels": list(labels), "precision": self.string(data, "precision", choices=PRECISIONS),
             "input": inp, "output": output, "preprocess": pre, "files": self.files(data),
         }
-        for key in ("source", "versions", "validation", "accuracy", "calibration", "conversion", "engine",
-                    "variant"):
+        for key in ("source", "versions", "validation", "accuracy", "calibration", "conversion", "variant"):
             fields[key] = self.section(data, key)
+        fields["engine"] = self.engine(data, version)
         fields["target"] = "" if version == 1 else self.string(data, "target", choices=TARGETS)
         executions = fields["accuracy"].get("executions", {})
         if not isinstance(executions, dict) or not all(isinstance(v, dict) for v in executions.values()):

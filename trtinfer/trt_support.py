@@ -156,13 +156,11 @@ def check_plan_compatible(manifest: Manifest, trt_version: str, gpu_name: str, c
     """
     where = str(artifact_dir) if artifact_dir is not None else "DIR"
     hint = REBUILD_HINT.format(dir=where)
-    record = manifest.engine or {}
-    built_trt = record.get("tensorrt_version")
-    built_cc = record.get("compute_capability")
-    built_gpu = record.get("gpu_name") or "unknown GPU"
-    if not built_trt or not built_cc:
+    record = manifest.engine
+    if record is None:
         raise ArtifactError(f"the manifest of {manifest.name!r} has no engine record, so its {PLAN_NAME} "
                             "cannot be checked against this host", hint=hint)
+    built_trt, built_cc, built_gpu = record.tensorrt_version, record.compute_capability, record.gpu_name
     mismatches = []
     if str(built_trt) != str(trt_version):
         mismatches.append(f"TensorRT {built_trt} (this host has TensorRT {trt_version})")

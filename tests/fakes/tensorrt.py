@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.manifest import PLAN_NAME, Manifest
-from trtinfer.runtime.planning import Profile
+from trtinfer.manifest import PLAN_NAME, BatchProfile, EngineRecord, Manifest
 
 from .cuda import FakeCuda, FakeDeviceArray, Op
 
@@ -104,7 +103,7 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, fake: FakeCuda, profiles: list[Profile], outputs: tuple[str, ...] = ("logits",)) -> None:
+    def __init__(self, fake: FakeCuda, profiles: list[BatchProfile], outputs: tuple[str, ...] = ("logits",)) -> None:
         self.fake = fake
         self.profiles = profiles
         self.contexts: list[FakeContext] = []
@@ -155,7 +154,7 @@ class FakeTrt:
     class DataType:
         FLOAT, HALF, INT8, INT32, UINT8, BOOL = "FLOAT", "HALF", "INT8", "INT32", "UINT8", "BOOL"
 
-    def __init__(self, fake: FakeCuda, profiles: list[Profile], outputs: tuple[str, ...] = ("logits",)) -> None:
+    def __init__(self, fake: FakeCuda, profiles: list[BatchProfile], outputs: tuple[str, ...] = ("logits",)) -> None:
         self.fake = fake
         self.profiles = profiles
         self.outputs = outputs
@@ -176,7 +175,7 @@ class FakeTrt:
         self.Runtime = Runtime
 
 
-def make_plan_artifact(src: Path, dst: Path, profiles: list[Profile], trt_version: str = TRT_VERSION,
+def make_plan_artifact(src: Path, dst: Path, profiles: list[BatchProfile], trt_version: str = TRT_VERSION,
                        compute_capability: str = "9.0", plan: bytes = PLAN_BYTES) -> Path:
     """A copy of an ONNX artifact with a (fake) model.plan and its engine record."""
     import shutil
@@ -185,14 +184,15 @@ def make_plan_artifact(src: Path, dst: Path, profiles: list[Profile], trt_versio
     (dst / PLAN_NAME).write_bytes(plan)
     manifest = Manifest.read(dst)
     manifest.record_file(dst, PLAN_NAME)
-    manifest.engine = {"profiles": [{"min": p.min, "opt": p.opt, "max": p.max} for p in profiles],
-                       "tensorrt_version": trt_version, "gpu_name": GPU["name"],
-                       "compute_capability": compute_capability}
+    manifest.engine = EngineRecord(tensorrt_version=trt_version, gpu_name=GPU["name"],
+                                   compute_capability=compute_capability, profiles=list(profiles),
+                                   plan_sha256=manifest.files[PLAN_NAME]["sha256"],
+                                   plan_bytes=manifest.files[PLAN_NAME]["bytes"], built="2026-11-24T00:00:00+00:00")
     manifest.write(dst)
     return dst
 
 
-def install(monkeypatch, profiles: list[Profile], outputs: tuple[str, ...] = ("logits",)) -> SimpleNamespace:
+def install(monkeypatch, profiles: list[BatchProfile], outputs: tuple[str, ...] = ("logits",)) -> SimpleNamespace:
     """Patch the TensorRT backend onto the stand-ins; returns them for inspection."""
     from trtinfer import trt_support
     from trtinfer.runtime import loader, tensorrt_backend

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 
 from trtinfer.errors import ArtifactError, DataError
-from trtinfer.runtime.planning import (BUFFER_ALIGNMENT, Chunk, GraphCache, Profile, Step, align, aligned,
+from trtinfer.manifest import BatchProfile
+from trtinfer.runtime.planning import (BUFFER_ALIGNMENT, Chunk, GraphCache, Step, align, aligned,
                                        buffer_bytes, choose_profile, graph_batch_sizes, graph_chunks, lane_buffer_bytes,
-                                       lane_schedule, lanes_for_call, plan_chunks, profiles_from_records, row_bytes,
+                                       lane_schedule, lanes_for_call, plan_chunks, row_bytes,
                                        uniform_chunks, zero_copy_granule)
 
-ONE = [Profile(1, 32, 128)]
-GAPPED = [Profile(1, 4, 8), Profile(16, 32, 64)]
-HIGH_MIN = [Profile(8, 16, 32)]
+ONE = [BatchProfile(1, 32, 128)]
+GAPPED = [BatchProfile(1, 4, 8), BatchProfile(16, 32, 64)]
+HIGH_MIN = [BatchProfile(8, 16, 32)]
 
 
 def covered(chunks: list[Chunk], rows: int) -> bool:
@@ -28,22 +29,15 @@ def covered(chunks: list[Chunk], rows: int) -> bool:
 
 # -- profiles --------------------------------------------------------------------------------------
 def test_profile_checks_its_range():
-    with pytest.raises(ArtifactError):
-        Profile(0, 1, 2)
-    with pytest.raises(ArtifactError):
-        Profile(4, 2, 8)
-    assert Profile(2, 4, 8).covers(2) and Profile(2, 4, 8).covers(8) and not Profile(2, 4, 8).covers(9)
-
-
-def test_profiles_from_manifest_records():
-    assert profiles_from_records([{"min": 1, "opt": 32, "max": 256}]) == [Profile(1, 32, 256)]
-    for bad in ([], None, [{"min": 1}], [{"min": "a", "opt": 1, "max": 2}]):
-        with pytest.raises(ArtifactError):
-            profiles_from_records(bad)
+    with pytest.raises(ValueError):
+        BatchProfile(0, 1, 2)
+    with pytest.raises(ValueError):
+        BatchProfile(4, 2, 8)
+    assert BatchProfile(2, 4, 8).covers(2) and BatchProfile(2, 4, 8).covers(8) and not BatchProfile(2, 4, 8).covers(9)
 
 
 def test_choose_profile_prefers_current_then_nearest_opt():
-    overlapping = [Profile(1, 8, 64), Profile(1, 48, 64)]
+    overlapping = [BatchProfile(1, 8, 64), BatchProfile(1, 48, 64)]
     assert choose_profile(40, overlapping) == 1          # opt 48 is nearer than 8
     assert choose_profile(40, overlapping, current=0) == 0  # no switch when the current one covers it
     assert choose_profile(10, GAPPED) is None            # in the gap
@@ -100,7 +94,7 @@ def test_plan_refuses_nonsense():
 
 
 def test_consecutive_chunks_keep_their_profile():
-    overlapping = [Profile(1, 8, 64), Profile(1, 64, 64)]
+    overlapping = [BatchProfile(1, 8, 64), BatchProfile(1, 64, 64)]
     chunks = plan_chunks(200, overlapping)
     assert {c.profile for c in chunks[:-1]} == {chunks[0].profile}
 
@@ -186,22 +180,22 @@ def test_alignment_arithmetic():
 
 
 def test_chunks_are_cut_at_whole_granules():
-    chunks = plan_chunks(600, [Profile(1, 32, 256)], limit=100, granule=32)
+    chunks = plan_chunks(600, [BatchProfile(1, 32, 256)], limit=100, granule=32)
     assert [c.start for c in chunks] == [0, 96, 192, 288, 384, 480, 576]
     assert all(c.start % 32 == 0 for c in chunks)
     # a limit below one granule cannot be rounded: chunks stay as large as allowed
-    assert [c.rows for c in plan_chunks(40, [Profile(1, 8, 16)], granule=32)] == [16, 16, 8]
+    assert [c.rows for c in plan_chunks(40, [BatchProfile(1, 8, 16)], granule=32)] == [16, 16, 8]
     with pytest.raises(DataError):
-        plan_chunks(4, [Profile(1, 1, 4)], granule=0)
+        plan_chunks(4, [BatchProfile(1, 1, 4)], granule=0)
 
 
 def test_graph_batch_sizes_bound_the_captures():
-    sizes = graph_batch_sizes(Profile(1, 32, 256))
+    sizes = graph_batch_sizes(BatchProfile(1, 32, 256))
     assert sizes == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-    assert graph_batch_sizes(Profile(8, 12, 16)) == [8, 12, 16]
-    assert graph_batch_sizes(Profile(1, 8, 16), limit=10) == [1, 2, 3, 4, 6, 8, 10]
+    assert graph_batch_sizes(BatchProfile(8, 12, 16)) == [8, 12, 16]
+    assert graph_batch_sizes(BatchProfile(1, 8, 16), limit=10) == [1, 2, 3, 4, 6, 8, 10]
     for rows in range(1, 257):  # every batch runs padded by at most a third of what runs
         run = min(s for s in sizes if s >= rows)
         assert run - rows <= run / 3
-    chunks = graph_chunks(plan_chunks(300, [Profile(1, 32, 256)]), [Profile(1, 32, 256)])
+    chunks = graph_chunks(plan_chunks(300, [BatchProfile(1, 32, 256)]), [BatchProfile(1, 32, 256)])
     assert [(c.rows, c.run_rows) for c in chunks] == [(256, 256), (44, 48)]

@@ -17,16 +17,16 @@ import pytest
 
 import trtinfer
 from trtinfer.errors import ArtifactError, DataError
-from trtinfer.runtime.planning import Profile
+from trtinfer.manifest import BatchProfile
 from trtinfer.runtime.tensorrt_backend import PlanIncompatibleError
 
 from fakes import tensorrt as fake_trt
 from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
 from .helpers import distinct_inputs, run_in_threads
 
-SIMPLE = [Profile(1, 8, 16)]
-HIGH_MIN = [Profile(4, 8, 16)]
-GAPPED = [Profile(1, 2, 4), Profile(8, 12, 16)]
+SIMPLE = [BatchProfile(1, 8, 16)]
+HIGH_MIN = [BatchProfile(4, 8, 16)]
+GAPPED = [BatchProfile(1, 2, 4), BatchProfile(8, 12, 16)]
 
 
 @pytest.fixture
@@ -231,7 +231,6 @@ def engine_artifact(tmp_path_factory, tiny_model):
     if reason:
         pytest.skip(f"needs TensorRT: {reason}")
     from trtinfer.builders.engine import EngineBuildSettings, build_engine_into_artifact
-    from trtinfer.builders.profiles import BatchProfile
 
     from .helpers import export_artifact
 

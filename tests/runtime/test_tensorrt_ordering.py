@@ -15,12 +15,12 @@ import trtinfer
 from fakes import tensorrt as fake_trt
 from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
 from trtinfer.errors import ArtifactError
-from trtinfer.runtime.planning import Profile
+from trtinfer.manifest import BatchProfile
 
 from .helpers import distinct_inputs
 
-SIMPLE = [Profile(1, 8, 16)]
-GAPPED = [Profile(1, 2, 4), Profile(8, 12, 16)]
+SIMPLE = [BatchProfile(1, 8, 16)]
+GAPPED = [BatchProfile(1, 2, 4), BatchProfile(8, 12, 16)]
 ROW_BYTES, OUT_ROW_BYTES = 3 * 32 * 32 * 4, 10 * 4
 
 
@@ -85,7 +85,7 @@ def test_misaligned_slices_are_copied_through_the_lanes_buffers(fakes, plan_arti
         assert all(a % 256 == 0 for a in bound)
 
 
-@pytest.mark.parametrize("fakes", [[Profile(1, 32, 128)]], indirect=True)
+@pytest.mark.parametrize("fakes", [[BatchProfile(1, 32, 128)]], indirect=True)
 def test_chunks_start_on_aligned_rows_so_large_calls_stay_zero_copy(fakes, plan_artifact):
     fake = fakes[0].cuda
     x = distinct_inputs(300)

@@ -103,7 +103,7 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
                                                   f"top-1 agreement {r['top1_agreement']:.2%}, passed {r['passed']}"))
             except (KeyError, TypeError, ValueError):  # an informational section: show it raw
                 rows.append((f"validation {key}", _fmt(r)))
-    for section in ("conversion", "accuracy", "calibration", "engine"):
+    for section in ("conversion", "accuracy", "calibration"):
         value = getattr(m, section)
         if value:
             rows.append((section, _fmt(value)))
@@ -112,6 +112,10 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
             rows.extend(("int8 choice", line) for line in _choice_lines(value))
         if section == "accuracy":
             rows.extend(("execution", line) for line in _execution_lines(value))
+    if m.engine is not None:
+        from trtinfer.builders.engine import describe_engine
+
+        rows.extend(("engine", line) for line in describe_engine(m.engine))
     rows.append(("versions", _fmt(m.versions)))
     rows.append(("created", f"{m.created} by trtinfer {m.trtinfer_version}"))
     if verify:

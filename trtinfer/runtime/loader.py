@@ -102,6 +102,13 @@ def _open_cpu(directory: Path, manifest: Manifest, options: RuntimeOptions, why_
     return choose_and_open(manifest, directory, options, open_execution, why_not_gpu)
 
 
+def open_tensorrt(directory: str | Path, manifest: Manifest, **options: Any) -> Model:
+    """The TensorRT model of an artifact whose manifest is in hand rather than on disk: the engine
+    stage runs a staged engine before the one write of its manifest."""
+    opts = RuntimeOptions.from_kwargs(options)
+    return _open(_model_class("tensorrt"), Path(directory), manifest, opts, "the engine stage's evaluation")
+
+
 def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Model:
     """Open an artifact for inference.
 

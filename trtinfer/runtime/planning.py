@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ArtifactError, DataError
+from ..manifest import BatchProfile
 
 #: TensorRT requires every I/O tensor address given to ``setTensorAddress`` to be aligned to 256
 #: bytes. cudaMalloc's blocks are; an address inside a caller's array (a chunk's start, a slice) may not be.
@@ -24,42 +25,7 @@ TENSOR_ALIGNMENT = 256
 BUFFER_ALIGNMENT = TENSOR_ALIGNMENT
 
 
-@dataclass(frozen=True)
-class Profile:
-    """One optimization profile's batch range (``opt`` is the size TensorRT tuned kernels for)."""
-
-    min: int
-    opt: int
-    max: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ArtifactError(f"batch profile {self.min}:{self.opt}:{self.max} needs 1 <= MIN <= OPT <= MAX",
-                                hint="rebuild the engine with `trtinfer build --from-onnx DIR`")
-
-    def covers(self, batch: int) -> bool:
-        return self.min <= batch <= self.max
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.opt}:{self.max}"
-
-
-def profiles_from_records(records: Any) -> list[Profile]:
-    """The manifest's ``engine["profiles"]`` (``[{"min", "opt", "max"}, ...]``) in engine order."""
-    if not isinstance(records, list) or not records:
-        raise ArtifactError("the manifest's engine section lists no batch profiles",
-                            hint="rebuild the engine with `trtinfer build --from-onnx DIR`")
-    out = []
-    for record in records:
-        try:
-            out.append(Profile(int(record["min"]), int(record["opt"]), int(record["max"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"engine profile {record!r} is not a {{min, opt, max}} record",
-                                hint="rebuild the engine with `trtinfer build --from-onnx DIR`") from exc
-    return out
-
-
-def choose_profile(batch: int, profiles: Sequence[Profile], current: int | None = None) -> int | None:
+def choose_profile(batch: int, profiles: Sequence[BatchProfile], current: int | None = None) -> int | None:
     """Index of the profile to run ``batch`` rows with, or None when no profile covers it.
 
     The context's current profile wins when it covers the batch (switching profiles makes
@@ -100,7 +66,7 @@ class Chunk:
         return self.run_rows - self.rows
 
 
-def plan_chunks(rows: int, profiles: Sequence[Profile], limit: int | None = None, granule: int = 1) -> list[Chunk]:
+def plan_chunks(rows: int, profiles: Sequence[BatchProfile], limit: int | None = None, granule: int = 1) -> list[Chunk]:
     """Split ``rows`` into chunks each of which some profile can run, in order.
 
     Chunks are as large as possible (at most ``limit`` and the largest profile MAX, rounded down to
@@ -166,7 +132,7 @@ def zero_copy_granule(*row_sizes: int, alignment: int = TENSOR_ALIGNMENT) -> int
     return k
 
 
-def graph_batch_sizes(profile: Profile, limit: int | None = None) -> list[int]:
+def graph_batch_sizes(profile: BatchProfile, limit: int | None = None) -> list[int]:
     """The batch sizes a lane captures CUDA graphs for on ``profile``: its MIN and MAX (or ``limit``)
     and the ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... between them.
 
@@ -183,7 +149,7 @@ def graph_batch_sizes(profile: Profile, limit: int | None = None) -> list[int]:
     return sorted(sizes)
 
 
-def graph_chunks(chunks: Sequence[Chunk], profiles: Sequence[Profile], limit: int | None = None) -> list[Chunk]:
+def graph_chunks(chunks: Sequence[Chunk], profiles: Sequence[BatchProfile], limit: int | None = None) -> list[Chunk]:
     """``chunks`` with each one's ``run_rows`` raised to its profile's next graph batch size."""
     out = []
     for chunk in chunks:
@@ -218,7 +184,7 @@ def buffer_bytes(max_rows: int, row_shape: Sequence[int], itemsize: int) -> int:
     return align(max(1, int(max_rows)) * row_bytes(row_shape, itemsize))
 
 
-def lane_buffer_bytes(profiles: Sequence[Profile], tensors: dict[str, tuple[Sequence[int], int]]) -> dict[str, int]:
+def lane_buffer_bytes(profiles: Sequence[BatchProfile], tensors: dict[str, tuple[Sequence[int], int]]) -> dict[str, int]:
     """Per-tensor staging bytes for one lane: sized for the largest MAX, since a lane may switch
     profiles. ``tensors`` maps name -> (row shape, itemsize)."""
     max_rows = max(p.max for p in profiles)

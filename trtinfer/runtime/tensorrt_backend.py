@@ -42,8 +42,9 @@ import numpy as np
 from ..errors import ArtifactError, BackendUnavailable, DataError, InternalError, TrtInferError
 from . import cuda
 from .model import Model
-from .planning import (Chunk, GraphCache, Profile, aligned, buffer_bytes, graph_chunks, lane_schedule,
-                       lanes_for_call, plan_chunks, profiles_from_records, row_bytes, zero_copy_granule)
+from ..manifest import BatchProfile
+from .planning import (Chunk, GraphCache, aligned, buffer_bytes, graph_chunks, lane_schedule, lanes_for_call,
+                       plan_chunks, row_bytes, zero_copy_granule)
 
 log = logging.getLogger(__name__)
 
@@ -247,16 +248,20 @@ class _EngineIO:
         out_shape = tuple(engine.get_tensor_shape(self.output_name))
         self.row_shape = tuple(int(d) for d in in_shape[1:])
         self.out_row_shape = tuple(int(d) for d in out_shape[1:])
-        self.profiles: list[Profile] = []
+        ranges = []
         for p in range(engine.num_optimization_profiles):
             low, opt, high = (tuple(s) for s in engine.get_tensor_profile_shape(self.input_name, p))
             if low[1:] != self.row_shape or high[1:] != self.row_shape:
                 raise ArtifactError(f"profile {p} varies more than the batch dimension ({low} .. {high})",
                                     hint="rebuild the engine with only the batch dimension dynamic")
-            self.profiles.append(Profile(int(low[0]), int(opt[0]), int(high[0])))
-        if not self.profiles:  # a static engine: its one shape is its only profile
-            batch = int(in_shape[0])
-            self.profiles = [Profile(batch, batch, batch)]
+            ranges.append((int(low[0]), int(opt[0]), int(high[0])))
+        if not ranges:  # a static engine: its one shape is its only profile
+            ranges = [(int(in_shape[0]),) * 3]
+        try:
+            self.profiles = [BatchProfile(*r) for r in ranges]
+        except ValueError as exc:
+            raise ArtifactError(f"the engine's optimization profiles are invalid: {exc}",
+                                hint="rebuild the engine with `trtinfer build --from-onnx DIR`") from None
         self.max_rows = max(p.max for p in self.profiles)
         if limit is not None:
             self.max_rows = min(self.max_rows, max(limit, min(p.min for p in self.profiles)))
@@ -307,10 +312,10 @@ class TensorRTModel(Model):
             if io.row_shape != self.row_shape:
                 raise ArtifactError(f"the engine takes rows of {io.row_shape}, the manifest says {self.row_shape}",
                                     hint=_rebuild_hint(self.artifact_dir))
-            recorded = self.manifest.engine.get("profiles")
-            if recorded is not None and profiles_from_records(recorded) != io.profiles:
+            recorded = self.manifest.engine.profiles if self.manifest.engine is not None else None
+            if recorded is not None and recorded != io.profiles:
                 log.warning("the manifest lists profiles %s, the engine has %s; using the engine's",
-                            recorded, [str(p) for p in io.profiles])
+                            [str(p) for p in recorded], [str(p) for p in io.profiles])
             self._io = io
             self.output_row_shape = io.out_row_shape
             self.profiles = io.profiles

@@ -1,14 +1,15 @@
-"""builders/profiles.py: --batch MIN:OPT:MAX parsing, validation and the manifest record."""
+"""builders/profiles.py: --batch MIN:OPT:MAX parsing and validation of the one profile type,
+:class:`trtinfer.manifest.BatchProfile` (its manifest form is held by tests/test_manifest_versions.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from trtinfer.builders.profiles import (DEFAULT_BATCH_SPEC, DEFAULT_PROFILE, MAX_BATCH_LIMIT, MAX_PROFILES,
-                                        BatchProfile, describe_profiles, parse_batch_profile, parse_batch_profiles,
-                                        profiles_from_manifest, profiles_to_manifest, select_profile,
-                                        validate_profiles)
-from trtinfer.errors import ArtifactError, TrtInferError
+                                        batch_profile, describe_profiles, parse_batch_profile, parse_batch_profiles,
+                                        select_profile, validate_profiles)
+from trtinfer.errors import TrtInferError
+from trtinfer.manifest import BatchProfile
 
 
 def test_default_is_1_32_256():
@@ -37,8 +38,8 @@ def test_parse_valid(text, expected):
     ("1::8", "MIN:OPT:MAX"),
     ("a:b:c", "whole number"),
     ("1.5:2:3", "whole number"),
-    ("0:1:8", "at least 1"),
-    ("-1:1:8", "at least 1"),
+    ("0:1:8", "1 <= MIN"),
+    ("-1:1:8", "1 <= MIN"),
     ("8:4:16", "MIN <= OPT <= MAX"),
     ("1:32:16", "MIN <= OPT <= MAX"),
     (f"1:1:{MAX_BATCH_LIMIT + 1}", "above"),
@@ -74,36 +75,21 @@ def test_too_many_profiles():
 
 
 def test_constructor_validates_too():
-    with pytest.raises(TrtInferError):
+    with pytest.raises(ValueError):
         BatchProfile(4, 2, 8)
-    with pytest.raises(TrtInferError):
+    with pytest.raises(ValueError):
         BatchProfile(True, 2, 8)  # type: ignore[arg-type]
+    with pytest.raises(TrtInferError, match="--batch"):  # worded for the CLI
+        batch_profile(4, 2, 8)
+    with pytest.raises(TrtInferError, match=f"above {MAX_BATCH_LIMIT}"):  # Python callers meet the bound too
+        validate_profiles([BatchProfile(1, 2, MAX_BATCH_LIMIT + 1)])
 
 
 def test_shapes_for_tensorrt():
     profile = BatchProfile(1, 32, 256)
     assert profile.shapes((3, 224, 224)) == ((1, 3, 224, 224), (32, 3, 224, 224), (256, 3, 224, 224))
-    with pytest.raises(TrtInferError, match="static"):
+    with pytest.raises(ValueError, match="static"):
         profile.shapes((3, -1, 224))
-
-
-def test_manifest_round_trip_keeps_engine_order():
-    profiles = parse_batch_profiles(["16:64:256", "1:1:8"])
-    records = profiles_to_manifest(profiles)
-    assert records == [{"min": 1, "opt": 1, "max": 8}, {"min": 16, "opt": 64, "max": 256}]
-    assert profiles_from_manifest(records) == profiles
-
-
-@pytest.mark.parametrize("records", [
-    None, [], "1:32:256", [{"min": 1, "opt": 2}], [{"min": 4, "opt": 2, "max": 8}],
-    [{"min": 16, "opt": 64, "max": 256}, {"min": 1, "opt": 1, "max": 8}],  # not engine order
-    [{"min": 1, "opt": 4, "max": 16}, {"min": 8, "opt": 8, "max": 32}],
-    [{"min": "x", "opt": 1, "max": 2}],
-])
-def test_bad_manifest_profiles_are_artifact_errors(records):
-    with pytest.raises(ArtifactError) as info:
-        profiles_from_manifest(records)
-    assert "--from-onnx" in info.value.one_line()
 
 
 def test_select_profile():
