@@ -61,7 +61,7 @@ def test_artifact_contract(tmp_path, capsys, r18_ckpt):
     assert sorted(p.name for p in art.iterdir()) == ["manifest.json", "model.onnx"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
     data = json.loads((art / "manifest.json").read_text())
-    assert data["schema_version"] == 2 and data["target"] == "cpu"
+    assert data["schema_version"] == 3 and data["target"] == "cpu" and data["engine"] is None  # no plan here
     assert data["input"] == {"name": "input", "shape": [-1, 3, 32, 32], "dtype": "float32"}
     assert data["output"]["name"] == "logits" and data["output"]["shape"] == [-1, 10]
     assert data["preprocess"]["input_size"] == 32 and data["preprocess"]["normalize"] == "cifar10"

@@ -13,6 +13,7 @@ import pytest
 from gpu_env import gpu_skip_reason, tensorrt_skip_reason
 from trtinfer import doctor as doc
 from trtinfer import trt_support
+from trtinfer.runtime import cuda
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ["OS", "Python", "CPU", "GPU", "NVIDIA driver", "CUDA runtime", "TensorRT", "cuda-python", "ONNX Runtime",
@@ -100,8 +101,8 @@ def test_collect_survives_broken_probes(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("probe exploded")
 
-    monkeypatch.setattr(trt_support, "gpu_count", boom)
-    monkeypatch.setattr(trt_support, "cuda_versions", boom)
+    monkeypatch.setattr(cuda, "gpu_count", boom)
+    monkeypatch.setattr(cuda, "cuda_versions", boom)
     monkeypatch.setattr(trt_support, "trt_version", boom)
     monkeypatch.setattr(trt_support, "tensorrt_available", boom)
     monkeypatch.setattr(doc, "_cpu", boom)
@@ -117,9 +118,9 @@ def test_collect_survives_broken_probes(monkeypatch):
 def test_with_gpu_and_tensorrt_everything_gpu_is_ready(monkeypatch):
     """What doctor says on a GPU host, with the probes stood in."""
     gpu = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "12.4", "memory_mib": 81000}
-    monkeypatch.setattr(trt_support, "gpu_count", lambda: 1)
-    monkeypatch.setattr(trt_support, "gpu_info", lambda device=0: dict(gpu, device=device))
-    monkeypatch.setattr(trt_support, "cuda_versions", lambda: {"driver": "12.4", "runtime": "12.6"})
+    monkeypatch.setattr(cuda, "gpu_count", lambda: 1)
+    monkeypatch.setattr(cuda, "gpu_info", lambda device=0: dict(gpu, device=device))
+    monkeypatch.setattr(cuda, "cuda_versions", lambda: {"driver": "12.4", "runtime": "12.6"})
     monkeypatch.setattr(trt_support, "trt_version", lambda: "10.16.1.11")
     monkeypatch.setattr(doc, "_nvidia_driver", lambda: "550.54.15")
     report = doc.collect()

@@ -11,7 +11,7 @@ import pytest
 from trtinfer import trt_support
 from trtinfer.errors import ArtifactError, BackendUnavailable
 from gpu_env import gpu_skip_reason, tensorrt_skip_reason
-from trtinfer.manifest import Manifest, PreprocessSpec, TensorSpec
+from trtinfer.manifest import BatchProfile, EngineRecord, Manifest, PreprocessSpec, TensorSpec
 
 
 
@@ -19,10 +19,11 @@ from trtinfer.manifest import Manifest, PreprocessSpec, TensorSpec
 
 
 def _manifest(**engine) -> Manifest:
+    record = EngineRecord(**engine, profiles=[BatchProfile(1, 32, 256)]) if engine else None
     return Manifest(name="m", arch="resnet18", num_classes=10, labels=[str(i) for i in range(10)], precision="fp16",
                     input=TensorSpec("input", [-1, 3, 32, 32]), output=TensorSpec("logits", [-1, 10]),
                     preprocess=PreprocessSpec(input_size=32, resize=32, mean=[0.5] * 3, std=[0.5] * 3),
-                    engine=dict(engine))
+                    engine=record)
 
 
 BUILT = {"tensorrt_version": "10.16.1.11", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}

@@ -204,16 +204,16 @@ def collect() -> Report:
 
     gpu = _safe(probe_gpu, GpuProbe(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
-    cuda = _safe(cuda.cuda_versions, {})
-    if not isinstance(cuda, dict):
-        cuda = {}
+    versions = _safe(cuda.cuda_versions, {})
+    if not isinstance(versions, dict):
+        versions = {}
     add(Finding("GPU", gpu.summary if gpu.ok else "none", gpu.ok, "" if gpu.ok else gpu.summary))
     driver_text = driver or "not loaded"
-    if cuda.get("driver"):
-        driver_text += f" (supports CUDA {cuda['driver']})"
-    add(Finding("NVIDIA driver", driver_text, bool(driver or cuda.get("driver"))))
-    add(Finding("CUDA runtime", cuda.get("runtime") or "not available", bool(cuda.get("runtime")),
-                "" if cuda.get("runtime") else "cuda-python or the CUDA runtime library is missing"))
+    if versions.get("driver"):
+        driver_text += f" (supports CUDA {versions['driver']})"
+    add(Finding("NVIDIA driver", driver_text, bool(driver or versions.get("driver"))))
+    add(Finding("CUDA runtime", versions.get("runtime") or "not available", bool(versions.get("runtime")),
+                "" if versions.get("runtime") else "cuda-python or the CUDA runtime library is missing"))
 
     trt_ok, trt_text = _safe(_probe_tensorrt, (False, "probe failed"))
     add(Finding("TensorRT", trt_text if trt_ok else "unavailable", trt_ok, "" if trt_ok else trt_text))

@@ -1,0 +1,27 @@
+"""Build defaults, said once.
+
+``trtinfer build``, ``trtinfer calib make`` and ``trtinfer bench`` show these in ``--help``, and
+the Python API (``BuildOptions``, ``make_calibration_set``, ``make_spec``) falls back to them.
+Constants only: the CLI imports this module without torch, NumPy or ONNX.
+"""
+
+from __future__ import annotations
+
+#: Calibration images drawn from the train split for INT8 (class-balanced).
+CALIB_SAMPLES = 512
+#: Seed of the calibration draw, the evaluation subset and the selection slice.
+SEED = 0
+#: INT8 quantizers: auto follows the target (NNCF for CPU targets, ModelOpt for TensorRT).
+QUANTIZERS = ("auto", "modelopt", "nncf")
+QUANTIZER = "auto"
+#: Square input size of ImageNet-style torchvision models, and of a CIFAR-stem ResNet.
+INPUT_SIZE = 224
+CIFAR_INPUT_SIZE = 32
+#: Bounds of --input-size and --resize (a typo such as 22400 is refused before any work).
+INPUT_SIZE_RANGE = (8, 4096)
+RESIZE_RANGE = (8, 8192)
+#: Normalization presets (trtinfer.preprocess.NORMALIZATIONS holds their values; a test holds the names equal).
+NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")
+NORMALIZE = "imagenet"
+#: Where `trtinfer build` writes its artifact directories.
+OUT_DIR = "artifacts"
