@@ -78,7 +78,8 @@ def cached_artifacts(checkpoint: Path, precisions: tuple[str, ...], options: dic
     """Reuse or build one artifact per precision; ``options`` are BuildOptions fields."""
     import time
 
-    from trtinfer.builders.pipeline import BuildOptions, Builder
+    from trtinfer.builders.options import BuildOptions
+    from trtinfer.builders.pipeline import Builder
 
     say = say or (lambda message: None)
     sha = sha256_file(checkpoint)

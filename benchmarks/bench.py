@@ -310,7 +310,8 @@ class Bench:
     def _check(self, case: C.Case, reference: dict[str, np.ndarray], inputs: Inputs, batch: int) -> dict[str, Any]:
         """Run the check rows (and the eval set); a dict with ``passed`` and the figures."""
         from trtinfer.builders.evaluate import DEFAULT_MAX_DROP
-        from trtinfer.builders.validate import DEFAULT_ATOL, DEFAULT_RTOL, compare_logits
+        from trtinfer import defaults
+        from trtinfer.builders.validate import compare_logits
 
         b = self.s.build
         got = run_rows(case, inputs.check, batch)
@@ -329,8 +330,8 @@ class Bench:
         if precision == "fp32" and case.info.options.get("chosen") in LOSSY_EXECUTIONS:
             judged_as = "fp16"  # BF16 arithmetic on an FP32 model: the build checked it with the FP16 allowance
         if judged_as == "fp32":
-            atol = DEFAULT_ATOL if b.get("atol") is None else b["atol"]  # 0 is a tolerance too
-            rtol = DEFAULT_RTOL if b.get("rtol") is None else b["rtol"]
+            atol = defaults.ATOL if b.get("atol") is None else b["atol"]  # 0 is a tolerance too
+            rtol = defaults.RTOL if b.get("rtol") is None else b["rtol"]
             cmp = compare_logits(ref, got, atol=atol, rtol=rtol)
             result.update(rule=f"the build's export validation: max |diff| <= {cmp.tolerance:.3g}, near-tie "
                                "disagreements only", tolerance=cmp.tolerance)

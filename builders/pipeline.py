@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trtinfer import defaults
 from trtinfer._version import __version__
 from trtinfer.atomic import StagedDirectories
 from trtinfer.interrupts import held_signals
@@ -21,57 +20,11 @@ from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, T
 from trtinfer.preprocess import make_spec
 from trtinfer.versions import library_versions
 
+from .options import BuildOptions, artifact_name
 from .report import Reporter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INPUT_SIZE = 224
-CIFAR_INPUT_SIZE = 32
-DEFAULT_OUT = "artifacts"
-
-
-@dataclass
-class BuildOptions:
-    checkpoint: Path
-    precisions: tuple[str, ...] = ("fp32",)
-    out_dir: Path = Path(DEFAULT_OUT)
-    name: str | None = None
-    arch: str | None = None
-    trust_checkpoint: bool = False
-    input_size: int | None = None
-    resize: int | None = None
-    normalize: str | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    labels: str | None = None
-    eval_data: Path | None = None
-    eval_samples: int | None = None
-    atol: float = 1e-3
-    rtol: float = 1e-4
-    opset: int = 17
-    force: bool = False
-    # reduced precision (issue 3)
-    calib_data: Path | None = None
-    calib_set: Path | None = None
-    calib_samples: int = 512
-    calib_method: str | None = None  # None: every method of the quantizer, the best kept (int8_choice)
-    quantizer: str = "auto"  # auto | modelopt | nncf (targets.int8_tool)
-    target: str | None = None  # cpu | gpu; None: gpu where TensorRT and a GPU are present
-    fallback: bool = True  # keep sensitive layers in float when INT8 misses the allowance
-    fp16_exclude: tuple[str, ...] = ()  # ONNX node names AutoCast keeps in FP32
-    seed: int = 0
-    max_accuracy_drop: float | None = None
-    allow_accuracy_drop: bool = False
-    # engine stage (issue 4)
-    engine: Any = None  # EngineBuildSettings or None
-    require_engine: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-def artifact_name(opts: BuildOptions, precision: str) -> str:
-    base = opts.name or opts.checkpoint.stem
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
-    return f"{base}-{precision}"
 
 
 class Builder:
@@ -120,11 +73,11 @@ class Builder:
         assumed = []
         input_size = opts.input_size
         if input_size is None:
-            input_size = CIFAR_INPUT_SIZE if match.cifar_stem else DEFAULT_INPUT_SIZE
+            input_size = defaults.CIFAR_INPUT_SIZE if match.cifar_stem else defaults.INPUT_SIZE
             assumed.append(f"input size {input_size} ({'CIFAR stem' if match.cifar_stem else 'default'}; --input-size)")
         normalize = opts.normalize
         if normalize is None and opts.mean is None:
-            normalize = "cifar10" if match.cifar_stem else "imagenet"
+            normalize = "cifar10" if match.cifar_stem else defaults.NORMALIZE
             assumed.append(f"{normalize} normalization (--normalize or --mean/--std)")
         spec = make_spec(input_size, normalize, opts.mean, opts.std, opts.resize)
         self.report.info(f"preprocess: RGB, resize {spec.resize}, centre crop {spec.input_size}, "
@@ -136,7 +89,6 @@ class Builder:
     def check_options(self) -> None:
         """Everything that can be refused without loading anything, refused first."""
         from .destination import check_destination, recover_interrupted_commits
-        from .validate import DEFAULT_ATOL, DEFAULT_RTOL
 
         opts = self.opts
         for p in opts.precisions:
@@ -145,10 +97,14 @@ class Builder:
         for flag, value in (("--atol", opts.atol), ("--rtol", opts.rtol)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise TrtInferError(f"{flag} {value} must be a finite number >= 0",
-                                    hint=f"the defaults are --atol {DEFAULT_ATOL} --rtol {DEFAULT_RTOL}")
+                                    hint=f"the defaults are --atol {defaults.ATOL} --rtol {defaults.RTOL}")
         if opts.max_accuracy_drop is not None and not (math.isfinite(opts.max_accuracy_drop)
                                                        and 0 <= opts.max_accuracy_drop <= 100):
             raise TrtInferError(f"--max-accuracy-drop {opts.max_accuracy_drop} must be 0..100 top-1 points")
+        # The preprocessing options, checked as `calib make` checks them, before the checkpoint is read (the
+        # input size may still come from the checkpoint: the smallest one stands in for it here).
+        make_spec(opts.input_size or defaults.INPUT_SIZE_RANGE[0], opts.normalize, opts.mean, opts.std,
+                  resize=opts.resize if opts.input_size else None)
         from .targets import QUANTIZERS, TARGETS
 
         if opts.quantizer not in QUANTIZERS:
@@ -180,9 +136,9 @@ class Builder:
         if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
             from .reduced import calibration_set, selection_slice
 
-            calib = calibration_set(self, spec, input_shape)
+            calib = calibration_set(opts, self.report, spec, input_shape)
             if "int8" in opts.precisions:
-                selection = selection_slice(self, spec, calib, labels)
+                selection = selection_slice(opts, self.report, spec, calib, labels)
         self.report.info(f"target {self.target} ({self._target[1] if self._target else ''})")
         eval_set = None
         if opts.eval_data is not None:
@@ -243,9 +199,9 @@ class Builder:
         if reduced:
             from .reduced import build_reduced, guard_reduced
 
-            extra_sections.update(build_reduced(self, fp32_path, reduced, outputs, calib, selection, self.target))
+            extra_sections.update(build_reduced(opts, self.report, fp32_path, reduced, outputs, calib, selection, self.target))
             self._check_fp16(fp32_path, outputs, eval_set, reference)
-            guard_reduced(self, fp32_path, reduced, outputs, eval_set, self.target, extra_sections, reference)
+            guard_reduced(opts, self.report, fp32_path, reduced, outputs, eval_set, self.target, extra_sections, reference)
         elif eval_set is not None:
             ev = validation["eval"]
             extra_sections["fp32"]["accuracy"] = {"checked": True, "samples": ev["samples"],

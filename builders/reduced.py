@@ -1,4 +1,7 @@
-"""FP16 and INT8 artifacts from the shared FP32 export, and the accuracy guard over them."""
+"""FP16 and INT8 artifacts from the shared FP32 export, and the accuracy guard over them.
+
+Each stage takes the build's options and its reporter, nothing of the pipeline itself.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +17,22 @@ if TYPE_CHECKING:
     from trtinfer.manifest import PreprocessSpec
 
     from .int8_choice import Selection
-    from .pipeline import Builder
+    from .options import BuildOptions
+    from .report import Reporter
 
 
-def calibration_set(builder: Builder, spec: PreprocessSpec, input_shape: list[int]) -> CalibrationSet:
+def calibration_set(opts: BuildOptions, report: Reporter, spec: PreprocessSpec,
+                    input_shape: list[int]) -> CalibrationSet:
     """The INT8 calibration set: ``--calib-set`` as saved, or drawn from ``--calib-data``'s train split."""
     from trtinfer.calibration.calibset import check_matches, load_calibration_set, make_calibration_set
 
-    opts = builder.opts
     if opts.calib_set is not None and opts.calib_data is not None:
         raise DataError("pass --calib-data or --calib-set, not both")
     if opts.calib_set is not None:
         calib = load_calibration_set(opts.calib_set)
         warnings = check_matches(calib, spec, input_shape)
     elif opts.calib_data is not None:
-        with builder.report.tracker("calibration set") as update:
+        with report.tracker("calibration set") as update:
             calib = make_calibration_set(opts.calib_data, spec, opts.calib_samples, opts.seed, progress=update,
                                          input_shape=input_shape)
         warnings = []
@@ -36,13 +40,14 @@ def calibration_set(builder: Builder, spec: PreprocessSpec, input_shape: list[in
         raise DataError("--int8 needs calibration data", hint="pass --calib-data DIR (training images) or "
                                                               "--calib-set calib.npz (trtinfer calib make)")
     for w in [*calib.warnings, *warnings]:
-        builder.report.warn(w)
-    builder.report.info(f"calibration set: {len(calib)} images from {calib.source} ({calib.split} split, seed "
+        report.warn(w)
+    report.info(f"calibration set: {len(calib)} images from {calib.source} ({calib.split} split, seed "
                         f"{calib.seed}, {'class-balanced' if calib.balanced else 'random draw'})")
     return calib
 
 
-def selection_slice(builder: Builder, spec: PreprocessSpec, calib: CalibrationSet, labels: list[str]) -> Selection | None:
+def selection_slice(opts: BuildOptions, report: Reporter, spec: PreprocessSpec, calib: CalibrationSet,
+                    labels: list[str]) -> Selection | None:
     """Labelled train rows left out of calibration, to judge INT8 methods and the fallback on.
 
     None (said as a warning) when the calibration source has no labels or no rows to spare.
@@ -51,22 +56,21 @@ def selection_slice(builder: Builder, spec: PreprocessSpec, calib: CalibrationSe
 
     from .int8_choice import SELECTION_SAMPLES, Selection
 
-    opts = builder.opts
     source = opts.calib_data if opts.calib_data is not None else calib.source
     try:
-        with builder.report.tracker("selection slice") as update:
+        with report.tracker("selection slice") as update:
             rows = make_eval_set(source, spec, exclude=calib, labels=labels, limit=SELECTION_SAMPLES, seed=opts.seed,
                                  progress=update, split="train")
     except (DataError, OSError) as exc:
-        builder.report.warn(f"no held-out training rows to choose the INT8 method on ({exc}); using the quantizer's "
+        report.warn(f"no held-out training rows to choose the INT8 method on ({exc}); using the quantizer's "
                             f"default method without the fallback (pass labelled --calib-data)")
         return None
-    builder.report.info(f"selection slice: {len(rows)} labelled {rows.split}-split rows of {rows.source} held out of "
+    report.info(f"selection slice: {len(rows)} labelled {rows.split}-split rows of {rows.source} held out of "
                         f"calibration (judge INT8 methods and the fallback; --eval-data takes no part)")
     return Selection(x=rows.x, labels=rows.labels, source=rows.source)
 
 
-def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
+def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
                   calib: CalibrationSet | None, selection: Selection | None = None,
                   target: str = "cpu") -> dict[str, dict[str, Any]]:
     """Write each reduced-precision ONNX to ``outputs[p]``; return manifest sections per precision
@@ -78,27 +82,26 @@ def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
     from .precision import reduce_precision
     from .targets import int8_tool
 
-    opts = builder.opts
     judge = judge_execution(target)
     sections: dict[str, dict[str, Any]] = {"fp32": {}}
     for precision in precisions:
-        with builder.report.timed(f"converting to {precision.upper()}"):
+        with report.timed(f"converting to {precision.upper()}"):
             if precision == "int8":
                 tool, why = int8_tool(opts.quantizer, target)
-                builder.report.info(f"INT8 quantizer {tool.name} ({why}); choices judged with {judge.name}")
+                report.info(f"INT8 quantizer {tool.name} ({why}); choices judged with {judge.name}")
                 limit = AccuracyGuard().limit("int8", opts.max_accuracy_drop)
-                with builder.report.tracker("INT8") as update:
+                with report.tracker("INT8") as update:
                     chosen = choose_int8(tool, fp32_path, outputs["int8"], calib.x, selection,
                                          lambda path, x: execution_logits(judge, path, x), judge.name,
                                          outputs["int8"].parent, limit, method=opts.calib_method,
                                          fallback=opts.fallback, progress=lambda label: update)
                 facts = chosen["conversion"]
-                _report_choice(builder, chosen["choice"])
+                _report_choice(report, chosen["choice"])
             else:  # AutoCast checks activation ranges on real images when we have them
                 facts = reduce_precision(precision, fp32_path, outputs[precision],
                                          calibration=None if calib is None else calib.x[:64],
                                          nodes_to_exclude=list(opts.fp16_exclude) or None)
-        builder.report.info(_describe(facts))
+        report.info(_describe(facts))
         sections[precision] = {"conversion": facts}
         if precision == "int8":
             sections[precision]["calibration"] = {**calib.summary(), "method": facts.get("method"),
@@ -106,7 +109,7 @@ def build_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
     return sections
 
 
-def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
+def guard_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
                   eval_set: EvalSet | None, target: str, sections: dict[str, dict[str, Any]],
                   reference: np.ndarray | None = None) -> None:
     """The accuracy guard on the ``--eval-data`` rows, on the target's judging execution (``reference``:
@@ -115,7 +118,6 @@ def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
 
     from .evaluate import evaluate_precisions, no_accuracy_check
 
-    opts = builder.opts
     if eval_set is None:
         unchecked = no_accuracy_check("no --eval-data given: pass labelled test images to measure FP16/INT8 "
                                       "accuracy against FP32")  # logs the warning once
@@ -123,8 +125,8 @@ def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
             sections[precision]["accuracy"] = dict(unchecked)
         return
     judge = judge_execution(target)
-    with builder.report.timed(f"accuracy guard on {len(eval_set)} images ({judge.name}, CPU)"), \
-            builder.report.tracker("evaluating") as update:
+    with report.timed(f"accuracy guard on {len(eval_set)} images ({judge.name}, CPU)"), \
+            report.tracker("evaluating") as update:
         results = evaluate_precisions(fp32_path, {p: outputs[p] for p in precisions}, eval_set.x, eval_set.labels,
                                       max_drop=opts.max_accuracy_drop, allow=opts.allow_accuracy_drop,
                                       progress=lambda label: update, execution=judge, reference=reference)
@@ -133,27 +135,27 @@ def guard_reduced(builder: Builder, fp32_path: Path, precisions: list[str], outp
         r = results[precision]
         sections[precision]["accuracy"] = {**r, "execution": judge.name, "eval": eval_set.summary()}
         verdict = "passed" if r["passed"] else "FAILED, kept by --allow-accuracy-drop"
-        builder.report.info(f"{precision}: top-1 {r['top1']:.2%} vs FP32 {r['top1_reference']:.2%} "
+        report.info(f"{precision}: top-1 {r['top1']:.2%} vs FP32 {r['top1_reference']:.2%} "
                             f"(drop {r['top1_drop_points']:.2f} points, limit {r['max_drop_points']:.2f}), "
                             f"agreement {r['top1_agreement']:.2%}, max |diff| {r['max_abs_diff']:.3g}: {verdict}")
 
 
-def _report_choice(builder: Builder, choice: dict[str, Any]) -> None:
+def _report_choice(report: Reporter, choice: dict[str, Any]) -> None:
     if not choice.get("ran"):
-        builder.report.info(f"INT8 method {choice.get('method')}: {choice.get('reason')}")
+        report.info(f"INT8 method {choice.get('method')}: {choice.get('reason')}")
         return
     tried = ", ".join(f"{m['method']} {m['top1_agreement']:.2%} (drop {m['top1_drop_points']:.2f})"
                       for m in choice["methods"])
-    builder.report.info(f"INT8 methods on the {choice['slice']['rows']}-row slice, top-1 agreement with FP32: "
+    report.info(f"INT8 methods on the {choice['slice']['rows']}-row slice, top-1 agreement with FP32: "
                         f"{tried}; chose {choice['method']}")
     fb = choice.get("fallback") or {}
     if fb.get("ran"):
-        builder.report.info(f"sensitivity fallback: kept {len(fb['excluded_nodes'])} of {fb['quantized_layers']} "
+        report.info(f"sensitivity fallback: kept {len(fb['excluded_nodes'])} of {fb['quantized_layers']} "
                             f"layers in float ({', '.join(fb['excluded_nodes'][:6])}"
                             f"{' ...' if len(fb['excluded_nodes']) > 6 else ''}); slice drop "
                             f"{fb['drop_before_points']:.2f} -> {fb['drop_after_points']:.2f} points")
         if not fb.get("passed"):
-            builder.report.warn("the fallback reached its budget without meeting the allowance on the slice")
+            report.warn("the fallback reached its budget without meeting the allowance on the slice")
 
 
 def _describe(facts: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ present, else ``cpu``.
 
 from __future__ import annotations
 
+from trtinfer.defaults import QUANTIZERS
+from trtinfer.manifest import TARGETS
 from trtinfer.errors import DataError
 
 from . import nncf_quantize  # noqa: F401  registers "nncf-int8" with the precision registry
 from .precision import PrecisionTool, get_tool
 
-TARGETS = ("cpu", "gpu")
-QUANTIZERS = ("auto", "modelopt", "nncf")
 _TOOL_NAMES = {"modelopt": "modelopt-int8", "nncf": "nncf-int8"}
 
 

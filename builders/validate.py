@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trtinfer import defaults
 from trtinfer.errors import ValidationError
 
-DEFAULT_ATOL = 1e-3
-DEFAULT_RTOL = 1e-4
 RANDOM_BATCH = 8
 BATCH_SIZE = 64
 
@@ -61,7 +60,7 @@ class Comparison:
 
 
 def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None,
-                   atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> Comparison:
+                   atol: float = defaults.ATOL, rtol: float = defaults.RTOL) -> Comparison:
     if ref.shape != got.shape:
         raise ValidationError(f"output shapes differ: PyTorch {ref.shape} vs ONNX {got.shape}")
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
@@ -82,7 +81,7 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None =
 
 def validate_export(model: torch.nn.Module, onnx_path: str | Path, input_size: int,
                     eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None,
-                    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                    atol: float = defaults.ATOL, rtol: float = defaults.RTOL,
                     progress: Callable[[int, int], None] | None = None, seed: int = 0) -> dict:
     """Compare PyTorch and ONNX Runtime on random inputs and, if given, real evaluation images.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_env import gpu_skip_reason
+from gpu_env import apply_gpu_policy
 
 REPO = Path(__file__).resolve().parents[1]
 # Keep the suite's caches (tuning measurements, bench artifacts, timing caches) out of the user's
@@ -37,10 +37,4 @@ def cifar_dir(cifar_root: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    gpu_reason = None
-    for item in items:
-        if "gpu" in item.keywords:
-            if gpu_reason is None:
-                gpu_reason = gpu_skip_reason() or ""
-            if gpu_reason:
-                item.add_marker(pytest.mark.skip(reason=f"GPU test: {gpu_reason}"))
+    apply_gpu_policy(config, items)

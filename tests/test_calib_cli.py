@@ -38,18 +38,40 @@ def test_show(tmp_path: Path, cifar_root: Path, capsys):
     assert '"count": 20' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--samples", "5000"], "fewer than the 5000 asked for"),
-    (["--samples", "10", "--mean", "0.5,0.5,0.5"], "--mean and --std go together"),
-    (["--samples", "10", "--mean", "a,b,c", "--std", "1,1,1"], "expected comma-separated numbers"),
-    (["--samples", "10", "--normalize", "imagenette"], "unknown normalization"),
+@pytest.mark.parametrize("args, message, exit_code", [
+    (["--samples", "5000"], "fewer than the 5000 asked for", 1),
+    (["--samples", "10", "--mean", "0.5,0.5,0.5"], "--mean and --std go together", 1),
+    (["--samples", "10", "--mean", "a,b,c", "--std", "1,1,1"], "expected comma-separated numbers", 2),
+    (["--samples", "10", "--normalize", "imagenette"], "'imagenette' is not one of 'imagenet'", 2),
 ])
-def test_bad_options_are_one_line(tmp_path: Path, cifar_root: Path, capsys, args, message):
+def test_bad_options_are_one_line(tmp_path: Path, cifar_root: Path, capsys, args, message, exit_code):
     out = tmp_path / "c.npz"
     code = main(["calib", "make", "--data", str(cifar_root), "--input-size", "32", "-o", str(out), "--no-progress", *args])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert code == exit_code and err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [
+    ["--input-size", "0"], ["--input-size", "32", "--resize", "4"], ["--input-size", "32", "--normalize", "imagenette"],
+    ["--input-size", "32", "--mean", "0.5,x,0.5", "--std", "1,1,1"], ["--input-size", "32", "--mean", "0.5,0.5,0.5"],
+    ["--input-size", "32", "--mean", "0.5,0.5", "--std", "1,1"], ["--input-size", "64", "--resize", "32"],
+])
+def test_build_and_calib_make_refuse_preprocessing_alike(tmp_path: Path, cifar_root: Path, capsys, bad):
+    """One declaration of --input-size/--resize/--normalize/--mean/--std and one check (make_spec):
+    both commands fail the same way, in the same words, before touching the checkpoint or the data."""
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"never read")
+    runs = {}
+    for name, argv in (("build", ["build", str(checkpoint), "-o", str(tmp_path / "out"), *bad]),
+                       ("calib make", ["calib", "make", "--data", str(cifar_root), "-o", str(tmp_path / "c.npz"),
+                                       "--no-progress", *bad])):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code != 0 and err.startswith("error: ") and err.count("\n") == 1, (name, err)
+        runs[name] = (code, err.replace("trtinfer calib make", "CMD").replace("trtinfer build", "CMD"))
+    assert runs["build"] == runs["calib make"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c.npz").exists()
 
 
 def test_bad_data_and_output(tmp_path: Path, cifar_root: Path, capsys):

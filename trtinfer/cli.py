@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         return 130
+    except click.UsageError as exc:  # a bad option value: one line naming the option, like every other error
+        where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -23,5 +23,8 @@ RESIZE_RANGE = (8, 8192)
 #: Normalization presets (trtinfer.preprocess.NORMALIZATIONS holds their values; a test holds the names equal).
 NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")
 NORMALIZE = "imagenet"
+#: How far ONNX Runtime's logits may be from PyTorch's before an export fails validation.
+ATOL = 1e-3
+RTOL = 1e-4
 #: Where `trtinfer build` writes its artifact directories.
 OUT_DIR = "artifacts"

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import defaults
 from .errors import DataError, TrtInferError
 from .manifest import PreprocessSpec
 
@@ -39,7 +40,7 @@ MAX_ASPECT_RATIO = 100
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP")
 
 
-def make_spec(input_size: int, normalize: str | None = "imagenet", mean: Sequence[float] | None = None,
+def make_spec(input_size: int, normalize: str | None = defaults.NORMALIZE, mean: Sequence[float] | None = None,
               std: Sequence[float] | None = None, resize: int | None = None) -> PreprocessSpec:
     """Build a spec from CLI-style options; explicit mean/std win over a preset."""
     if input_size < 8:
@@ -60,7 +61,7 @@ def make_spec(input_size: int, normalize: str | None = "imagenet", mean: Sequenc
         name = "custom"
         mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     else:
-        name = normalize or "imagenet"
+        name = normalize or defaults.NORMALIZE
         if name not in NORMALIZATIONS:
             raise TrtInferError(f"unknown normalization {name!r}", hint=f"use one of {', '.join(NORMALIZATIONS)} or --mean/--std")
         mean_t, std_t = NORMALIZATIONS[name]

@@ -72,7 +72,8 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, fp1
         return
     if checkpoint is None:
         raise TrtInferError("missing CHECKPOINT", hint="trtinfer build model.pth, or --from-onnx DIR")
-    from trtinfer.builders.pipeline import BuildOptions, Builder
+    from trtinfer.builders.options import BuildOptions
+    from trtinfer.builders.pipeline import Builder
 
     precisions = _precisions(fp32, fp16, int8, precision)
     opts = BuildOptions(

@@ -8,8 +8,9 @@ Usage::
     def build(**kwargs):
         ...  # kwargs hold the values under the names of :class:`BuildOptions` fields
 
-Defaults live in :mod:`trtinfer.builders.pipeline` and :mod:`trtinfer.calibration.calibset`;
-importing this module imports neither (``--help`` needs no torch).
+Defaults live in :mod:`trtinfer.defaults` (constants only), so ``--help`` needs no torch; the
+preprocessing options are shared with ``trtinfer calib make`` (:func:`preprocess_options`), so both
+parse and check ``--input-size``, ``--resize``, ``--normalize`` and ``--mean``/``--std`` one way.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import defaults
+from ..manifest import TARGETS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_CALIB_SAMPLES = 512  # calibration.calibset.DEFAULT_SAMPLES (kept import-free; a test holds them equal)
 CALIB_METHODS = ("entropy", "max", "performance", "mixed", "mean_minmax")  # the INT8 tools' methods (a test holds them)
-QUANTIZERS = ("auto", "modelopt", "nncf")  # builders.targets.QUANTIZERS
-TARGETS = ("cpu", "gpu")  # builders.targets.TARGETS
-NORMALIZE_PRESETS = ("imagenet", "cifar10", "cifar100", "none")  # trtinfer.preprocess.NORMALIZATIONS
 
 MODEL_OPTION_NAMES = ("arch", "trust_checkpoint", "input_size", "resize", "normalize", "mean", "std", "labels")
 DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed", "quantizer",
@@ -48,23 +48,39 @@ def _apply(f: F, options: list[Callable[[F], F]]) -> F:
     return f
 
 
+def preprocess_options(input_size_required: bool = False) -> Callable[[F], F]:
+    """--input-size, --resize, --normalize, --mean/--std: declared once for ``build``, ``bench`` and
+    ``calib make`` (``make_spec`` checks how they combine)."""
+    size_help = ("Square input size the model was trained at, e.g. 32 or 224." if input_size_required else
+                 f"Square input size (default {defaults.INPUT_SIZE}; {defaults.CIFAR_INPUT_SIZE} for a CIFAR-stem ResNet).")
+    normalize_help = (f"Normalization preset [default: {defaults.NORMALIZE}]." if input_size_required else
+                      f"Normalization preset (default {defaults.NORMALIZE}; cifar10 for a CIFAR-stem ResNet).")
+
+    def decorate(f: F) -> F:
+        return _apply(f, [
+            click.option("--input-size", type=click.IntRange(*defaults.INPUT_SIZE_RANGE), required=input_size_required,
+                         help=size_help),
+            click.option("--resize", type=click.IntRange(*defaults.RESIZE_RANGE),
+                         help="Resize the shorter side to this before the centre crop (default: --input-size)."),
+            click.option("--normalize", type=click.Choice(defaults.NORMALIZE_PRESETS), help=normalize_help),
+            click.option("--mean", callback=_floats,
+                         help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std; overrides --normalize)."),
+            click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5."),
+        ])
+
+    return decorate
+
+
 def model_options(f: F) -> F:
-    """--arch, --trust-checkpoint, --input-size, --resize, --normalize, --mean/--std, --labels."""
+    """--arch, --trust-checkpoint, the preprocessing options, --labels."""
+    f = click.option("--labels", metavar="SET|FILE",
+                     help="cifar10, cifar100, imagenet or a file with one class name per line.")(f)
+    f = preprocess_options()(f)
     return _apply(f, [
         click.option("--arch", help="torchvision architecture (default: inferred from the weights)."),
         click.option("--trust-checkpoint", is_flag=True,
                      help="Allow checkpoints that run code when loaded (torch.save(model), TorchScript). "
                           "Only for files you trust."),
-        click.option("--input-size", type=click.IntRange(8, 4096),
-                     help="Square input size (default 224; 32 for a CIFAR-stem ResNet)."),
-        click.option("--resize", type=click.IntRange(8, 8192),
-                     help="Resize the shorter side to this before the centre crop (default: --input-size)."),
-        click.option("--normalize", type=click.Choice(NORMALIZE_PRESETS),
-                     help="Normalization preset (default imagenet; cifar10 for a CIFAR-stem ResNet)."),
-        click.option("--mean", callback=_floats, help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std; overrides --normalize)."),
-        click.option("--std", callback=_floats, help="Per-channel std, e.g. 0.5,0.5,0.5."),
-        click.option("--labels", metavar="SET|FILE",
-                     help="cifar10, cifar100, imagenet or a file with one class name per line."),
     ])
 
 
@@ -78,13 +94,14 @@ def data_options(f: F) -> F:
                      help="Evaluate on a class-balanced subset of N test images (seeded by --seed)."),
         click.option("--calib-data", type=click.Path(path_type=Path),
                      help="Data to draw the INT8 calibration set from (training split)."),
-        click.option("--calib-samples", type=click.IntRange(1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
+        click.option("--calib-samples", type=click.IntRange(1), default=defaults.CALIB_SAMPLES, show_default=True,
                      help="Calibration images drawn from --calib-data."),
         click.option("--calib-method", type=click.Choice(CALIB_METHODS),
                      help="INT8 calibration method (ModelOpt: entropy, max; NNCF: performance, mixed, mean_minmax). "
                           "Default: each one, the best kept by top-1 agreement with FP32 on held-out train rows."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration draw."),
-        click.option("--quantizer", type=click.Choice(QUANTIZERS), default="auto", show_default=True,
+        click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for the calibration draw."),
+        click.option("--quantizer", type=click.Choice(defaults.QUANTIZERS), default=defaults.QUANTIZER,
+                     show_default=True,
                      help="INT8 quantizer: nncf for CPU targets, modelopt for TensorRT (auto follows --target)."),
         click.option("--target", type=click.Choice(TARGETS),
                      help="Where the artifact runs (default: gpu where TensorRT and a GPU are present, else cpu)."),

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
+from .. import defaults
 from ..errors import TrtInferError
-from .build_options import DEFAULT_CALIB_SAMPLES as DEFAULT_SAMPLES
+from .build_options import preprocess_options
 
 
 @contextlib.contextmanager
@@ -44,15 +45,6 @@ def progress_callback(description: str, enabled: bool = True) -> Iterator[Callab
         yield new_task(description)
 
 
-def parse_floats(value: str | None, option: str) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError as exc:
-        raise TrtInferError(f"{option} {value!r}: expected comma-separated numbers", hint=f"e.g. {option} 0.5,0.5,0.5") from exc
-
-
 @click.group(name="calib")
 def calib() -> None:
     """Calibration sets for INT8 builds: drawn from the train split, class-balanced, reproducible."""
@@ -61,20 +53,17 @@ def calib() -> None:
 @calib.command(name="make")
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="CIFAR-10/100 folder (or its parent), ImageFolder-style directory, or .npy/.npz of uint8 NHWC images.")
-@click.option("--samples", "-n", default=DEFAULT_SAMPLES, show_default=True, type=int,
+@click.option("--samples", "-n", default=defaults.CALIB_SAMPLES, show_default=True, type=click.IntRange(1),
               help="Images to draw from the train split (class-balanced).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the draw; same data and seed, same file.")
-@click.option("--input-size", required=True, type=int, help="The model's input size (square), e.g. 32 or 224.")
-@click.option("--resize", type=int, default=None, help="Shorter side before the centre crop [default: --input-size].")
-@click.option("--normalize", default="imagenet", show_default=True,
-              help="Normalization preset: imagenet, cifar10, cifar100 or none.")
-@click.option("--mean", default=None, help="Per-channel mean R,G,B (with --std; overrides --normalize).")
-@click.option("--std", default=None, help="Per-channel std R,G,B (with --mean).")
+@click.option("--seed", default=defaults.SEED, show_default=True, type=int,
+              help="Seed of the draw; same data and seed, same file.")
+@preprocess_options(input_size_required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Calibration set to write (.npz).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def make(data: Path, samples: int, seed: int, input_size: int, resize: int | None, normalize: str,
-         mean: str | None, std: str | None, output: Path, force: bool, progress: bool) -> None:
+def make(data: Path, samples: int, seed: int, input_size: int, resize: int | None, normalize: str | None,
+         mean: tuple[float, ...] | None, std: tuple[float, ...] | None, output: Path, force: bool,
+         progress: bool) -> None:
     """Draw, preprocess and save a calibration set (.npz with its own small manifest)."""
     from trtinfer.calibration.calibset import make_calibration_set
     from trtinfer.preprocess import make_spec
@@ -83,7 +72,7 @@ def make(data: Path, samples: int, seed: int, input_size: int, resize: int | Non
         raise TrtInferError(f"-o {output}: calibration sets are .npz files", hint="use -o calib.npz")
     if output.exists() and not force:
         raise TrtInferError(f"{output} already exists", hint="pass --force to replace it, or choose another -o")
-    spec = make_spec(input_size, normalize, parse_floats(mean, "--mean"), parse_floats(std, "--std"), resize=resize)
+    spec = make_spec(input_size, normalize or defaults.NORMALIZE, mean, std, resize=resize)
     with progress_callback("preprocessing calibration images", enabled=progress) as update:
         calib_set = make_calibration_set(data, spec, samples=samples, seed=seed, progress=update)
     calib_set.save(output)
