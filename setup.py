@@ -25,6 +25,16 @@ BUILD = [
     "matplotlib>=3.8",
 ]
 
+# TensorRT and cuda-python of one CUDA major version each (a CUDA major needs a driver at least as
+# new as NVIDIA lists: CUDA 13 needs R580+, CUDA 12 R525+). PyPI's `tensorrt` is TensorRT 11 for
+# CUDA 13, so `[tensorrt]` is the newest pair; `[tensorrt-cu12]` is TensorRT 10 for older drivers.
+# trtinfer runs TensorRT 10 and 11 through one code path.
+TENSORRT = {
+    "tensorrt-cu12": ["tensorrt-cu12>=10,<11", "cuda-python>=12,<13"],
+    "tensorrt-cu13": ["tensorrt-cu13>=11,<12", "cuda-python>=13,<14"],
+}
+TENSORRT["tensorrt"] = TENSORRT["tensorrt-cu13"]
+
 setup(
     name="trtinfer",
     version=VERSION,
@@ -50,11 +60,11 @@ setup(
     extras_require={
         "build": BUILD,
         "onnxruntime": ["onnxruntime>=1.17"],
-        "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+        **TENSORRT,
         "openvino": ["openvino>=2024.0"],
         # `trtinfer bench`'s CPU peers: OpenVINO on an NNCF INT8 model, and PyTorch's own PT2E INT8
         "bench": ["openvino>=2024.0", "nncf>=2.14", "torchao>=0.10"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10"],
     },
     entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],

@@ -76,3 +76,29 @@ def test_readme_test_command_is_what_ci_runs():
     assert "<!-- test-command -->" in readme and "test-command" in ci
     block = readme.split("<!-- test-command -->", 1)[1].split("```")[1]
     assert block.strip().splitlines()[-1] == "bash scripts/test.sh"
+
+
+def test_tensorrt_extras_pair_one_cuda_major_each(wheel):
+    """[tensorrt-cu12]: TensorRT 10 with cuda-python 12 (drivers before R580); [tensorrt-cu13]: TensorRT 11 with
+    cuda-python 13; [tensorrt] is the newest of the two (what PyPI's `tensorrt` is)."""
+    from packaging.requirements import Requirement
+
+    archive = zipfile.ZipFile(wheel)
+    meta = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    extras: dict[str, dict[str, str]] = {}
+    for line in meta.splitlines():
+        if line.startswith("Requires-Dist:"):
+            req = Requirement(line.split(":", 1)[1].strip())
+            for extra in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
+                if req.marker is not None and req.marker.evaluate({"extra": extra}):
+                    extras.setdefault(extra, {})[req.name] = str(req.specifier)
+    assert set(extras) == {"tensorrt", "tensorrt-cu12", "tensorrt-cu13"}
+    cu12, cu13 = extras["tensorrt-cu12"], extras["tensorrt-cu13"]
+    assert set(cu12) == {"tensorrt-cu12", "cuda-python"} and set(cu13) == {"tensorrt-cu13", "cuda-python"}
+    for spec, versions in ((cu12["tensorrt-cu12"], ("10.0.1", "10.16.1.11")), (cu13["tensorrt-cu13"], ("11.4.0.106",))):
+        assert all(v in Requirement(f"x{spec}").specifier for v in versions)
+    assert "11.0.0.114" not in Requirement(f"x{cu12['tensorrt-cu12']}").specifier
+    assert "12.9.0" in Requirement(f"x{cu12['cuda-python']}").specifier
+    assert "13.0.0" not in Requirement(f"x{cu12['cuda-python']}").specifier
+    assert "13.4.4" in Requirement(f"x{cu13['cuda-python']}").specifier
+    assert extras["tensorrt"] == cu13
