@@ -89,7 +89,10 @@ def classifier_key(model: nn.Module) -> str:
 
 def apply_cifar_stem(model: nn.Module) -> nn.Module:
     """The common CIFAR variant of torchvision ResNets: 3x3 stride-1 conv1, no max-pool."""
-    out_ch = model.conv1.out_channels
+    conv1 = model.conv1
+    if not isinstance(conv1, nn.Conv2d):
+        raise TypeError(f"{type(model).__name__}.conv1 is not a Conv2d: not a torchvision ResNet")
+    out_ch = conv1.out_channels
     model.conv1 = nn.Conv2d(3, out_ch, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -65,7 +65,7 @@ def _looks_truncated(path: Path) -> bool:
     return False
 
 
-def _is_tensor_dict(obj: Any) -> bool:
+def _is_tensor_dict(obj: Any) -> TypeGuard[Mapping[str, torch.Tensor]]:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
@@ -131,12 +131,12 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
         if not trust:
             raise CheckpointError(f"{path} is a TorchScript archive", hint=TRUST_HINT)
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            scripted = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:  # torch.jit raises plain RuntimeErrors with C++ traces
             raise CheckpointError(f"{path}: TorchScript archive could not be loaded ({str(exc).splitlines()[0][:160]})",
                                   hint="save the checkpoint again") from None
-        sd, prefixes = strip_wrapper_prefixes(module.state_dict())
-        return Checkpoint(path, sha, "torchscript", sd, module=module, stripped_prefixes=prefixes)
+        sd, prefixes = strip_wrapper_prefixes(scripted.state_dict())
+        return Checkpoint(path, sha, "torchscript", sd, module=scripted, stripped_prefixes=prefixes)
 
     if _looks_truncated(path):
         raise CheckpointError(f"{path} is truncated or corrupt (its zip container does not read back)",
@@ -144,6 +144,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
     obj = _torch_load(path, trust)
 
     module: torch.nn.Module | None = None
+    raw: Mapping[str, Any]
     extra: list[str] = []
     if isinstance(obj, torch.nn.Module):
         module, fmt, raw = obj.eval(), "module", obj.state_dict()

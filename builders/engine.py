@@ -599,7 +599,7 @@ def plan_matches_manifest(artifact_dir: str | Path) -> bool:
     manifest = Manifest.read(artifact_dir)
     entry = manifest.files.get(PLAN_NAME)
     path = artifact_dir / PLAN_NAME
-    return bool(entry) and path.is_file() and sha256_file(path) == entry.get("sha256")
+    return entry is not None and path.is_file() and sha256_file(path) == entry.get("sha256")
 
 
 def describe_engine(record: EngineRecord) -> Iterable[str]:

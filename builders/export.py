@@ -36,6 +36,8 @@ def _export_dynamo(model: torch.nn.Module, example: torch.Tensor, path: Path, op
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=max(opset, 18),
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=({0: batch},), verbose=False)
+        if program is None:  # torch returns the program for dynamo=True; None would be a torch bug
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         program.save(str(path))
 
 

@@ -82,7 +82,7 @@ def quantize_int8_nncf(onnx_in: str | Path, onnx_out: str | Path, calibration: n
     """
     version = _need_nncf()
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    source, input_name = int8_source(onnx_in, calibration, method, NNCF_METHODS)
+    source, input_name, calibration = int8_source(onnx_in, calibration, method, NNCF_METHODS)
     import onnx
     batch = _static_batch(source) or max(1, min(batch_size, len(calibration)))
     images = np.ascontiguousarray(calibration, np.float32)

@@ -201,7 +201,7 @@ def _write_reference_batches(calibration: np.ndarray, input_name: str, folder: P
     images = np.ascontiguousarray(calibration[:AUTOCAST_REFERENCE_IMAGES], np.float32)
     starts = range(0, len(images) - batch + 1, batch)
     for i, start in enumerate(starts):
-        np.savez(folder / f"batch_{i:04d}.npz", **{input_name: images[start:start + batch]})
+        np.savez(folder / f"batch_{i:04d}.npz", **{input_name: images[start:start + batch]})  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle flag
     return str(folder), len(starts) * batch
 
 
@@ -288,7 +288,8 @@ def _fp16_counts(model) -> dict[str, Any]:
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {vi.name: vi.type.tensor_type.elem_type
              for vi in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]}
-    fp16, fp32 = Counter(), Counter()
+    fp16: Counter[str] = Counter()
+    fp32: Counter[str] = Counter()
     casts = 0
     for node in model.graph.node:
         if node.op_type == "Cast":
@@ -320,7 +321,7 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
     """
     version = _need_modelopt()
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    source, input_name = int8_source(onnx_in, calibration, method, CALIBRATION_METHODS)
+    source, input_name, calibration = int8_source(onnx_in, calibration, method, CALIBRATION_METHODS)
     import onnx
 
     exclude = list(nodes_to_exclude or [])
@@ -366,9 +367,9 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calibration: np.nda
 
 
 def int8_source(onnx_in: Path, calibration: np.ndarray | None, method: str,
-                methods: tuple[str, ...] | dict[str, Any]) -> tuple[Any, str]:
+                methods: tuple[str, ...] | dict[str, Any]) -> tuple[Any, str, np.ndarray]:
     """What every INT8 tool checks first: a known method, calibration data that fits the model, and a
-    single-input model; returns the loaded model and its input name."""
+    single-input model; returns the loaded model, its input name and the calibration data."""
     if method not in methods:
         raise DataError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(methods)}")
     if calibration is None:
@@ -379,7 +380,7 @@ def int8_source(onnx_in: Path, calibration: np.ndarray | None, method: str,
     _check_calibration(calibration, source)
     if len(source.graph.input) != 1:
         raise DataError(f"{onnx_in} has {len(source.graph.input)} inputs; trtinfer calibrates single-input classifiers")
-    return source, source.graph.input[0].name
+    return source, source.graph.input[0].name, calibration
 
 
 def publish_int8(staged: Path, onnx_out: Path, model: Any, tool: str, onnx_in: Path) -> dict[str, Any]:

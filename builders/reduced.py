@@ -87,6 +87,8 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
     for precision in precisions:
         with report.timed(f"converting to {precision.upper()}"):
             if precision == "int8":
+                if calib is None:
+                    raise DataError("--int8 needs calibration data", hint="pass --calib-data DIR or --calib-set calib.npz")
                 tool, why = int8_tool(opts.quantizer, target)
                 report.info(f"INT8 quantizer {tool.name} ({why}); choices judged with {judge.name}")
                 limit = AccuracyGuard().limit("int8", opts.max_accuracy_drop)
@@ -96,6 +98,8 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
                                          outputs["int8"].parent, limit, method=opts.calib_method,
                                          fallback=opts.fallback, progress=lambda label: update)
                 facts = chosen["conversion"]
+                calibration = {**calib.summary(), "method": facts.get("method"), "quantizer": facts.get("tool"),
+                               "choice": chosen["choice"]}
                 _report_choice(report, chosen["choice"])
             else:  # AutoCast checks activation ranges on real images when we have them
                 facts = reduce_precision(precision, fp32_path, outputs[precision],
@@ -104,8 +108,7 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
         report.info(_describe(facts))
         sections[precision] = {"conversion": facts}
         if precision == "int8":
-            sections[precision]["calibration"] = {**calib.summary(), "method": facts.get("method"),
-                                                  "quantizer": facts.get("tool"), "choice": chosen["choice"]}
+            sections[precision]["calibration"] = calibration
     return sections
 
 

@@ -6,6 +6,8 @@ disagreement is a near-tie (reference margin between the top two below twice tha
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +100,7 @@ def validate_export(model: torch.nn.Module, onnx_path: str | Path, input_size: i
     report = progress or (lambda done, total: None)
     ref = run_batched(torch_runner(model), x_all, progress=lambda done, _: report(done, 2 * n))
     got = run_onnx(onnx_path, x_all, BATCH_SIZE, progress=lambda done, _: report(n + done, 2 * n))
-    results = {"random": compare_logits(ref[:RANDOM_BATCH], got[:RANDOM_BATCH], atol=atol, rtol=rtol).to_dict()}
+    results: dict[str, Any] = {"random": compare_logits(ref[:RANDOM_BATCH], got[:RANDOM_BATCH], atol=atol, rtol=rtol).to_dict()}
     if has_eval:
         results["eval"] = compare_logits(ref[RANDOM_BATCH:], got[RANDOM_BATCH:], eval_y, atol=atol,
                                          rtol=rtol).to_dict()

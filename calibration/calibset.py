@@ -27,6 +27,7 @@ from trtinfer.errors import DataError
 from trtinfer.hashing import sha256_bytes
 from trtinfer.manifest import Manifest, PreprocessSpec
 from trtinfer.preprocess import preprocess
+from trtinfer.defaults import CALIB_SAMPLES
 
 from .cifar import LabeledImages
 from .sources import UNSPLIT, class_counts, load_labeled, source_kind, take
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CALIB_FORMAT = "trtinfer-calibration-set"
 CALIB_FORMAT_VERSION = 1
-DEFAULT_SAMPLES = 512
 DEFAULT_SEED = 0
 MIN_RECOMMENDED_SAMPLES = 64  # fewer images than this: a warning (INT8 ranges get noisy)
 MAX_UPSCALE = 2.0  # source images smaller than resize / MAX_UPSCALE: a warning
@@ -202,7 +202,7 @@ class CalibrationSet:
         path = Path(path)
         if path.suffix != ".npz":
             raise DataError(f"calibration sets are .npz files, not {path.name}", hint="use -o calib.npz")
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "x": np.ascontiguousarray(self.x, dtype=np.float32),
             "labels": np.asarray(self.labels, dtype=np.int64),
             "indices": np.asarray(self.indices, dtype=np.int64),
@@ -231,7 +231,7 @@ def tensor_sha256(x: np.ndarray) -> str:
     return sha256_bytes(np.ascontiguousarray(x, dtype=np.float32).tobytes())
 
 
-def make_calibration_set(data: str | Path | LabeledImages, spec: PreprocessSpec, samples: int = DEFAULT_SAMPLES,
+def make_calibration_set(data: str | Path | LabeledImages, spec: PreprocessSpec, samples: int = CALIB_SAMPLES,
                          seed: int = DEFAULT_SEED, progress: Progress | None = None,
                          input_shape: list[int] | tuple[int, ...] | None = None) -> CalibrationSet:
     """Draw ``samples`` images from the *train* split, class-balanced, deterministic for ``seed``.
@@ -241,7 +241,7 @@ def make_calibration_set(data: str | Path | LabeledImages, spec: PreprocessSpec,
     input, batch first), the set must fit it.
     """
     if samples < 1:
-        raise DataError(f"--samples must be at least 1, got {samples}", hint=f"the default is {DEFAULT_SAMPLES}")
+        raise DataError(f"--samples must be at least 1, got {samples}", hint=f"the default is {CALIB_SAMPLES}")
     if input_shape is not None:
         _check_model_input(spec, input_shape)
     src = _as_source(data, "train")
@@ -262,7 +262,7 @@ def make_calibration_set(data: str | Path | LabeledImages, spec: PreprocessSpec,
         _warn(warnings, f"{src.source} has no labels: calibration rows are a seeded random draw, not class-balanced")
     if samples < MIN_RECOMMENDED_SAMPLES:
         _warn(warnings, f"only {samples} calibration images; INT8 ranges from fewer than "
-                        f"{MIN_RECOMMENDED_SAMPLES} are often poor (default {DEFAULT_SAMPLES})")
+                        f"{MIN_RECOMMENDED_SAMPLES} are often poor (default {CALIB_SAMPLES})")
     x = _preprocess_rows(src, indices, spec, progress, warnings)
     calib = CalibrationSet(x=x, labels=src.labels[indices].astype(np.int64), indices=indices, spec=spec,
                            source=src.source, source_kind=_kind(src), split=src.split, seed=seed,
@@ -356,7 +356,7 @@ def check_matches(calib: CalibrationSet, model: Manifest | PreprocessSpec,
         if any(w not in (-1, None) and w != g for w, g in zip(want, got)) or len(want) != len(got):
             raise DataError(f"calibration tensors are {got} but the model takes {want}",
                             hint="make the calibration set with the model's input size")
-    warnings = []
+    warnings: list[str] = []
     if len(calib) < MIN_RECOMMENDED_SAMPLES:
         _warn(warnings, f"the calibration set has only {len(calib)} images (fewer than {MIN_RECOMMENDED_SAMPLES}); "
                         "INT8 ranges may be poor")

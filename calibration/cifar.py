@@ -55,7 +55,7 @@ def _numpy_reconstructors() -> dict[str, object]:
     """numpy's own array/scalar rebuilders, taken from numpy itself (never imported by a pickle's name)."""
     try:  # numpy >= 2
         from numpy._core.multiarray import _reconstruct, scalar
-        from numpy._core.numeric import _frombuffer
+        from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private: absent from numpy's stubs
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
         from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]

@@ -53,7 +53,7 @@ class ImageFiles(Sequence):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, (slice, np.ndarray, list)):
             picked = self.paths[index] if isinstance(index, slice) else [self.paths[int(i)] for i in index]
             return [decode_image(p) for p in picked]

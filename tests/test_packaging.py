@@ -75,7 +75,8 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in readme and "test-command" in ci
     block = readme.split("<!-- test-command -->", 1)[1].split("```")[1]
-    assert block.strip().splitlines()[-1] == "bash scripts/test.sh"
+    assert block.strip().splitlines()[-1] == "bash scripts/typecheck.sh && bash scripts/test.sh"  # CI type-checks
+    assert (REPO / "scripts" / "typecheck.sh").is_file() and (REPO / "mypy.ini").is_file()
 
 
 def test_tensorrt_extras_pair_one_cuda_major_each(wheel):

@@ -83,7 +83,7 @@ def _read(path: str) -> str | None:
 
 def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
     """(model name, set of flags) from the text of /proc/cpuinfo (the first processor's)."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()

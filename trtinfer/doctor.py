@@ -271,9 +271,9 @@ def collect() -> Report:
         report.capabilities["tensorrt"] = {"ready": False, "reason": f"TensorRT {trt_text}, but {gpu.summary}"}
     else:
         report.capabilities["tensorrt"] = {"ready": True, "reason": f"TensorRT {trt_text}"}
-    for cap, names in CAPABILITIES.items():
-        if names:
-            needed = [by_stage[n] for n in names]
+    for cap, stage_names in CAPABILITIES.items():
+        if stage_names:
+            needed = [by_stage[n] for n in stage_names]
             missing = [f"{st.name}: {st.reason}" for st in needed if not st.ready]
             report.capabilities[cap] = {"ready": not missing,
                                         "reason": "; ".join(missing) if missing else needed[-1].reason}

@@ -433,7 +433,7 @@ class _ManifestReader:
         pre = self.preprocess(data)
         if len(inp.shape) == 4 and inp.shape[2:] != [pre.input_size, pre.input_size]:
             raise self.fail("input.shape", f"is {inp.shape} but preprocess.input_size is {pre.input_size}")
-        fields = {
+        fields: dict[str, Any] = {
             "name": self.string(data, "name"), "arch": self.string(data, "arch"), "num_classes": num_classes,
             "labels": list(labels), "precision": self.string(data, "precision", choices=PRECISIONS),
             "input": inp, "output": output, "preprocess": pre, "files": self.files(data),

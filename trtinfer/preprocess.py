@@ -213,7 +213,8 @@ def _resize_crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
     scale = spec.resize / min(h, w)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[spec.interpolation]
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+                "nearest": Image.Resampling.NEAREST}[spec.interpolation]
     img = Image.fromarray(arr).resize((new_w, new_h), resample)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)

@@ -141,7 +141,7 @@ def tensorrt_available(device: int = 0) -> tuple[bool, str]:
         problems.append(exc.message)
     except Exception as exc:
         problems.append(f"TensorRT probe failed ({_one_line(exc)})")
-    if problems:
+    if problems or gpu is None:
         return False, "; ".join(problems)
     return True, f"TensorRT {version} on {gpu['name']} (compute capability {gpu['compute_capability']})"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 from pathlib import Path
 
@@ -84,7 +86,8 @@ def inspect_cmd(artifact: Path, as_json: bool, verify: bool) -> None:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
     m = manifest
-    ckpt = m.source.get("checkpoint") if isinstance(m.source.get("checkpoint"), dict) else {}
+    source = m.source.get("checkpoint")
+    ckpt: dict[str, Any] = source if isinstance(source, dict) else {}
     rows = [
         ("name", m.name), ("arch", f"{m.arch}" + (" (CIFAR stem)" if m.variant.get("cifar_stem") else "")),
         ("precision", m.precision + (f" (target {m.target})" if m.target else "")), ("classes", f"{m.num_classes}: {', '.join(m.labels[:10])}{' ...' if m.num_classes > 10 else ''}"),

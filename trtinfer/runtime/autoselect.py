@@ -16,6 +16,7 @@ check passed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -122,10 +123,10 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
             model.infer(x)
             warm += 1
         calls = min(calls, max(1, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
-    times = tuning.race({name: {"run": (lambda m=model: m.infer(x))} for name, model in models.items()},
+    times = tuning.race({name: {"run": functools.partial(model.infer, x)} for name, model in models.items()},
                         calls={"run": calls}, rounds=3, settle_s=SETTLE_SECONDS)
     rates = {name: rows / t["run"] for name, t in times.items()}
-    winner = max(rates, key=rates.get)
+    winner = max(rates, key=lambda name: rates[name])
     info = cpu_info()
     listing = ", ".join(f"{n} {r:,.0f} img/s" for n, r in sorted(rates.items(), key=lambda kv: -kv[1]))
     why = (f"prefer={options.prefer}: at batch {rows} on {info.model} ({options.cpu_threads} threads), {listing}; "

@@ -233,7 +233,7 @@ class PinnedBuffer(_Owner):
         if self.nbytes <= 0:
             raise ValueError("a pinned buffer needs at least one byte")
         self._handle = int(cuda_call(cudart().cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes} bytes)"))
-        self._bytes = np.ctypeslib.as_array((ctypes.c_ubyte * self.nbytes).from_address(self._handle))
+        self._bytes: np.ndarray | None = np.ctypeslib.as_array((ctypes.c_ubyte * self.nbytes).from_address(self._handle))
 
     @property
     def ptr(self) -> int:
@@ -241,7 +241,7 @@ class PinnedBuffer(_Owner):
 
     def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         """A numpy view of the first ``prod(shape)`` elements; valid only until ``close()``."""
-        if not self._handle:
+        if not self._handle or self._bytes is None:
             raise TrtInferError("the pinned buffer is closed")
         dtype = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))

@@ -9,6 +9,7 @@ caller's array, with no copy on either side.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -108,7 +109,7 @@ class OnnxRuntimeModel(Model):
         name = sessions[True].get_inputs()[0].name
         rows = (1, DEFAULT_CPU_MAX_BATCH)
         inputs = {r: np.zeros((r, *self.row_shape), np.float32) for r in rows}
-        times = tuning.race({spin: {f"b{r}": (lambda s=s, r=r: s.run(None, {name: inputs[r]})) for r in rows}
+        times = tuning.race({spin: {f"b{r}": functools.partial(s.run, None, {name: inputs[r]}) for r in rows}
                              for spin, s in sessions.items()}, calls={"b1": 10, f"b{rows[1]}": 2})
         on, off = times[True], times[False]
         # per use: a latency caller (one row at a time) takes spinning when it wins at batch 1 and costs

@@ -97,7 +97,7 @@ class Stats:
 
     def reset(self) -> None:
         with self._lock:
-            self._c = Counter()
+            self._c: Counter[str] = Counter()
             self._sizes: Counter[int] = Counter()
             self._max_depth = 0
             self._accepted = 0

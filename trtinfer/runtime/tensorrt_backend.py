@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from .planning import (Chunk, GraphCache, aligned, buffer_bytes, graph_chunks, l
                        plan_chunks, row_bytes, zero_copy_granule)
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 
 class PlanIncompatibleError(ArtifactError):
@@ -64,15 +65,9 @@ class _Lane:
         self.index = index
         self.io = io
         self.context: Any = None
-        self.stream: cuda.Stream | None = None
-        self.done: cuda.Event | None = None  # recorded after a chunk's last operation
-        self.uploaded: cuda.Event | None = None  # recorded after the upload from in_host
+        self._owned: list[Any] = []  # CUDA resources, freed in reverse order by close()
         self.upload_pending = False  # in_host may still be read by a queued upload
-        self.in_host: cuda.PinnedBuffer | None = None
-        self.out_host: cuda.PinnedBuffer | None = None
-        self.in_dev: cuda.DeviceBuffer | None = None
-        self.out_dev: cuda.DeviceBuffer | None = None
-        self.graphs = GraphCache(graph_capacity, on_evict=lambda g: g.close())
+        self.graphs: GraphCache = GraphCache(graph_capacity, on_evict=lambda g: g.close())
         self.graphs_ok = graph_capacity > 0
         self.profile: int | None = None
         self.rows: int | None = None
@@ -83,16 +78,20 @@ class _Lane:
             if self.context is None:
                 raise BackendUnavailable("TensorRT could not create an execution context (out of GPU memory?)",
                                          hint="load with fewer streams, or free GPU memory")
-            self.stream = cuda.Stream()
-            self.done = cuda.Event()
-            self.uploaded = cuda.Event()
-            self.in_host = cuda.PinnedBuffer(io.in_bytes)
-            self.out_host = cuda.PinnedBuffer(io.out_bytes)
-            self.in_dev = cuda.DeviceBuffer(io.in_bytes)
-            self.out_dev = cuda.DeviceBuffer(io.out_bytes)
+            self.stream = self._own(cuda.Stream())
+            self.done = self._own(cuda.Event())  # recorded after a chunk's last operation
+            self.uploaded = self._own(cuda.Event())  # recorded after the upload from in_host
+            self.in_host = self._own(cuda.PinnedBuffer(io.in_bytes))
+            self.out_host = self._own(cuda.PinnedBuffer(io.out_bytes))
+            self.in_dev = self._own(cuda.DeviceBuffer(io.in_bytes))
+            self.out_dev = self._own(cuda.DeviceBuffer(io.out_bytes))
         except BaseException:
             self.close()
             raise
+
+    def _own(self, resource: _R) -> _R:
+        self._owned.append(resource)
+        return resource
 
     # -- staging ---------------------------------------------------------------------------------
     def stage_host(self, x: np.ndarray, chunk: Chunk) -> int:
@@ -187,11 +186,9 @@ class _Lane:
 
     def close(self) -> None:
         self.graphs.clear()
-        for name in ("out_dev", "in_dev", "out_host", "in_host", "uploaded", "done", "stream"):
-            resource, value = getattr(self, name), None
-            setattr(self, name, value)
-            if resource is not None:
-                resource.close()
+        owned, self._owned = self._owned, []
+        for resource in reversed(owned):
+            resource.close()
         self.context = None  # TensorRT frees a context when its last reference goes
 
 
@@ -404,7 +401,10 @@ class TensorRTModel(Model):
              out_dev: cuda.DeviceArray | None, caller: int | None, producers: Sequence[int] = ()) -> None:
         """One call: chunks over the lanes held, then one wait (or none, see below)."""
         io = self._io
-        rows = int(x_host.shape[0] if x_host is not None else x_dev.shape[0])
+        source = x_host if x_host is not None else x_dev
+        if source is None:
+            raise InternalError("a call needs host or device input")
+        rows = int(source.shape[0])
         chunks = io.plan(rows, self.cuda_graphs)
         lanes = self._acquire(len(chunks))
         try:
@@ -447,6 +447,8 @@ class TensorRTModel(Model):
         """The device address the chunk's input is read from: the caller's array in place where it may
         be (no padding, aligned, no graph), else the lane's buffer, filled."""
         if x_dev is None:
+            if x_host is None:
+                raise InternalError("a call needs host or device input")
             return lane.stage_host(x_host, chunk)
         src = x_dev.ptr + chunk.start * self._io.in_row_bytes
         if not chunk.padding and not self.cuda_graphs and aligned(src):
@@ -526,8 +528,7 @@ class TensorRTModel(Model):
         errors = []
         for lane in lanes:
             try:
-                if lane.stream is not None:
-                    lane.stream.synchronize()  # nothing may still use the buffers being freed
+                lane.stream.synchronize()  # nothing may still use the buffers being freed
             except cuda.CudaError as exc:
                 errors.append(exc)
             lane.close()
