@@ -234,7 +234,8 @@ def test_collector_sees_our_tensorrt_calls():
                      "create_optimization_profile", "set_shape", "add_optimization_profile", "create_timing_cache",
                      "set_timing_cache", "get_timing_cache", "serialize", "build_serialized_network",
                      "deserialize_cuda_engine", "create_engine_inspector", "get_engine_information",
-                     "LayerInformationFormat", "JSON", "num_inputs", "get_input", "dtype", "shape", "name"):
+                     "LayerInformationFormat", "JSON", "num_inputs", "get_input", "dtype", "shape", "name",
+                     "create_execution_context", "set_input_shape", "execution_context"):  # the inspector's context
         assert expected in names, f"{expected} not collected from builders/engine.py"
     support = used_names(REPO / "trtinfer" / "trt_support.py")
     for expected in ("ILogger", "Severity", "INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"):

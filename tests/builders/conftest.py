@@ -1,5 +1,5 @@
-"""Fixtures of the build-side tests: a tiny real artifact per test, and the build's caches (timing
-caches, tuning) kept in the test's own folder."""
+"""Fixtures of the build-side tests: a tiny real artifact per test, and (``isolated_cache``) the
+engine stage's caches (timing caches) kept in the test's own folder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,6 @@ def artifact(tmp_path: Path) -> Path:
     return write_tiny_artifact(tmp_path / "tiny")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture()
+def isolated_cache(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))

@@ -19,6 +19,8 @@ from trtinfer.builders.profiles import parse_batch_profiles
 from trtinfer.hashing import sha256_file
 from trtinfer.manifest import BatchProfile, EngineRecord, Manifest
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 
 @pytest.fixture(params=["10.16.1.11", "11.4.0.106"], ids=["trt10", "trt11"])
 def fake_trt(request, monkeypatch) -> FakeTensorRT:

@@ -22,6 +22,8 @@ from trtinfer.commands.engine_options import engine_options, engine_settings_fro
 from trtinfer.errors import ArtifactError, BackendUnavailable, TrtInferError
 from trtinfer.manifest import BatchProfile
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 
 def test_strongly_typed_on_10_and_default_on_11():
     trt10 = type("trt", (), {"__version__": "10.16.1.11", "NetworkDefinitionCreationFlag": _Flag})

@@ -19,7 +19,7 @@ from trtinfer.atomic import StagedDirectories
 from trtinfer.cli import main
 from trtinfer.interrupts import Interrupted
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
