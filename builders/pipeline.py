@@ -8,7 +8,6 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from trtinfer import defaults
 from trtinfer._version import __version__

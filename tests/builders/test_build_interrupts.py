@@ -109,7 +109,7 @@ def test_a_signal_during_the_commit_waits_for_the_whole_set(tmp_path):
     artifacts are still committed, and the interrupt then reports them as written."""
     code = f"""
 import os, signal, sys
-sys.path.insert(0, {str(REPO / 'tests')!r})
+sys.path[:0] = [{str(REPO / 'tests' / 'builders')!r}, {str(REPO / 'tests')!r}]
 from pathlib import Path
 from trtinfer import atomic
 from trtinfer.interrupts import Interrupted
@@ -158,7 +158,7 @@ def test_a_build_killed_mid_commit_is_reported_by_the_next(ckpt, tmp_path, capsy
     into that folder names the split set and removes the leftovers."""
     code = f"""
 import os, signal, sys
-sys.path.insert(0, {str(REPO / 'tests')!r})
+sys.path[:0] = [{str(REPO / 'tests' / 'builders')!r}, {str(REPO / 'tests')!r}]
 from pathlib import Path
 from trtinfer import atomic
 from test_build_interrupts import _stage_two

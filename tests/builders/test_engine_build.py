@@ -17,7 +17,7 @@ from trtinfer import trt_support
 from trtinfer.builders import engine as eng
 from trtinfer.builders.profiles import parse_batch_profiles
 from trtinfer.hashing import sha256_file
-from trtinfer.manifest import BatchProfile, EngineRecord, Manifest
+from trtinfer.manifest import BatchProfile, Manifest
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

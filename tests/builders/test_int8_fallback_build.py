@@ -9,7 +9,6 @@ channel to zero. Slow (about a minute: the fallback re-quantizes the model once 
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 

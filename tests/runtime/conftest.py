@@ -1,4 +1,5 @@
-"""Artifacts for the runtime tests: small torchvision classifiers exported to ONNX with a manifest.
+"""Artifacts for the runtime tests: small torchvision classifiers exported to ONNX with a manifest, and the
+TensorRT backend's stand-ins.
 
 Each artifact is built once per session (export takes seconds); tests that modify files copy it.
 """
@@ -9,6 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from fakes import tensorrt as fake_trt
+from fakes.tensorrt import make_plan_artifact
+from trtinfer.manifest import BatchProfile
 
 from .helpers import export_artifact, resnet18_cifar, tiny_net
 
@@ -37,3 +42,20 @@ def resnet_artifact(tmp_path_factory, resnet_model) -> Path:
 def artifact_copy(tmp_path, tiny_artifact) -> Path:
     """A private copy of the tiny artifact that a test may tamper with."""
     return Path(shutil.copytree(tiny_artifact, tmp_path / "copy"))
+
+
+# -- the TensorRT backend against its stand-ins (fakes.tensorrt over the queue CUDA of fakes.cuda) -------------
+SIMPLE = [BatchProfile(1, 8, 16)]
+
+
+@pytest.fixture
+def fakes(monkeypatch, request):
+    """The stand-ins installed for one test; ``indirect`` parametrisation gives other profiles."""
+    profiles = getattr(request, "param", SIMPLE)
+    return fake_trt.install(monkeypatch, profiles), profiles
+
+
+@pytest.fixture
+def plan_artifact(tiny_artifact, tmp_path, fakes):
+    """The tiny artifact with a stand-in model.plan and its engine record."""
+    return make_plan_artifact(tiny_artifact, tmp_path / "plan", fakes[1])

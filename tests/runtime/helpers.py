@@ -10,11 +10,27 @@ from pathlib import Path
 import numpy as np
 
 from trtinfer.labels import CIFAR10
-from trtinfer.manifest import ONNX_NAME, Manifest, TensorSpec
+from trtinfer.manifest import ONNX_NAME, BatchProfile, Manifest, TensorSpec
 from trtinfer.preprocess import make_spec
 
 INPUT_SIZE = 32
 NUM_CLASSES = 10
+
+
+def engine_artifact(directory: Path, model, profiles: list[BatchProfile]) -> Path:
+    """A tiny artifact with a real TensorRT engine of those batch profiles; skips the calling test
+    (or fixture) where TensorRT and a GPU cannot run it."""
+    import pytest
+
+    from gpu_env import tensorrt_skip_reason
+    from trtinfer.builders.engine import EngineBuildSettings, build_engine_into_artifact
+
+    reason = tensorrt_skip_reason()
+    if reason:
+        pytest.skip(f"needs TensorRT: {reason}")
+    art = export_artifact(directory, model, "tiny")
+    build_engine_into_artifact(art, EngineBuildSettings(profiles=list(profiles)))
+    return art
 
 
 def export_artifact(directory: Path, model, name: str, precision: str = "fp32", input_size: int = INPUT_SIZE,

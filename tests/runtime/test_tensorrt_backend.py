@@ -22,6 +22,7 @@ from trtinfer.runtime.tensorrt_backend import PlanIncompatibleError
 
 from fakes import tensorrt as fake_trt
 from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
+from . import helpers
 from .helpers import distinct_inputs, run_in_threads
 
 SIMPLE = [BatchProfile(1, 8, 16)]
@@ -29,15 +30,6 @@ HIGH_MIN = [BatchProfile(4, 8, 16)]
 GAPPED = [BatchProfile(1, 2, 4), BatchProfile(8, 12, 16)]
 
 
-@pytest.fixture
-def fakes(monkeypatch, request):
-    profiles = getattr(request, "param", SIMPLE)
-    return fake_trt.install(monkeypatch, profiles), profiles
-
-
-@pytest.fixture
-def plan_artifact(tiny_artifact, tmp_path, fakes):
-    return make_plan_artifact(tiny_artifact, tmp_path / "plan", fakes[1])
 
 
 def close_to(y: np.ndarray, x: np.ndarray) -> bool:
@@ -215,28 +207,9 @@ def test_tampered_plan_never_falls_back(fakes, plan_artifact):
 
 
 # -- real GPU ------------------------------------------------------------------------------------------------
-def _tensorrt_reason() -> str | None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gpu_env import tensorrt_skip_reason
-
-    return tensorrt_skip_reason()
-
-
 @pytest.fixture(scope="module")
 def engine_artifact(tmp_path_factory, tiny_model):
-    reason = _tensorrt_reason()
-    if reason:
-        pytest.skip(f"needs TensorRT: {reason}")
-    from trtinfer.builders.engine import EngineBuildSettings, build_engine_into_artifact
-
-    from .helpers import export_artifact
-
-    art = export_artifact(tmp_path_factory.mktemp("gpu") / "tiny", tiny_model, "tiny")
-    build_engine_into_artifact(art, EngineBuildSettings(profiles=[BatchProfile(1, 16, 64)]))
-    return art
+    return helpers.engine_artifact(tmp_path_factory.mktemp("gpu") / "tiny", tiny_model, [BatchProfile(1, 16, 64)])
 
 
 @pytest.mark.gpu

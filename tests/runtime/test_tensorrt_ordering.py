@@ -17,6 +17,7 @@ from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
 from trtinfer.errors import ArtifactError
 from trtinfer.manifest import BatchProfile
 
+from . import helpers
 from .helpers import distinct_inputs
 
 SIMPLE = [BatchProfile(1, 8, 16)]
@@ -24,15 +25,6 @@ GAPPED = [BatchProfile(1, 2, 4), BatchProfile(8, 12, 16)]
 ROW_BYTES, OUT_ROW_BYTES = 3 * 32 * 32 * 4, 10 * 4
 
 
-@pytest.fixture
-def fakes(monkeypatch, request):
-    profiles = getattr(request, "param", SIMPLE)
-    return fake_trt.install(monkeypatch, profiles), profiles
-
-
-@pytest.fixture
-def plan_artifact(tiny_artifact, tmp_path, fakes):
-    return make_plan_artifact(tiny_artifact, tmp_path / "plan", fakes[1])
 
 
 def same(y, x) -> None:
@@ -142,19 +134,8 @@ def test_an_engine_with_two_outputs_is_refused_at_load(monkeypatch, tiny_artifac
 # -- on a GPU with TensorRT, for real ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_profile_engine(tmp_path_factory, tiny_model):
-    from gpu_env import tensorrt_skip_reason
-
-    reason = tensorrt_skip_reason()
-    if reason:
-        pytest.skip(f"needs TensorRT: {reason}")
-    from trtinfer.builders.engine import EngineBuildSettings, finish_from_onnx
-    from trtinfer.manifest import BatchProfile
-
-    from .helpers import export_artifact
-
-    art = export_artifact(tmp_path_factory.mktemp("gpu2") / "tiny", tiny_model, "tiny")
-    finish_from_onnx(art, EngineBuildSettings(profiles=[BatchProfile(1, 4, 8), BatchProfile(16, 32, 64)]))
-    return art
+    return helpers.engine_artifact(tmp_path_factory.mktemp("gpu2") / "tiny", tiny_model,
+                                   [BatchProfile(1, 4, 8), BatchProfile(16, 32, 64)])
 
 
 def _expected(art, x):

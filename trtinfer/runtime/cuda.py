@@ -36,7 +36,8 @@ PER_THREAD_DEFAULT_STREAM = 2
 
 _HINTS = {
     "cudaErrorMemoryAllocation": "free GPU memory, or load with fewer streams or smaller batch profiles",
-    "cudaErrorInsufficientDriver": "update the NVIDIA driver to one that supports this CUDA version",
+    "cudaErrorInsufficientDriver": ("update the NVIDIA driver (CUDA 13 needs R580 or newer), or install the CUDA 12 "
+                                    "build: pip install 'trtinfer[tensorrt-cu12]'"),
     "cudaErrorNoDevice": "run on a host with an NVIDIA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)",
     "cudaErrorInvalidDevice": "pass a device index that exists (check nvidia-smi)",
     "cudaErrorStreamCaptureUnsupported": "load with cuda_graphs=False",
