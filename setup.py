@@ -25,10 +25,11 @@ BUILD = [
     "matplotlib>=3.8",
 ]
 
-# TensorRT and cuda-python of one CUDA major version each (a CUDA major needs a driver at least as
-# new as NVIDIA lists: CUDA 13 needs R580+, CUDA 12 R525+). PyPI's `tensorrt` is TensorRT 11 for
-# CUDA 13, so `[tensorrt]` is the newest pair; `[tensorrt-cu12]` is TensorRT 10 for older drivers.
-# trtinfer runs TensorRT 10 and 11 through one code path.
+# TensorRT and cuda-python of one CUDA major version each (TensorRT's prerequisites: CUDA 13 wheels need
+# driver R580+, CUDA 12 wheels R535+). PyPI's `tensorrt` is TensorRT 11 for CUDA 13, so `[tensorrt]` is the
+# newest pair. `[tensorrt-cu12]` is for older drivers; NVIDIA ships TensorRT 11 for CUDA 12 too, and the cap
+# at 10.x is our choice (the long-tested pair), not a limit of the packages: trtinfer runs TensorRT 10 and
+# 11 through one code path, so installing "tensorrt-cu12>=11" "cuda-python>=12,<13" instead works as well.
 TENSORRT = {
     "tensorrt-cu12": ["tensorrt-cu12>=10,<11", "cuda-python>=12,<13"],
     "tensorrt-cu13": ["tensorrt-cu13>=11,<12", "cuda-python>=13,<14"],
@@ -46,6 +47,7 @@ setup(
         "trtinfer",
         "trtinfer.runtime",
         "trtinfer.commands",
+        "trtinfer.serve",
         "trtinfer.builders",
         "trtinfer.calibration",
         "trtinfer.benchmarks",
@@ -56,6 +58,7 @@ setup(
         "trtinfer.calibration": "calibration",
         "trtinfer.benchmarks": "benchmarks",
     },
+    package_data={"trtinfer.serve": ["page.html"]},
     install_requires=["numpy>=1.24", "click>=8.1"],
     extras_require={
         "build": BUILD,
@@ -64,7 +67,10 @@ setup(
         "openvino": ["openvino>=2024.0"],
         # `trtinfer bench`'s CPU peers: OpenVINO on an NNCF INT8 model, and PyTorch's own PT2E INT8
         "bench": ["openvino>=2024.0", "nncf>=2.14", "torchao>=0.10"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10"],
+        # `trtinfer serve`: the ASGI app and server, metrics, multipart uploads, the gRPC protocol definitions
+        "serve": ["starlette>=0.37", "uvicorn>=0.29", "prometheus-client>=0.20", "python-multipart>=0.0.9",
+                  "tritonclient[grpc]>=2.40", "pillow>=10"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40"],
     },
     entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],

@@ -36,5 +36,6 @@ def cifar_dir(cifar_root: Path) -> Path:
     return cifar_root / "cifar-10-batches-py"
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k have deselected: decide on the GPU tests actually selected
 def pytest_collection_modifyitems(config, items):
     apply_gpu_policy(config, items)

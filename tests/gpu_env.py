@@ -61,8 +61,8 @@ def gpu_status(cudart: Any = None, device_nodes_present: Any = _device_nodes_pre
             try:
                 from cuda import cudart  # cuda-python 12.x layout
             except ImportError:
-                return GpuStatus(False, device_nodes_present(),
-                                 "cuda-python is not installed (pip install 'trtinfer[tensorrt]')")
+                return GpuStatus(False, False, "cuda-python is not installed (pip install 'trtinfer[tensorrt]', "
+                                               "or 'trtinfer[tensorrt-cu12]' on drivers before R580)")
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as exc:  # the driver library itself is missing
@@ -90,7 +90,7 @@ def gpu_requested(markexpr: str) -> bool:
 def apply_gpu_policy(config: Any, items: list[Any], status: GpuStatus | None = None) -> None:
     """conftest's collection hook: GPU tests run where CUDA is usable; elsewhere they skip with the
     reason, except that a run asking for them (``-m gpu``) on a host whose GPU cannot be used fails."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
     status = status or gpu_status()
