@@ -6,6 +6,7 @@ the build tooling (torch, ModelOpt) are imported when first used.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -19,7 +20,7 @@ __all__ = [
 ]
 
 
-def load(artifact_dir: str, backend: str = "auto", **options: Any) -> Any:
+def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Any:
     """Open an artifact directory for inference; see :func:`trtinfer.runtime.load`."""
     from .runtime import load as _load
 

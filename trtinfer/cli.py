@@ -20,6 +20,8 @@ COMMANDS = {
     "inspect": "trtinfer.commands.inspect:inspect_cmd",
     "calib": "trtinfer.commands.calib:calib",
     "doctor": "trtinfer.commands.doctor:doctor",
+    "predict": "trtinfer.commands.predict:predict",
+    "serve": "trtinfer.commands.serve:serve",
 }
 
 

@@ -407,6 +407,7 @@ class DynamicBatcher:
                     self._release_slot(held)
                     continue
                 batch, rows, staging = self._assemble(taken, staging)
+            started = time.perf_counter()
             try:
                 outputs = self._run(batch)
                 if len(outputs) != rows:
@@ -432,4 +433,5 @@ class DynamicBatcher:
                 offset += n
                 latencies.append(done - request.t_submit)
                 request.future.set_result(result)
-            stats.record_batch(rows, latencies, ok=True)
+            stats.record_batch(rows, latencies, ok=True, queued=[started - r.t_submit for r in taken],
+                               compute_s=done - started)

@@ -283,6 +283,11 @@ class Model:
         """Requests, batches, the batch-size histogram, queue depth and latency percentiles."""
         return self._stats.snapshot()
 
+    def add_batch_observer(self, observer: Any) -> None:
+        """``observer(rows, ok, queued_seconds, compute_seconds)`` after each batch the dynamic batcher
+        runs (``queued_seconds``: one per request); for metrics exporters. It must be quick and not raise."""
+        self._stats.add_observer(observer)
+
     def reset_stats(self) -> None:
         self._stats.reset()
 

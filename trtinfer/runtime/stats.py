@@ -93,6 +93,7 @@ class Stats:
         self._lock = threading.Lock()
         self._window = window
         self._queue_depth_fn: Any = None
+        self._observers: list[Any] = []
         self.reset()
 
     def reset(self) -> None:
@@ -131,7 +132,8 @@ class Stats:
                 self._c["timed_out"] += timed_out
                 self._c["cancelled"] += cancelled
 
-    def record_batch(self, rows: int, latencies: list[float], ok: bool) -> None:
+    def record_batch(self, rows: int, latencies: list[float], ok: bool, queued: list[float] | None = None,
+                     compute_s: float | None = None) -> None:
         with self._lock:
             self._c["batches"] += 1
             self._c["batch_rows"] += rows
@@ -141,6 +143,13 @@ class Stats:
                 self._request_lat.add_many(latencies)
             else:
                 self._c["failed"] += len(latencies)
+        for observer in self._observers:  # outside the lock: an observer may take its own
+            observer(rows, ok, queued or [], compute_s)
+
+    def add_observer(self, observer: Any) -> None:
+        """``observer(rows, ok, queued_seconds_per_request, compute_seconds)`` after every batch (the
+        server's Prometheus histograms); it must be quick and must not raise."""
+        self._observers.append(observer)
 
     # -- reading -------------------------------------------------------------------------------
     def snapshot(self) -> StatsSnapshot:
