@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,13 +59,13 @@ class Server:
 
 
 def request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 60) -> tuple[int, dict, bytes]:
+            timeout: float = 60) -> tuple[int, Any, bytes]:
     req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def start_server(artifacts: list[Path], tmp: Path, *args: str) -> Server:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIX = "_image"  # each model is also served taking encoded images (one BYTES input "image")
 VERSION = "1"
+WARM_UP_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -47,9 +48,11 @@ class ServedModel:
                 "top1_reference": accuracy.get("top1_reference"), "accuracy_checked": bool(accuracy.get("checked"))}
 
     def warm_up(self) -> None:
-        """One batch through the batcher (allocations, first-run compilation), then ready."""
+        """A direct run (allocations, first-run compilation), then one request through the batcher
+        (its workers), each exempt from the serving timeout; then ready."""
         x = np.zeros((1, *self.model.row_shape), np.float32)
-        self.model.submit(x).result(timeout=120)
+        self.model.infer(x)
+        self.model.submit(x, timeout=WARM_UP_TIMEOUT_S).result(timeout=WARM_UP_TIMEOUT_S)
         self.ready.set()
 
 
