@@ -1,0 +1,84 @@
+"""``trtinfer serve`` as a child process on free loopback ports, for the tests and the load benchmark:
+started, waited on until ready, spoken to over plain HTTP, and stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, dict, bytes]:
+        return request(self.url + path)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+        return request(self.url + path, body, headers or {})
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+            timeout: float = 60) -> tuple[int, Any, bytes]:
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def start_server(artifacts: list[Path], tmp: Path, *args: str) -> Server:
+    port, grpc_port = free_port(), free_port()
+    log = tmp / f"server-{port}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "trtinfer.cli", "serve", *map(str, artifacts),
+                                "--port", str(port), "--grpc-port", str(grpc_port), *args],
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    server = Server(process, port, grpc_port, log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}: {log.read_text()}")
+        try:
+            status, _, _ = request(server.url + "/v2/health/ready", timeout=2)
+            if status == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the server was not ready within {START_TIMEOUT_S} s: {log.read_text()}")
