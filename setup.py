@@ -70,7 +70,8 @@ setup(
         # `trtinfer serve`: the ASGI app and server, metrics, multipart uploads, the gRPC protocol definitions
         "serve": ["starlette>=0.37", "uvicorn>=0.29", "prometheus-client>=0.20", "python-multipart>=0.0.9",
                   "tritonclient[grpc]>=2.40", "pillow>=10"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40",
+                "playwright>=1.40"],  # drives Debian's chromium in the page test (never downloads a browser)
     },
     entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],
