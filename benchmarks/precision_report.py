@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from trtinfer import defaults
 from trtinfer.manifest import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -198,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs [resnet18: 10, mobilenet_v2: 30]")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate [resnet18: 0.1, mobilenet_v2: 0.05]")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a state dict to use instead of training")
-    parser.add_argument("--calib-samples", type=int, default=512)
+    parser.add_argument("--calib-samples", type=int, default=defaults.CALIB_SAMPLES)
     parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy")
     parser.add_argument("--keep-first-layer", action="store_true", help="leave the first Conv unquantized")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.SEED)
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the ONNX models and the trained state dict (<arch>.pth) here")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report as JSON")

@@ -90,9 +90,11 @@ def network_creation_flags(trt: Any) -> int:
 
 
 # Words in the inspector's type descriptions -> precision classes. TensorRT 10 writes
-# "Format/Datatype": "Row major linear FP16 format" (or "Half" for kgen layers). For 11 no host here
-# can show the key (NVIDIA's tooling has read "Format/Datatype" and "Datatype"; "DataType" is also
-# seen), so any key whose letters, lowercased, hold "datatype" or are "format" is read: see _tensor_type.
+# "Format/Datatype": "Row major linear FP16 format" (or "Half" for kgen layers). TensorRT 11 split that
+# field (its 10.x-to-11.x migration guide, IEngineInspector JSON Output): its "I/O Tensors" say "DataType",
+# while NVIDIA's TensorRT 11.1 trt-perf-analysis tooling reads layer tensors' "Datatype" beside "Format".
+# No host here can print one, so any key whose letters, lowercased, hold "datatype" or are "format" is
+# read, the data type first: see _tensor_type.
 _TYPE_WORDS = {
     "int4": "int4", "fp4": "fp4", "int8": "int8", "fp8": "fp8", "e4m3": "fp8",
     "half": "fp16", "fp16": "fp16", "bf16": "bf16", "bfloat16": "bf16", "float": "fp32", "fp32": "fp32",
@@ -113,22 +115,27 @@ def tensor_precision(description: Any) -> str | None:
     return None
 
 
+def _letters(key: Any) -> str:
+    return re.sub(r"[^a-z]", "", str(key).lower())
+
+
 def _type_key(key: Any) -> bool:
     """``Format/Datatype``, ``Datatype``, ``DataType``, ``data_type``, ``Format``: keys that hold a tensor's type."""
-    letters = re.sub(r"[^a-z]", "", str(key).lower())
+    letters = _letters(key)
     return "datatype" in letters or letters in ("format", "type", "dtype")
 
 
 def _tensor_type(record: Any) -> str | None:
     """A tensor's precision from whichever type key the inspector used; None when it says none
-    (``"N/A due to dynamic shapes"`` without an execution context)."""
+    (``"N/A due to dynamic shapes"`` without an execution context). A key naming the data type is
+    read before a format key, whose layout text may also name a type."""
     if not isinstance(record, dict):
         return None
-    for key, value in record.items():
-        if _type_key(key):
-            found = tensor_precision(value)
-            if found:
-                return found
+    keys = sorted((k for k in record if _type_key(k)), key=lambda k: "datatype" not in _letters(k))
+    for key in keys:
+        found = tensor_precision(record[key])
+        if found:
+            return found
     return None
 
 
@@ -550,14 +557,16 @@ def add_engine(directory: Path, manifest: Manifest, settings: EngineBuildSetting
 
 
 def build_engine_into_artifact(artifact_dir: Path, settings: EngineBuildSettings, progress: Progress | None = None,
-                               evaluation: EngineEvaluation | None = None) -> EngineRecord:
+                               evaluation: EngineEvaluation | None = None,
+                               manifest: Manifest | None = None) -> EngineRecord:
     """Build ``model.plan`` into a committed artifact directory (``--from-onnx``), atomically.
 
     The directory is replaced as a whole (old plan and manifest, or new ones, never a mix); the
-    manifest keeps its precision and gains its engine record and a sha256 for ``model.plan``.
+    manifest (``manifest``, when the caller has read it already) keeps its precision and gains its
+    engine record and a sha256 for ``model.plan``.
     """
     artifact_dir = Path(artifact_dir)
-    manifest = read_artifact_for_engine(artifact_dir)
+    manifest = manifest or read_artifact_for_engine(artifact_dir)
     with StagedDirectories() as staging:
         staged = staging.stage(artifact_dir, copy_from=artifact_dir)
         record = add_engine(staged, manifest, settings, progress, evaluation)
@@ -590,7 +599,8 @@ def finish_from_onnx(artifact_dir: str | Path, settings: EngineBuildSettings | N
     if eval_data is not None:
         evaluation = load_eval_set(eval_data, manifest, eval_samples)
         evaluation.max_drop, evaluation.allow = max_accuracy_drop, allow_accuracy_drop
-    return build_engine_into_artifact(artifact_dir, settings, progress=progress, evaluation=evaluation)
+    return build_engine_into_artifact(artifact_dir, settings, progress=progress, evaluation=evaluation,
+                                      manifest=manifest)
 
 
 def plan_matches_manifest(artifact_dir: str | Path) -> bool:

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from trtinfer.defaults import FP16_MAX_DROP, INT8_MAX_DROP
 from trtinfer.errors import AccuracyError, BackendUnavailable, DataError, ValidationError
 
 log = logging.getLogger(__name__)
 
-FP16_MAX_DROP = 0.5  # top-1 percentage points
-INT8_MAX_DROP = 0.5  # was 1.0; method choice and the sensitivity fallback make 0.5 affordable
 DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": FP16_MAX_DROP, "int8": INT8_MAX_DROP}
 EVAL_BATCH = 64
 

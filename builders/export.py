@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from trtinfer.defaults import OPSET as DEFAULT_OPSET
 from trtinfer.errors import TrtInferError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,6 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
-DEFAULT_OPSET = 17  # >= 17 as the contract says; TensorRT 10/11 and ModelOpt all read it
 
 
 def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -47,8 +47,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_size: int, opset
     The TorchScript-based exporter is tried first (fast, and what TensorRT's parser has seen most);
     the torch.export-based one is the fallback for models it cannot trace.
     """
-    if opset < 17:
-        raise TrtInferError(f"--opset {opset} is below 17", hint="use opset 17 or newer")
+    if opset < DEFAULT_OPSET:
+        raise TrtInferError(f"--opset {opset} is below {DEFAULT_OPSET}", hint=f"use opset {DEFAULT_OPSET} or newer")
     path = Path(path)
     model = model.eval()
     example = torch.randn(2, 3, input_size, input_size)

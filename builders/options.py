@@ -33,7 +33,7 @@ class BuildOptions:
     eval_samples: int | None = None
     atol: float = defaults.ATOL
     rtol: float = defaults.RTOL
-    opset: int = 17
+    opset: int = defaults.OPSET
     force: bool = False
     # reduced precision (issue 3)
     calib_data: Path | None = None

@@ -64,7 +64,7 @@ def test_cli_help_and_version_without_heavy_imports():
     exe = Path(sys.executable).with_name("trtinfer")
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("trtinfer, version ")
-    for cmd in ("build", "inspect", "calib", "doctor"):
+    for cmd in ("build", "inspect", "calib", "doctor", "predict", "serve"):
         help_text = subprocess.run([str(exe), cmd, "--help"], capture_output=True, text=True)
         assert help_text.returncode == 0, help_text.stderr
         assert "Usage: trtinfer " + cmd in help_text.stdout

@@ -26,5 +26,10 @@ NORMALIZE = "imagenet"
 #: How far ONNX Runtime's logits may be from PyTorch's before an export fails validation.
 ATOL = 1e-3
 RTOL = 1e-4
+#: ONNX opset of the export, and the lowest one accepted (TensorRT 10/11 and ModelOpt all read it).
+OPSET = 17
+#: Largest top-1 drop vs FP32, in percentage points, the accuracy guard allows a reduced precision.
+FP16_MAX_DROP = 0.5
+INT8_MAX_DROP = 0.5  # was 1.0; method choice and the sensitivity fallback make 0.5 affordable
 #: Where `trtinfer build` writes its artifact directories.
 OUT_DIR = "artifacts"

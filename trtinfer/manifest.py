@@ -94,6 +94,13 @@ class BatchProfile:
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
+    @classmethod
+    def from_dict(cls, data: Any) -> BatchProfile:
+        """The inverse of :meth:`to_dict`; a record without integer min, opt and max raises ValueError."""
+        if not isinstance(data, dict) or not {"min", "opt", "max"} <= data.keys():
+            raise ValueError(f"batch profile {data!r} must be a {{min, opt, max}} record")
+        return cls(data["min"], data["opt"], data["max"])
+
 
 @dataclass
 class EngineRecord:
@@ -364,10 +371,10 @@ class _ManifestReader:
             name = f"{field_name}[{i}]"
             if not isinstance(record, dict):
                 raise self.fail(name, f"must be a {{min, opt, max}} record, not {_show(record)}")
-            numbers = [self.integer(self.get(record, k, name + "."), f"{name}.{k}", 1, 1 << 20)
-                       for k in ("min", "opt", "max")]
+            for k in ("min", "opt", "max"):
+                self.integer(self.get(record, k, name + "."), f"{name}.{k}", 1, 1 << 20)
             try:
-                out.append(BatchProfile(*numbers))
+                out.append(BatchProfile.from_dict(record))
             except ValueError as exc:
                 raise self.fail(name, str(exc)) from None
         if any(b.min <= a.max for a, b in zip(out, out[1:])):

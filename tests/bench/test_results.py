@@ -104,6 +104,7 @@ def test_a_batch_outside_the_engines_profiles_is_said_plainly():
 def test_option_defaults_said_once_agree_with_the_library():
     """The CLI's choices are import-free constants (for --help); they must equal what the library knows."""
     from trtinfer import defaults
+    from trtinfer.builders import targets  # noqa: F401 -- registers NNCF beside ModelOpt, as every build does
     from trtinfer.builders.precision import tools
     from trtinfer.commands import build_options as o
     from trtinfer.preprocess import NORMALIZATIONS

@@ -167,3 +167,31 @@ def test_subprocess_exit_code_and_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: checkpoint not found")
     assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in proc.stderr
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """Each default is said once (trtinfer.defaults): the options of ``build`` and ``calib make`` show the
+    values BuildOptions, the export, the accuracy guard and make_calibration_set fall back to."""
+    import dataclasses
+    import inspect
+
+    from trtinfer import defaults
+    from trtinfer.builders.evaluate import DEFAULT_MAX_DROP
+    from trtinfer.builders.export import export_onnx
+    from trtinfer.builders.options import BuildOptions
+    from trtinfer.calibration.calibset import make_calibration_set
+    from trtinfer.commands.build import build
+    from trtinfer.commands.calib import make
+
+    fields = {f.name: f.default for f in dataclasses.fields(BuildOptions)}
+    parsed = build.make_context("build", ["model.pth"]).params  # every option left out: its default
+    shown = {name: value for name, value in parsed.items()
+             if name in fields and name not in ("checkpoint", "fp16_exclude")}
+    assert shown.keys() >= {"out_dir", "atol", "rtol", "opset", "calib_samples", "seed", "quantizer", "fallback"}
+    assert shown == {name: fields[name] for name in shown}
+    assert inspect.signature(export_onnx).parameters["opset"].default == defaults.OPSET
+    assert (DEFAULT_MAX_DROP["fp16"], DEFAULT_MAX_DROP["int8"]) == (defaults.FP16_MAX_DROP, defaults.INT8_MAX_DROP)
+    calib = make.make_context("make", ["--data", "d", "--input-size", "32", "-o", "c.npz"]).params
+    draw = inspect.signature(make_calibration_set).parameters
+    assert calib["samples"] == draw["samples"].default == defaults.CALIB_SAMPLES
+    assert calib["seed"] == draw["seed"].default == defaults.SEED

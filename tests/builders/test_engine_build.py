@@ -223,6 +223,19 @@ def test_finish_from_onnx_evaluates_before_committing(fake_trt, fake_runtime, ar
     assert any("agreement 100.00%" in m for m in messages)
 
 
+def test_finish_from_onnx_reads_and_writes_the_manifest_once(fake_trt, artifact, monkeypatch):
+    """The manifest read for the checks is the one built on: no re-read, one write, in one staging."""
+    reads: list[Path] = []
+    writes: list[Path] = []
+    real_read, real_write = Manifest.read.__func__, Manifest.write
+    monkeypatch.setattr(Manifest, "read", classmethod(lambda cls, d: reads.append(Path(d)) or real_read(cls, d)))
+    monkeypatch.setattr(Manifest, "write", lambda self, d: writes.append(Path(d)) or real_write(self, d))
+    eng.finish_from_onnx(artifact)
+    assert reads == [artifact]
+    assert len(writes) == 1 and writes[0] != artifact  # into the staged copy, committed as a whole
+    assert real_read(Manifest, artifact).engine is not None
+
+
 def test_finish_from_onnx_accuracy_guard(fake_trt, fake_runtime, artifact, tmp_path):
     from trtinfer.errors import AccuracyError
 

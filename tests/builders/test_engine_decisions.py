@@ -66,6 +66,13 @@ def test_the_type_key_is_found_by_name_not_spelling(type_key):
     assert summary.precisions == {"fp16": 4} and summary.compute_precisions == {"fp16": 2}
 
 
+def test_the_data_type_key_is_read_before_the_format():
+    """A TensorRT 11 layout string may name a type too; the split-out data type is what counts."""
+    tensor = {"Name": "t", "Format": "Row major linear FP32 format (kLINEAR)", "Datatype": "Half"}
+    layer = {"Name": "conv", "LayerType": "CaskConvolution", "Inputs": [tensor], "Outputs": [tensor]}
+    assert eng.summarize_layers({"Layers": [layer]}).precisions == {"fp16": 1}
+
+
 @pytest.mark.parametrize("trt11", [False, True], ids=["trt10-json", "trt11-json"])
 def test_dynamic_shapes_without_a_context_fall_back_to_weights(trt11):
     """Without an execution context the inspector prints "N/A due to dynamic shapes" for every tensor:

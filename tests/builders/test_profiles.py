@@ -85,6 +85,16 @@ def test_constructor_validates_too():
         validate_profiles([BatchProfile(1, 2, MAX_BATCH_LIMIT + 1)])
 
 
+def test_record_round_trip():
+    profile = BatchProfile(1, 32, 256)
+    assert str(profile) == "1:32:256" and profile.to_dict() == {"min": 1, "opt": 32, "max": 256}
+    assert BatchProfile.from_dict(profile.to_dict()) == profile
+    assert profile.covers(1) and profile.covers(256) and not profile.covers(257)
+    for bad in ({"min": 1, "opt": 32}, [1, 32, 256], {"min": 8, "opt": 4, "max": 16}, {"min": "1", "opt": 2, "max": 3}):
+        with pytest.raises(ValueError):
+            BatchProfile.from_dict(bad)
+
+
 def test_shapes_for_tensorrt():
     profile = BatchProfile(1, 32, 256)
     assert profile.shapes((3, 224, 224)) == ((1, 3, 224, 224), (32, 3, 224, 224), (256, 3, 224, 224))

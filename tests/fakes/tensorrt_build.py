@@ -22,10 +22,13 @@ class _Flag:
     STRONGLY_TYPED = 0
 
 
-#: The key TensorRT 11's inspector puts a tensor's type under. No host here can print one; NVIDIA's
-#: TensorRT 11 tooling reads "Datatype", so the TensorRT 11 form carries the type there alone, beside a
-#: layout-only "Format" (our reader must find it by name, not by the TensorRT 10 spelling).
+#: The key TensorRT 11's inspector puts a layer tensor's type under. No host here can print one; TensorRT
+#: 11 split TensorRT 10's "Format/Datatype" (10.x-to-11.x migration guide), and NVIDIA's TensorRT 11.1
+#: trt-perf-analysis schema gives layer tensors "Datatype" and "Format", so the TensorRT 11 form carries
+#: the type there alone, beside a layout-only "Format" (our reader must find it by name, not by the
+#: TensorRT 10 spelling). The guide's own "I/O Tensors" example spells it "DataType".
 TRT11_TYPE_KEY = "Datatype"
+TRT11_IO_TYPE_KEY = "DataType"
 DYNAMIC_UNKNOWN = "N/A due to dynamic shapes"
 
 
@@ -50,7 +53,7 @@ def inspector_json(layers: list[tuple[str, str, str]], trt11: bool = False, dyna
             for i, (kind, a, b) in enumerate(layers)]
     data: dict[str, Any] = {"Layers": body}
     if trt11:
-        data["I/O Tensors"] = [{"Name": "input", "IOMode": "Input", TRT11_TYPE_KEY: "Float"}]
+        data["I/O Tensors"] = [{"Name": "input", "IOMode": "Input", TRT11_IO_TYPE_KEY: "Float"}]
     else:
         data["Bindings"] = ["input", "logits"]
     return json.dumps(data)

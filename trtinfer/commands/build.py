@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from trtinfer import defaults
 from trtinfer.commands.build_options import (DATA_OPTION_NAMES, MODEL_OPTION_NAMES, data_options, model_options,
                                              pop_options)
 from trtinfer.commands.engine_options import engine_options, pop_engine_options
@@ -31,17 +32,20 @@ def _precisions(fp32: bool, fp16: bool, int8: bool, precision: str | None) -> tu
 @click.option("--int8", is_flag=True, help="Build an INT8 artifact (NNCF or ModelOpt Q/DQ per --target; needs "
                                            "--calib-data or --calib-set).")
 @click.option("--precision", metavar="LIST", help="Comma-separated precisions, e.g. fp32,fp16,int8 (shares one export).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
-              help="Parent directory; each artifact goes to OUT/<name>-<precision>/.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path(defaults.OUT_DIR),
+              show_default=True, help="Parent directory; each artifact goes to OUT/<name>-<precision>/.")
 @click.option("--name", help="Artifact name (default: the checkpoint's file name without extension).")
 @model_options
 @data_options
 @click.option("--calib-set", type=click.Path(path_type=Path), help="A calibration set made by `trtinfer calib make`.")
 @click.option("--fp16-exclude", metavar="NODES", help="Comma-separated ONNX node names the FP16 build keeps in FP32.")
 @click.option("--allow-accuracy-drop", is_flag=True, help="Write reduced-precision artifacts even when the accuracy guard fails.")
-@click.option("--atol", type=float, default=1e-3, show_default=True, help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
-@click.option("--rtol", type=float, default=1e-4, show_default=True, help="Tolerance relative to the largest logit.")
-@click.option("--opset", type=click.IntRange(17), default=17, show_default=True, help="ONNX opset.")
+@click.option("--atol", type=float, default=defaults.ATOL, show_default=True,
+              help="Absolute logit tolerance of the ONNX-vs-PyTorch check.")
+@click.option("--rtol", type=float, default=defaults.RTOL, show_default=True,
+              help="Tolerance relative to the largest logit.")
+@click.option("--opset", type=click.IntRange(defaults.OPSET), default=defaults.OPSET, show_default=True,
+              help="ONNX opset.")
 @click.option("--from-onnx", "from_onnx", type=click.Path(path_type=Path),
               help="Finish an existing artifact directory: build its TensorRT engine (GPU host).")
 @click.option("--force", is_flag=True, help="Replace existing artifact directories.")

@@ -106,7 +106,8 @@ def data_options(f: F) -> F:
         click.option("--target", type=click.Choice(TARGETS),
                      help="Where the artifact runs (default: gpu where TensorRT and a GPU are present, else cpu)."),
         click.option("--max-accuracy-drop", type=float,
-                     help="Largest allowed top-1 drop in points vs FP32 (default 0.5 for FP16 and INT8)."),
+                     help=f"Largest allowed top-1 drop in points vs FP32 (default {defaults.FP16_MAX_DROP} for FP16, "
+                          f"{defaults.INT8_MAX_DROP} for INT8)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="Keep the most sensitive INT8 layers in float when the drop exceeds the allowance."),
     ])
