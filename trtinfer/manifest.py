@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import ArtifactError
 from .hashing import sha256_file
+from .pixels import INTERPOLATIONS
 
 SCHEMA_VERSION = 3
 #: Versions this trtinfer reads. 2 (issue 16) added ``target`` (cpu|gpu: which deployment the
@@ -29,7 +30,6 @@ TARGETS = ("cpu", "gpu")
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse anything absurd before parsing it
 REBUILD = "rebuild the artifact (trtinfer build)"
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ONNX_NAME = "model.onnx"
 PLAN_NAME = "model.plan"
