@@ -51,14 +51,16 @@ setup(
         "trtinfer.builders",
         "trtinfer.calibration",
         "trtinfer.benchmarks",
+        "trtinfer.exporters",
     ],
     package_dir={
         "trtinfer": "trtinfer",
         "trtinfer.builders": "builders",
         "trtinfer.calibration": "calibration",
         "trtinfer.benchmarks": "benchmarks",
+        "trtinfer.exporters": "exporters",
     },
-    package_data={"trtinfer.serve": ["page.html"]},
+    package_data={"trtinfer.serve": ["page.html"], "trtinfer.exporters": ["triton_preprocess/model.py"]},
     install_requires=["numpy>=1.24", "click>=8.1"],
     extras_require={
         "build": BUILD,
@@ -70,6 +72,9 @@ setup(
         # `trtinfer serve`: the ASGI app and server, metrics, multipart uploads, the gRPC protocol definitions
         "serve": ["starlette>=0.37", "uvicorn>=0.29", "prometheus-client>=0.20", "python-multipart>=0.0.9",
                   "tritonclient[grpc]>=2.40", "pillow>=10"],
+        # `trtinfer export triton`: Triton's ModelConfig protobuf (configs are checked as they are written),
+        # OpenVINO's converter for CPU nodes' IR
+        "triton": ["tritonclient[grpc]>=2.40", "openvino>=2024.0"],
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40",
                 "playwright>=1.40"],  # drives Debian's chromium in the page test (never downloads a browser)
     },

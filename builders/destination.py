@@ -17,8 +17,10 @@ from trtinfer.errors import ArtifactError
 MAX_NAME_BYTES = 200
 
 
-def check_destination(out_dir: Path, names: list[str], force: bool) -> None:
-    """Raise ArtifactError (one line, with the fix) for the first problem with ``out_dir/<name>``."""
+def check_destination(out_dir: Path, names: list[str], force: bool, flag: str = "-o",
+                      layout: str = "each artifact goes to OUT/<name>-<precision>/") -> None:
+    """Raise ArtifactError (one line, with the fix) for the first problem with ``out_dir/<name>``
+    (``flag`` names the option that chose ``out_dir``, ``layout`` what goes into it)."""
     out_dir = Path(out_dir)
     for name in names:
         if len(name.encode()) > MAX_NAME_BYTES:
@@ -32,15 +34,15 @@ def check_destination(out_dir: Path, names: list[str], force: bool) -> None:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         what = "a file" if existing.is_file() else "not a directory"
-        where = f"-o {out_dir}" if existing == out_dir else f"-o {out_dir}: {existing}"
-        raise ArtifactError(f"{where} is {what}",
-                            hint="pass a directory for -o (each artifact goes to OUT/<name>-<precision>/)")
+        where = f"{flag} {out_dir}" if existing == out_dir else f"{flag} {out_dir}: {existing}"
+        raise ArtifactError(f"{where} is {what}", hint=f"pass a directory for {flag} ({layout})")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ArtifactError(f"-o {out_dir}: {existing} is not writable", hint="choose another -o, or fix its permissions")
+        raise ArtifactError(f"{flag} {out_dir}: {existing} is not writable",
+                            hint=f"choose another {flag}, or fix its permissions")
     for name in names:
         final = out_dir / name
         if (final.exists() or final.is_symlink()) and not force:
-            raise ArtifactError(f"{final} already exists", hint="pass --force to replace it, or choose another -o")
+            raise ArtifactError(f"{final} already exists", hint=f"pass --force to replace it, or choose another {flag}")
 
 
 def recover_interrupted_commits(out_dir: Path, warn) -> None:

@@ -1,10 +1,10 @@
 # Create or reuse the project's virtual environment (.venv) and install trtinfer with the
-# extras named in TRTINFER_EXTRAS (default: build,openvino,bench,serve,dev). Sourced by quickstart.sh and test.sh.
+# extras named in TRTINFER_EXTRAS (default: build,openvino,bench,serve,triton,dev). Sourced by quickstart.sh and test.sh.
 # Reinstalls only when setup.py or the extras change (a stamp file records what was installed).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TRTINFER_VENV:-$ROOT/.venv}"
-EXTRAS="${TRTINFER_EXTRAS:-build,openvino,bench,serve,dev}"
+EXTRAS="${TRTINFER_EXTRAS:-build,openvino,bench,serve,triton,dev}"
 PY="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then

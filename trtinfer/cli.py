@@ -22,6 +22,7 @@ COMMANDS = {
     "doctor": "trtinfer.commands.doctor:doctor",
     "predict": "trtinfer.commands.predict:predict",
     "serve": "trtinfer.commands.serve:serve",
+    "export": "trtinfer.commands.export:export",
 }
 
 

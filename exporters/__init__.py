@@ -1,0 +1,1 @@
+"""Exports of artifacts to other serving systems (Triton Inference Server model repositories)."""

@@ -1,0 +1,216 @@
+"""What Triton Inference Server is told about an exported model: one ``config.pbtxt`` per model folder.
+
+Each config is built as the JSON form of Triton's ``ModelConfig`` protobuf and written through
+that protobuf (``tritonclient.grpc.model_config_pb2`` with ``google.protobuf``'s ``json_format`` and
+``text_format``), so a misspelt field or enum value fails the export, not Triton's model load.
+
+Decisions, each read against Triton's documentation (docs/scale-out.md cites the pages):
+
+* where the model runs (:func:`choose_format`): an engine goes to ``tensorrt_plan`` on GPU nodes; ONNX
+  on GPU nodes goes to ``onnxruntime_onnx`` with the TensorRT execution accelerator at the artifact's
+  precision; on CPU nodes FP32 goes to ``onnxruntime_onnx`` and FP16/INT8 to the OpenVINO backend as
+  OpenVINO IR, because ONNX Runtime's CPU provider runs our Q/DQ graph slower than FP32 (0.66x
+  measured) while OpenVINO runs it in INT8;
+* the batch dimension is left out of ``dims`` and expressed by ``max_batch_size``: for an engine the
+  smallest of its plans' largest profile maximum (every GPU kind must take any batch Triton forms),
+  for ONNX the user's ``--max-batch-size``;
+* ``dynamic_batching`` prefers the engine profiles' OPT sizes (the sizes TensorRT tuned kernels for)
+  or, for ONNX, full batches; ``max_queue_delay_microseconds`` is trtinfer's own batcher delay;
+* the output carries ``label_filename`` so Triton's classification extension returns class names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trtinfer.errors import TrtInferError
+from trtinfer.manifest import Manifest
+from trtinfer.runtime.options import DEFAULT_CPU_MAX_BATCH, DEFAULT_MAX_DELAY_MS
+
+KINDS = ("cpu", "gpu")
+#: Model file formats of an exported classifier, by Triton platform/backend.
+PLAN, ONNX, OPENVINO = "tensorrt_plan", "onnxruntime_onnx", "openvino"
+LABELS_FILE = "labels.txt"
+IMAGE_INPUT = "image"  # the same input ``trtinfer serve``'s ``<name>_image`` twin takes
+IMAGE_SUFFIX = "_image"
+PREPROCESS_SUFFIX = "_preprocess"
+VERSION = "1"
+#: ONNX Runtime's TensorRT execution accelerator precision for each artifact precision.
+TRT_EP_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+#: Where ONNX Runtime's TensorRT provider keeps the engines it builds, inside the Triton container:
+#: without a cache every model load rebuilds them (minutes for a ResNet-50).
+TRT_EP_CACHE = "/tmp/trtinfer-ort-trt-cache"
+_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """``trtinfer export triton``'s options, said once: the CLI parses into this, the writer reads it."""
+
+    kind: str | None = None  # "cpu" | "gpu"; None: gpu for an artifact with a plan, else cpu
+    max_batch_size: int = DEFAULT_CPU_MAX_BATCH  # for ONNX models (an engine's profiles say its own)
+    instances: int = 1
+    max_queue_delay_us: int = int(DEFAULT_MAX_DELAY_MS * 1000)
+    with_preprocess: bool = False
+    preprocess_instances: int = 2
+    python_env: str | None = None  # a conda-pack archive with numpy and Pillow (EXECUTION_ENV_PATH)
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in KINDS:
+            raise TrtInferError(f"--kind {self.kind} is not one of {', '.join(KINDS)}")
+        for flag, value in (("--max-batch-size", self.max_batch_size), ("--instances", self.instances),
+                            ("--preprocess-instances", self.preprocess_instances)):
+            if not isinstance(value, int) or value < 1:
+                raise TrtInferError(f"{flag} {value} must be a positive integer")
+        if self.max_queue_delay_us < 0:
+            raise TrtInferError(f"--max-queue-delay-us {self.max_queue_delay_us} must be 0 or more")
+
+
+def check_model_name(name: str) -> str:
+    """Triton model names become folder names and ensemble references: plain ones only."""
+    if not _NAME.match(name):
+        raise TrtInferError(f"model name {name!r} is not a plain folder name (letters, digits, '_', '.', '-')",
+                            hint="rebuild the artifact with a plain --name")
+    return name
+
+
+def choose_format(manifest: Manifest, kind: str | None) -> tuple[str, str]:
+    """(node kind, Triton platform/backend) for one artifact; see the module docstring."""
+    has_plan = manifest.engine is not None
+    kind = kind or ("gpu" if has_plan else "cpu")
+    if kind == "gpu":
+        return kind, PLAN if has_plan else ONNX
+    return kind, ONNX if manifest.precision == "fp32" else OPENVINO
+
+
+def _dtype(manifest: Manifest, which: str) -> str:
+    spec = getattr(manifest, which)
+    if spec.dtype not in _DTYPES:
+        raise TrtInferError(f"{manifest.name}'s {which} tensor is {spec.dtype}; Triton export takes "
+                            f"{', '.join(_DTYPES)}", hint="rebuild the artifact with this trtinfer")
+    return _DTYPES[spec.dtype]
+
+
+def plan_max_batch(manifests: Sequence[Manifest]) -> int:
+    """The largest batch every plan takes: each plan's largest profile maximum, the smallest of those."""
+    return min(max(p.max for p in m.engine.profiles) for m in manifests if m.engine is not None)
+
+
+def preferred_sizes(manifests: Sequence[Manifest], platform: str, max_batch_size: int) -> list[int]:
+    if platform == PLAN:
+        opts = {p.opt for m in manifests if m.engine is not None for p in m.engine.profiles}
+        return sorted(size for size in opts if size <= max_batch_size) or [max_batch_size]
+    return [max_batch_size]
+
+
+def classifier_config(name: str, manifests: Sequence[Manifest], kind: str, platform: str,
+                      options: TritonOptions, plan_files: dict[str, str] | None = None) -> dict[str, Any]:
+    """The classifier's ModelConfig (JSON form). ``plan_files``: compute capability -> plan file name,
+    when several plans of one model are exported together."""
+    m = manifests[0]
+    max_batch = plan_max_batch(manifests) if platform == PLAN else options.max_batch_size
+    config: dict[str, Any] = {
+        "name": name,
+        "max_batch_size": max_batch,
+        "input": [{"name": m.input.name, "data_type": _dtype(m, "input"), "dims": list(m.batch_shape)}],
+        "output": [{"name": m.output.name, "data_type": _dtype(m, "output"), "dims": list(m.output.shape[1:]),
+                    "label_filename": LABELS_FILE}],
+        "dynamic_batching": {"preferred_batch_size": preferred_sizes(manifests, platform, max_batch),
+                             "max_queue_delay_microseconds": options.max_queue_delay_us},
+        "instance_group": [{"count": options.instances, "kind": "KIND_GPU" if kind == "gpu" else "KIND_CPU"}],
+        "model_warmup": [{"name": f"zeros-batch-{size}", "batch_size": size,
+                          "inputs": {m.input.name: {"data_type": _dtype(m, "input"), "dims": list(m.batch_shape),
+                                                    "zero_data": True}}}
+                         for size in sorted({1, max_batch})],
+        "parameters": {"precision": {"string_value": m.precision}, "arch": {"string_value": m.arch},
+                       "trtinfer_version": {"string_value": m.trtinfer_version}},
+    }
+    if platform == OPENVINO:
+        config["backend"] = "openvino"
+        config["parameters"].update(openvino_parameters())
+    else:
+        config["platform"] = platform
+    if platform == PLAN and plan_files:
+        config["cc_model_filenames"] = dict(plan_files)
+    if platform == ONNX and kind == "gpu":
+        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [{
+            "name": "tensorrt",
+            "parameters": {"precision_mode": TRT_EP_PRECISION[m.precision],
+                           "max_workspace_size_bytes": str(1 << 30),
+                           "trt_engine_cache_enable": "1", "trt_engine_cache_path": TRT_EP_CACHE}}]}}
+    return config
+
+
+def openvino_parameters() -> dict[str, dict[str, str]]:
+    """The OpenVINO backend's parameters for a dynamic-batch IR (see docs/scale-out.md)."""
+    return {"PERFORMANCE_HINT": {"string_value": "THROUGHPUT"}}
+
+
+def preprocess_config(name: str, manifest: Manifest, max_batch: int, options: TritonOptions) -> dict[str, Any]:
+    """The Python-backend model decoding image bytes into the classifier's input."""
+    m = manifest
+    parameters: dict[str, Any] = {"preprocess": {"string_value": json.dumps(_spec_record(m), sort_keys=True)}}
+    if options.python_env:
+        parameters["EXECUTION_ENV_PATH"] = {"string_value": options.python_env}
+    return {
+        "name": name + PREPROCESS_SUFFIX,
+        "backend": "python",
+        "max_batch_size": max_batch,
+        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "output": [{"name": m.input.name, "data_type": "TYPE_FP32", "dims": list(m.batch_shape)}],
+        "dynamic_batching": {"max_queue_delay_microseconds": options.max_queue_delay_us},
+        "instance_group": [{"count": options.preprocess_instances, "kind": "KIND_CPU"}],
+        "parameters": parameters,
+    }
+
+
+def _spec_record(manifest: Manifest) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(manifest.preprocess)
+
+
+def ensemble_config(name: str, manifest: Manifest, max_batch: int) -> dict[str, Any]:
+    """``<name>_image``: one BYTES input ``image`` -> ``<name>_preprocess`` -> ``<name>``."""
+    m = manifest
+    tensor = "preprocessed_" + m.input.name
+    return {
+        "name": name + IMAGE_SUFFIX,
+        "platform": "ensemble",
+        "max_batch_size": max_batch,
+        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "output": [{"name": m.output.name, "data_type": _dtype(m, "output"), "dims": list(m.output.shape[1:]),
+                    "label_filename": LABELS_FILE}],
+        "ensemble_scheduling": {"step": [
+            {"model_name": name + PREPROCESS_SUFFIX, "model_version": -1,
+             "input_map": {IMAGE_INPUT: IMAGE_INPUT}, "output_map": {m.input.name: tensor}},
+            {"model_name": name, "model_version": -1,
+             "input_map": {m.input.name: tensor}, "output_map": {m.output.name: m.output.name}},
+        ]},
+    }
+
+
+def to_pbtxt(config: dict[str, Any]) -> str:
+    """The config as Triton's protobuf text format, checked field by field against ``ModelConfig``."""
+    try:
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise TrtInferError(f"writing Triton configs needs tritonclient's protobuf definitions ({exc})",
+                            hint='pip install "trtinfer[triton]"') from exc
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(message)
+
+
+def parse_pbtxt(text: str) -> Any:
+    """A ``config.pbtxt``'s text -> ``ModelConfig`` (what Triton's model loader does first)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())

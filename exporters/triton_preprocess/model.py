@@ -1,0 +1,71 @@
+"""Triton Python-backend model: encoded images (one BYTES input) -> the classifier's input tensor.
+
+Written by ``trtinfer export triton --with-preprocess`` into ``<name>_preprocess/1/`` beside
+``trtinfer_pixels.py``, a verbatim copy of ``trtinfer/pixels.py``: the same decode, size bounds,
+8-bit RGB conversion, resize, crop and normalisation as ``trtinfer.preprocess``, so Triton feeds the
+classifier exactly the tensor ``trtinfer serve`` would. Needs numpy and Pillow only (no trtinfer
+inside the Triton container); the manifest's preprocessing arrives as the model configuration's
+``preprocess`` parameter (JSON).
+
+A bad image fails its own request with a one-line error naming the problem; the other requests
+of the same batch are answered.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+PIXELS_FILE = "trtinfer_pixels.py"
+SPEC_KEYS = ("input_size", "resize", "mean", "std", "scale", "interpolation")
+
+
+def _load_pixels():
+    """The sibling ``trtinfer_pixels.py``, by path (whatever the stub put on ``sys.path``)."""
+    path = Path(__file__).with_name(PIXELS_FILE)
+    spec = importlib.util.spec_from_file_location("trtinfer_pixels", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}: export the model again with trtinfer export triton")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("trtinfer_pixels", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.pixels = _load_pixels()
+        spec = json.loads(config["parameters"]["preprocess"]["string_value"])
+        self.spec = {key: spec[key] for key in SPEC_KEYS}
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+
+    def _tensor(self, blobs):
+        images = []
+        try:
+            for blob in blobs:
+                images.append(self.pixels.decode_image_bytes(bytes(blob)))
+            return self.pixels.images_to_tensor(images, **self.spec)
+        finally:
+            for image in images:
+                image.close()
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            blobs = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
+            try:
+                tensor = self._tensor(blobs)
+            except self.pixels.ImageError as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                continue
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(tensor, np.float32))]))
+        return responses
+
+    def finalize(self):
+        self.pixels = None

@@ -1,0 +1,206 @@
+"""``trtinfer export triton``: artifacts -> a Triton Inference Server model repository.
+
+Per artifact (or per group of plan-bearing artifacts of one model built on different GPU kinds):
+
+    REPO/<name>/config.pbtxt, labels.txt, 1/model.plan | 1/model.onnx | 1/model.xml + model.bin
+    REPO/<name>_preprocess/config.pbtxt, 1/model.py, 1/trtinfer_pixels.py      (--with-preprocess)
+    REPO/<name>_image/config.pbtxt, labels.txt, 1/                             (--with-preprocess)
+
+Every source file is checked against its manifest's sha256 before it is used and every copy after
+it is written; every folder is staged beside its final place and all of them are renamed in
+together (:class:`trtinfer.atomic.StagedDirectories`), so an error or Ctrl-C leaves the repository
+as it was, and models of the repository that this export does not name are never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtinfer.atomic import StagedDirectories
+from trtinfer.errors import ArtifactError, TrtInferError
+from trtinfer.hashing import sha256_file
+from trtinfer.manifest import ONNX_NAME, Manifest
+
+from . import triton_config as tc
+from .triton_config import TritonOptions
+
+PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess") / "model.py"
+
+
+@dataclass
+class Source:
+    """One artifact handed to the export: its directory and checked manifest."""
+
+    directory: Path
+    manifest: Manifest
+
+
+@dataclass
+class ExportedModel:
+    """One model folder the export writes (or wrote)."""
+
+    name: str
+    kind: str  # "cpu" | "gpu"
+    platform: str  # tensorrt_plan, onnxruntime_onnx, openvino, python, ensemble
+    sources: list[Source]
+    config: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # relative to the model folder
+
+
+def _pixels_source() -> Path:
+    """trtinfer/pixels.py as installed (the package's own file, which the Triton model ships verbatim)."""
+    from trtinfer import pixels
+
+    return Path(pixels.__file__)
+
+
+def read_sources(artifacts: Sequence[str | Path]) -> list[Source]:
+    """Every artifact's manifest read and every file it lists checked against its sha256."""
+    sources = []
+    for artifact in artifacts:
+        directory = Path(artifact)
+        manifest = Manifest.read(directory)
+        manifest.verify_files(directory)
+        tc.check_model_name(manifest.name)
+        sources.append(Source(directory, manifest))
+    return sources
+
+
+def _group(sources: list[Source]) -> dict[str, list[Source]]:
+    groups: dict[str, list[Source]] = {}
+    for source in sources:
+        groups.setdefault(source.manifest.name, []).append(source)
+    return groups
+
+
+def _check_plan_group(name: str, group: list[Source]) -> None:
+    """Several artifacts under one name: one model's plans for different GPU kinds, one TensorRT."""
+    where = ", ".join(str(s.directory) for s in group)
+    if any(s.manifest.engine is None for s in group):
+        raise TrtInferError(f"{len(group)} artifacts are named {name!r} ({where}); only plan-bearing artifacts of "
+                            "one model built on different GPU kinds share a name in the repository",
+                            hint="export them to different repositories, or rebuild one with another --name")
+    onnx = {s.manifest.files[ONNX_NAME]["sha256"] for s in group}
+    if len(onnx) > 1:
+        raise TrtInferError(f"the artifacts named {name!r} ({where}) hold different models (their model.onnx differ)",
+                            hint="rebuild one with another --name")
+    ccs = [s.manifest.engine.compute_capability for s in group if s.manifest.engine is not None]
+    if len(set(ccs)) < len(ccs):
+        raise TrtInferError(f"the artifacts named {name!r} ({where}) hold two plans for compute capability "
+                            f"{max(ccs, key=ccs.count)}", hint="pass one artifact per GPU kind")
+    versions = sorted({s.manifest.engine.tensorrt_version for s in group if s.manifest.engine is not None})
+    if len(versions) > 1:
+        raise TrtInferError(f"the plans named {name!r} were built with TensorRT {' and '.join(versions)}; one Triton "
+                            "container runs one TensorRT version", hint="rebuild them with one TensorRT version")
+
+
+def plan_file_name(compute_capability: str) -> str:
+    """``8.9`` -> ``model_sm89.plan``."""
+    return f"model_sm{compute_capability.replace('.', '')}.plan"
+
+
+def plan_models(sources: list[Source], options: TritonOptions) -> list[ExportedModel]:
+    """What the export will write, decided before any file is touched (errors come first)."""
+    models: list[ExportedModel] = []
+    for name, group in _group(sources).items():
+        if len(group) > 1:
+            _check_plan_group(name, group)
+        kind, platform = tc.choose_format(group[0].manifest, options.kind)
+        if len(group) > 1 and platform != tc.PLAN:
+            raise TrtInferError(f"{len(group)} artifacts named {name!r} go to {kind} nodes as {platform}, which "
+                                "takes one model file", hint="export one of them, or --kind gpu for their plans")
+        manifests = [s.manifest for s in group]
+        plan_files = {m.engine.compute_capability: plan_file_name(m.engine.compute_capability)
+                      for m in manifests if m.engine is not None} if len(group) > 1 else None
+        config = tc.classifier_config(name, manifests, kind, platform, options, plan_files)
+        models.append(ExportedModel(name, kind, platform, group, config))
+        if options.with_preprocess:
+            max_batch = config["max_batch_size"]
+            models.append(ExportedModel(name + tc.PREPROCESS_SUFFIX, "cpu", "python", group[:1],
+                                        tc.preprocess_config(name, group[0].manifest, max_batch, options)))
+            models.append(ExportedModel(name + tc.IMAGE_SUFFIX, kind, "ensemble", group[:1],
+                                        tc.ensemble_config(name, group[0].manifest, max_batch)))
+    names = [m.name for m in models]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise TrtInferError(f"two models of this export would both be named {clashes[0]!r}",
+                            hint="rebuild one artifact with another --name")
+    return models
+
+
+def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    if sha256_file(dst) != sha256:
+        raise ArtifactError(f"the copy {dst} of {src} does not match the manifest's sha256 (a disk or copy error)",
+                            hint="run the export again")
+
+
+def _write_openvino_ir(onnx: Path, xml: Path) -> None:
+    """Our ONNX -> OpenVINO IR with OpenVINO's own converter; weights kept as they are (the default
+    ``compress_to_fp16`` would turn an FP32 or INT8 model's float weights into FP16)."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise TrtInferError(f"CPU nodes run FP16/INT8 artifacts on Triton's OpenVINO backend, and converting to its "
+                            f"IR needs OpenVINO ({exc})", hint='pip install "trtinfer[triton]"') from exc
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.convert_model(str(onnx)), str(xml), compress_to_fp16=False)
+
+
+def _write_labels(folder: Path, manifest: Manifest) -> None:
+    bad = [label for label in manifest.labels if "\n" in label or "\r" in label]
+    if bad:
+        raise TrtInferError(f"{manifest.name}'s label {bad[0]!r} holds a line break; Triton's labels file has one "
+                            "label per line", hint="rebuild the artifact with single-line --labels")
+    (folder / tc.LABELS_FILE).write_text("".join(f"{label}\n" for label in manifest.labels), encoding="utf-8")
+
+
+def _write_model(model: ExportedModel, folder: Path) -> None:
+    version = folder / tc.VERSION
+    version.mkdir(parents=True, exist_ok=True)
+    first = model.sources[0]
+    if model.platform == tc.PLAN:
+        plan_files = model.config.get("cc_model_filenames") or {}
+        for source in model.sources:
+            m, engine = source.manifest, source.manifest.engine
+            assert engine is not None
+            target = plan_files.get(engine.compute_capability, "model.plan")
+            _copy_verified(m.file_path(source.directory, engine.plan), version / target, m.files[engine.plan]["sha256"])
+    elif model.platform == tc.ONNX:
+        m = first.manifest
+        _copy_verified(m.file_path(first.directory, ONNX_NAME), version / ONNX_NAME, m.files[ONNX_NAME]["sha256"])
+    elif model.platform == tc.OPENVINO:
+        _write_openvino_ir(first.manifest.file_path(first.directory, ONNX_NAME), version / "model.xml")
+    elif model.platform == "python":
+        shutil.copyfile(PREPROCESS_MODEL, version / "model.py")
+        shutil.copyfile(_pixels_source(), version / "trtinfer_pixels.py")
+    if model.platform not in ("python",):
+        _write_labels(folder, first.manifest)
+    (folder / "config.pbtxt").write_text(tc.to_pbtxt(model.config), encoding="utf-8")
+    model.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def export_triton(artifacts: Sequence[str | Path], repo: str | Path, options: TritonOptions,
+                  report: Callable[[str], None] | None = None) -> list[ExportedModel]:
+    """Write the artifacts' models into the repository ``repo``; returns what was written."""
+    from trtinfer.builders.destination import check_destination, recover_interrupted_commits
+
+    repo = Path(repo)
+    say = report or (lambda message: None)
+    if not artifacts:
+        raise TrtInferError("no artifact given", hint="trtinfer export triton ARTIFACT [ARTIFACT ...] --repo DIR")
+    models = plan_models(read_sources(artifacts), options)
+    check_destination(repo, [m.name for m in models], options.force, flag="--repo",
+                      layout="each model goes to REPO/<name>/")
+    recover_interrupted_commits(repo, say)
+    with StagedDirectories(overwrite=options.force) as staging:
+        for model in models:
+            say(f"writing {model.name} ({model.platform}, {model.kind.upper()} nodes)")
+            _write_model(model, staging.stage(repo / model.name))
+        staging.commit()
+    return models

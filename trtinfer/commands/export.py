@@ -1,0 +1,50 @@
+"""``trtinfer export triton``: artifacts -> a Triton Inference Server model repository (scale-out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from trtinfer.exporters.triton_config import KINDS, TritonOptions
+
+_D = TritonOptions  # the defaults live on the options record, said once
+
+
+@click.group("export")
+def export() -> None:
+    """Export artifacts to other serving systems."""
+
+
+@export.command("triton")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--repo", required=True, type=click.Path(path_type=Path),
+              help="The model repository to write into (created when missing); other models in it are left alone.")
+@click.option("--kind", type=click.Choice(KINDS),
+              help="Node kind the models run on [default: gpu for an artifact with a plan, else cpu].")
+@click.option("--max-batch-size", default=_D.max_batch_size, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Triton's max_batch_size for ONNX/OpenVINO models (a plan's profiles set its own).")
+@click.option("--instances", default=_D.instances, show_default=True, type=click.IntRange(1, 256),
+              help="Model instances per node (instance_group count).")
+@click.option("--max-queue-delay-us", default=_D.max_queue_delay_us, show_default=True, type=click.IntRange(0),
+              help="How long Triton's dynamic batcher waits to fill a batch.")
+@click.option("--with-preprocess", is_flag=True,
+              help="Also write <name>_preprocess (Python backend) and the ensemble <name>_image taking image bytes.")
+@click.option("--preprocess-instances", default=_D.preprocess_instances, show_default=True,
+              type=click.IntRange(1, 256), help="Instances of the preprocessing model (CPU).")
+@click.option("--python-env", help="EXECUTION_ENV_PATH of the preprocessing model: a conda-pack archive with numpy "
+                                   "and Pillow, e.g. $TRITON_MODEL_DIRECTORY/../pillow-env.tar.gz.")
+@click.option("--force", is_flag=True, help="Replace model folders of the same names.")
+def triton(artifacts: tuple[Path, ...], repo: Path, kind: str | None, max_batch_size: int, instances: int,
+           max_queue_delay_us: int, with_preprocess: bool, preprocess_instances: int, python_env: str | None,
+           force: bool) -> None:
+    """Write ARTIFACTS as models of the Triton model repository --repo (config.pbtxt, model files, labels)."""
+    from trtinfer.exporters.triton_repo import export_triton
+
+    options = TritonOptions(kind=kind, max_batch_size=max_batch_size, instances=instances,
+                            max_queue_delay_us=max_queue_delay_us, with_preprocess=with_preprocess,
+                            preprocess_instances=preprocess_instances, python_env=python_env, force=force)
+    models = export_triton(artifacts, repo, options, report=lambda m: click.echo(m, err=True))
+    for model in models:
+        click.echo(f"{repo / model.name}: {model.platform} on {model.kind.upper()} nodes ({', '.join(model.files)})")
+    click.echo(f"run it: tritonserver --model-repository={repo.resolve()}  (docs/scale-out.md)")
