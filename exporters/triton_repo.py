@@ -66,6 +66,7 @@ def read_sources(artifacts: Sequence[str | Path]) -> list[Source]:
         manifest = Manifest.read(directory)
         manifest.verify_files(directory)
         tc.check_model_name(manifest.name)
+        _check_labels(manifest)
         sources.append(Source(directory, manifest))
     return sources
 
@@ -152,11 +153,14 @@ def _write_openvino_ir(onnx: Path, xml: Path) -> None:
     ov.save_model(ov.convert_model(str(onnx)), str(xml), compress_to_fp16=False)
 
 
-def _write_labels(folder: Path, manifest: Manifest) -> None:
+def _check_labels(manifest: Manifest) -> None:
     bad = [label for label in manifest.labels if "\n" in label or "\r" in label]
     if bad:
         raise TrtInferError(f"{manifest.name}'s label {bad[0]!r} holds a line break; Triton's labels file has one "
                             "label per line", hint="rebuild the artifact with single-line --labels")
+
+
+def _write_labels(folder: Path, manifest: Manifest) -> None:
     (folder / tc.LABELS_FILE).write_text("".join(f"{label}\n" for label in manifest.labels), encoding="utf-8")
 
 
