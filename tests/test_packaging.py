@@ -25,8 +25,11 @@ def test_wheel_has_only_the_trtinfer_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"trtinfer", next(t for t in tops if t.endswith(".dist-info"))}
-    for sub in ("builders", "calibration", "benchmarks", "runtime", "commands"):
+    for sub in ("builders", "calibration", "benchmarks", "runtime", "commands", "serve", "exporters"):
         assert f"trtinfer/{sub}/__init__.py" in names
+    # files shipped as data: the page, and the Triton preprocessing model with the pixels it copies
+    for data in ("serve/page.html", "exporters/triton_preprocess/model.py", "pixels.py"):
+        assert f"trtinfer/{data}" in names
     assert "trtinfer/builders/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "trtinfer = trtinfer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -64,8 +67,8 @@ def test_cli_help_and_version_without_heavy_imports():
     exe = Path(sys.executable).with_name("trtinfer")
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("trtinfer, version ")
-    for cmd in ("build", "inspect", "calib", "doctor", "predict", "serve"):
-        help_text = subprocess.run([str(exe), cmd, "--help"], capture_output=True, text=True)
+    for cmd in ("build", "inspect", "calib", "doctor", "predict", "serve", "export", "export triton"):
+        help_text = subprocess.run([str(exe), *cmd.split(), "--help"], capture_output=True, text=True)
         assert help_text.returncode == 0, help_text.stderr
         assert "Usage: trtinfer " + cmd in help_text.stdout
 

@@ -21,6 +21,7 @@ import triton_python_backend_utils as pb_utils
 
 PIXELS_FILE = "trtinfer_pixels.py"
 SPEC_KEYS = ("input_size", "resize", "mean", "std", "scale", "interpolation")
+DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
 
 
 def _load_pixels():
@@ -43,6 +44,7 @@ class TritonPythonModel:
         self.spec = {key: spec[key] for key in SPEC_KEYS}
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
+        self.output_dtype = DTYPES[config["output"][0]["data_type"]]  # the classifier's input type
 
     def _tensor(self, blobs):
         images = []
@@ -64,7 +66,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
                 continue
             responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(tensor, np.float32))]))
+                output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(tensor, self.output_dtype))]))
         return responses
 
     def finalize(self):

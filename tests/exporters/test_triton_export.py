@@ -19,7 +19,8 @@ import pytest
 
 from fakes.tensorrt import make_plan_artifact
 from trtinfer.cli import main
-from trtinfer.exporters.triton_config import TRT_EP_CACHE, TritonOptions, parse_pbtxt
+from trtinfer.exporters.triton_config import OPENVINO_MAX_BATCH, TRT_EP_CACHE, TritonOptions, parse_pbtxt
+from trtinfer.runtime.options import DEFAULT_CPU_MAX_BATCH
 from trtinfer.exporters.triton_repo import export_triton
 from trtinfer.manifest import BatchProfile, Manifest
 
@@ -48,13 +49,18 @@ def test_cpu_repository_from_real_artifacts(artifacts, tmp_path, capsys):
         manifest = Manifest.read(artifact)
         name = f"resnet-{precision}"
         config = found[name]
-        assert config.name == name and config.max_batch_size == TritonOptions.max_batch_size
+        assert config.name == name
         if precision == "fp32":  # ONNX Runtime's CPU provider for FP32
             assert config.platform == "onnxruntime_onnx" and not config.backend
+            assert config.max_batch_size == DEFAULT_CPU_MAX_BATCH
             assert sha256(repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
         else:  # OpenVINO runs FP16 / INT8 on CPUs (ONNX Runtime's CPU provider runs Q/DQ slower than FP32)
             assert config.backend == "openvino" and not config.platform
             assert {p.name for p in (repo / name / "1").iterdir()} == {"model.xml", "model.bin"}
+            # its backend fixes the batch at max_batch_size: smaller batches need padding, kept small
+            assert config.max_batch_size == OPENVINO_MAX_BATCH
+            assert config.parameters["ENABLE_BATCH_PADDING"].string_value == "YES"
+            assert config.parameters["NUM_STREAMS"].string_value == "1"
         [inp], [out] = config.input, config.output
         assert (inp.name, list(inp.dims), inp.data_type) == ("input", [3, 32, 32], 11)  # TYPE_FP32 = 11
         assert (out.name, list(out.dims), out.data_type) == ("logits", [10], 11)
@@ -103,6 +109,17 @@ def test_openvino_ir_computes_what_the_artifact_computes(artifacts, tmp_path, ci
         got = compiled(x)[0]
         assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95, precision
         assert np.abs(got - expected).max() < 0.25 * np.abs(expected).max(), precision
+
+
+def test_max_batch_size_and_instances_are_the_users(artifacts, tmp_path):
+    repo = tmp_path / "repo"
+    export_triton([artifacts["int8"]], repo, TritonOptions(max_batch_size=32, instances=4, with_preprocess=True))
+    found = configs(repo)
+    config = found["resnet-int8"]
+    assert config.max_batch_size == found["resnet-int8_image"].max_batch_size == 32
+    assert list(config.dynamic_batching.preferred_batch_size) == [32]
+    assert [(g.kind, g.count) for g in config.instance_group] == [(2, 4)]
+    assert config.parameters["NUM_STREAMS"].string_value == "4" and "PERFORMANCE_HINT" not in config.parameters
 
 
 def test_gpu_nodes_without_a_plan_get_onnx_runtime_with_tensorrt(artifacts, tmp_path):

@@ -22,8 +22,9 @@ def export() -> None:
               help="The model repository to write into (created when missing); other models in it are left alone.")
 @click.option("--kind", type=click.Choice(KINDS),
               help="Node kind the models run on [default: gpu for an artifact with a plan, else cpu].")
-@click.option("--max-batch-size", default=_D.max_batch_size, show_default=True, type=click.IntRange(1, 1 << 20),
-              help="Triton's max_batch_size for ONNX/OpenVINO models (a plan's profiles set its own).")
+@click.option("--max-batch-size", type=click.IntRange(1, 1 << 20),
+              help="Triton's max_batch_size for ONNX models [default: 32 on ONNX Runtime; 8 on OpenVINO, whose backend "
+                   "pads every batch to it]; a plan's profiles set its own.")
 @click.option("--instances", default=_D.instances, show_default=True, type=click.IntRange(1, 256),
               help="Model instances per node (instance_group count).")
 @click.option("--max-queue-delay-us", default=_D.max_queue_delay_us, show_default=True, type=click.IntRange(0),
@@ -35,7 +36,7 @@ def export() -> None:
 @click.option("--python-env", help="EXECUTION_ENV_PATH of the preprocessing model: a conda-pack archive with numpy "
                                    "and Pillow, e.g. $TRITON_MODEL_DIRECTORY/../pillow-env.tar.gz.")
 @click.option("--force", is_flag=True, help="Replace model folders of the same names.")
-def triton(artifacts: tuple[Path, ...], repo: Path, kind: str | None, max_batch_size: int, instances: int,
+def triton(artifacts: tuple[Path, ...], repo: Path, kind: str | None, max_batch_size: int | None, instances: int,
            max_queue_delay_us: int, with_preprocess: bool, preprocess_instances: int, python_env: str | None,
            force: bool) -> None:
     """Write ARTIFACTS as models of the Triton model repository --repo (config.pbtxt, model files, labels)."""
