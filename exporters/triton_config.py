@@ -66,7 +66,7 @@ class TritonOptions:
     max_queue_delay_us: int = int(DEFAULT_MAX_DELAY_MS * 1000)
     with_preprocess: bool = False
     preprocess_instances: int = 2
-    python_env: str | None = None  # a conda-pack archive with numpy and Pillow (EXECUTION_ENV_PATH)
+    python_env: str | None = None  # a conda-pack archive with numpy and Pillow, copied in (EXECUTION_ENV_PATH)
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -76,6 +76,14 @@ class TritonOptions:
                             ("--instances", self.instances), ("--preprocess-instances", self.preprocess_instances)):
             if not isinstance(value, int) or value < 1:
                 raise TrtInferError(f"{flag} {value} must be a positive integer")
+        if self.python_env is not None:
+            from pathlib import Path
+
+            problem = "not found" if not Path(self.python_env).is_file() else \
+                "not a .tar.gz file" if not self.python_env.endswith(".tar.gz") else ""
+            if problem:
+                raise TrtInferError(f"--python-env {self.python_env}: {problem}",
+                                    hint="pass a conda-pack archive holding numpy and Pillow (docs/scale-out.md)")
         if self.max_queue_delay_us < 0:
             raise TrtInferError(f"--max-queue-delay-us {self.max_queue_delay_us} must be 0 or more")
 
@@ -165,8 +173,16 @@ def classifier_config(name: str, manifests: Sequence[Manifest], kind: str, platf
             "name": "tensorrt",
             "parameters": {"precision_mode": TRT_EP_PRECISION[m.precision],
                            "max_workspace_size_bytes": str(1 << 30),
-                           "trt_engine_cache_enable": "1", "trt_engine_cache_path": TRT_EP_CACHE}}]}}
+                           "trt_engine_cache_enable": "1", "trt_engine_cache_path": TRT_EP_CACHE,
+                           # one profile over every batch Triton forms: no engine rebuild when a new size arrives
+                           **{f"trt_profile_{k}_shapes": _profile_shape(m, size)
+                              for k, size in (("min", 1), ("opt", max_batch), ("max", max_batch))}}}]}}
     return config
+
+
+def _profile_shape(manifest: Manifest, batch: int) -> str:
+    """ONNX Runtime's TensorRT profile shape syntax: ``input:8x3x32x32``."""
+    return f"{manifest.input.name}:" + "x".join(str(d) for d in (batch, *dims(manifest.input.shape)))
 
 
 def openvino_parameters(instances: int) -> dict[str, dict[str, str]]:
@@ -183,8 +199,8 @@ def preprocess_config(name: str, manifest: Manifest, max_batch: int, options: Tr
     """The Python-backend model decoding image bytes into the classifier's input."""
     m = manifest
     parameters: dict[str, Any] = {"preprocess": {"string_value": json.dumps(_spec_record(m), sort_keys=True)}}
-    if options.python_env:
-        parameters["EXECUTION_ENV_PATH"] = {"string_value": options.python_env}
+    if options.python_env:  # copied into the model folder; the backend refuses paths that leave it
+        parameters["EXECUTION_ENV_PATH"] = {"string_value": f"$$TRITON_MODEL_DIRECTORY/{python_env_name(options)}"}
     return {
         "name": name + PREPROCESS_SUFFIX,
         "backend": "python",
@@ -195,6 +211,12 @@ def preprocess_config(name: str, manifest: Manifest, max_batch: int, options: Tr
         "instance_group": [{"count": options.preprocess_instances, "kind": "KIND_CPU"}],
         "parameters": parameters,
     }
+
+
+def python_env_name(options: TritonOptions) -> str:
+    from pathlib import Path
+
+    return Path(options.python_env or "").name
 
 
 def _spec_record(manifest: Manifest) -> dict[str, Any]:

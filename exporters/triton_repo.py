@@ -164,7 +164,7 @@ def _write_labels(folder: Path, manifest: Manifest) -> None:
     (folder / tc.LABELS_FILE).write_text("".join(f"{label}\n" for label in manifest.labels), encoding="utf-8")
 
 
-def _write_model(model: ExportedModel, folder: Path) -> None:
+def _write_model(model: ExportedModel, folder: Path, options: TritonOptions) -> None:
     version = folder / tc.VERSION
     version.mkdir(parents=True, exist_ok=True)
     first = model.sources[0]
@@ -183,6 +183,8 @@ def _write_model(model: ExportedModel, folder: Path) -> None:
     elif model.platform == "python":
         shutil.copyfile(PREPROCESS_MODEL, version / "model.py")
         shutil.copyfile(_pixels_source(), version / "trtinfer_pixels.py")
+        if options.python_env:
+            shutil.copyfile(options.python_env, folder / tc.python_env_name(options))
     if model.platform not in ("python",):
         _write_labels(folder, first.manifest)
     (folder / "config.pbtxt").write_text(tc.to_pbtxt(model.config), encoding="utf-8")
@@ -205,6 +207,6 @@ def export_triton(artifacts: Sequence[str | Path], repo: str | Path, options: Tr
     with StagedDirectories(overwrite=options.force) as staging:
         for model in models:
             say(f"writing {model.name} ({model.platform}, {model.kind.upper()} nodes)")
-            _write_model(model, staging.stage(repo / model.name))
+            _write_model(model, staging.stage(repo / model.name), options)
         staging.commit()
     return models

@@ -134,6 +134,8 @@ def test_gpu_nodes_without_a_plan_get_onnx_runtime_with_tensorrt(artifacts, tmp_
         assert accelerator.parameters["precision_mode"] == mode
         assert accelerator.parameters["trt_engine_cache_enable"] == "1"
         assert accelerator.parameters["trt_engine_cache_path"] == TRT_EP_CACHE
+        assert [accelerator.parameters[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")] == \
+            ["input:1x3x32x32", "input:64x3x32x32", "input:64x3x32x32"]
         assert (repo / f"resnet-{precision}" / "1" / "model.onnx").is_file()
 
 
@@ -254,3 +256,21 @@ def test_repo_that_is_a_file_is_one_line(artifacts, tmp_path, capsys):
     assert main(["export", "triton", str(artifacts["fp32"]), "--repo", str(tmp_path / "file")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--repo" in err and "is a file" in err
+
+
+def test_a_python_environment_is_copied_into_the_preprocessing_model(artifacts, tmp_path, capsys):
+    env = tmp_path / "pillow-env.tar.gz"
+    env.write_bytes(b"conda-pack archive stand-in")
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", str(artifacts["fp32"]), "--repo", str(repo), "--with-preprocess",
+                 "--python-env", str(env)]) == 0
+    config = configs(repo)["resnet-fp32_preprocess"]
+    # the Python backend resolves $$TRITON_MODEL_DIRECTORY and refuses paths that leave the model folder
+    assert config.parameters["EXECUTION_ENV_PATH"].string_value == "$$TRITON_MODEL_DIRECTORY/pillow-env.tar.gz"
+    assert (repo / "resnet-fp32_preprocess" / "pillow-env.tar.gz").read_bytes() == env.read_bytes()
+    capsys.readouterr()
+    assert main(["export", "triton", str(artifacts["fp32"]), "--repo", str(tmp_path / "other"), "--with-preprocess",
+                 "--python-env", str(tmp_path / "missing.tar.gz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--python-env" in err and "not found" in err
+    assert not (tmp_path / "other").exists()

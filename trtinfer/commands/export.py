@@ -33,8 +33,9 @@ def export() -> None:
               help="Also write <name>_preprocess (Python backend) and the ensemble <name>_image taking image bytes.")
 @click.option("--preprocess-instances", default=_D.preprocess_instances, show_default=True,
               type=click.IntRange(1, 256), help="Instances of the preprocessing model (CPU).")
-@click.option("--python-env", help="EXECUTION_ENV_PATH of the preprocessing model: a conda-pack archive with numpy "
-                                   "and Pillow, e.g. $TRITON_MODEL_DIRECTORY/../pillow-env.tar.gz.")
+@click.option("--python-env", type=click.Path(dir_okay=False),
+              help="A conda-pack archive (.tar.gz) with numpy and Pillow, copied into the preprocessing model and "
+                   "named by its EXECUTION_ENV_PATH (or build a Triton image with Pillow: docs/scale-out.md).")
 @click.option("--force", is_flag=True, help="Replace model folders of the same names.")
 def triton(artifacts: tuple[Path, ...], repo: Path, kind: str | None, max_batch_size: int | None, instances: int,
            max_queue_delay_us: int, with_preprocess: bool, preprocess_instances: int, python_env: str | None,
