@@ -1,5 +1,7 @@
-"""Real artifacts for the export tests: the session's briefly trained CIFAR ResNet as FP32, FP16 (ModelOpt
-AutoCast) and INT8 (ModelOpt Q/DQ) ONNX, each wrapped as an artifact directory with its manifest."""
+"""Real artifacts for the export tests: the session's briefly trained CIFAR ResNet as FP32, FP16
+(ModelOpt AutoCast) and INT8 (ModelOpt Q/DQ) ONNX, each wrapped as an artifact directory with its
+manifest. Modules using them declare ``pytest_plugins = ["conftest_trained"]`` (pytest takes plugins
+only from the top-level conftest or from test modules)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import pytest
 
 from trtinfer.manifest import ONNX_NAME, Manifest, TensorSpec
 
-pytest_plugins = ["conftest_trained"]
 
 _ONNX_DTYPES = {1: "float32", 10: "float16"}
 

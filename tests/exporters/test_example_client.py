@@ -16,6 +16,7 @@ from trtinfer.preprocess import decode_image_bytes, preprocess
 from trtinfer.serve.process import start_server
 
 pytest.importorskip("tritonclient.http")
+pytest_plugins = ["conftest_trained"]
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "triton_image_client.py"
 
 

@@ -25,6 +25,7 @@ from trtinfer.exporters.triton_repo import export_triton
 from trtinfer.manifest import BatchProfile, Manifest
 
 pytest.importorskip("tritonclient.grpc")
+pytest_plugins = ["conftest_trained"]
 
 
 def configs(repo: Path) -> dict[str, object]:

@@ -27,6 +27,7 @@ from trtinfer.manifest import Manifest
 from trtinfer.preprocess import decode_image_bytes, make_spec, preprocess
 
 pytest.importorskip("tritonclient.grpc")
+pytest_plugins = ["conftest_trained"]
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
