@@ -38,6 +38,7 @@ class Checkpoint:
     module: torch.nn.Module | None = None
     extra_keys: list[str] = field(default_factory=list)
     stripped_prefixes: list[str] = field(default_factory=list)
+    labels: list[str] | None = None  # class names the checkpoint itself names (e.g. a Hugging Face id2label)
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "file": self.path.name, "sha256": self.sha256, "format": self.format,

@@ -85,6 +85,20 @@ class Builder:
             self.report.warn("assumed " + "; ".join(assumed))
         return spec
 
+    def labels(self, ckpt, match) -> list[str]:
+        """--labels, else the class names the checkpoint carries, else a preset for the class count (warned)."""
+        if self.opts.labels is None and ckpt.labels is not None:
+            if len(ckpt.labels) != match.num_classes:
+                raise CheckpointError(f"{self.opts.checkpoint} names {len(ckpt.labels)} classes but its classifier "
+                                      f"has {match.num_classes} outputs", hint="pass --labels with one name per output")
+            self.report.info(f"labels from the checkpoint: {', '.join(ckpt.labels[:5])}"
+                             f"{' ...' if len(ckpt.labels) > 5 else ''}")
+            return list(ckpt.labels)
+        labels = resolve_labels(self.opts.labels, match.num_classes)
+        if self.opts.labels is None:
+            self.report.warn(f"assumed labels {labels[:3] + ['...'] if len(labels) > 3 else labels} (--labels)")
+        return labels
+
     def check_options(self) -> None:
         """Everything that can be refused without loading anything, refused first."""
         from .destination import check_destination, recover_interrupted_commits
@@ -127,9 +141,7 @@ class Builder:
             self._require_engine_stage()
         ckpt, match, model, reference = self.load()
         spec = self.preprocessing(match)
-        labels = resolve_labels(opts.labels, match.num_classes)
-        if opts.labels is None:
-            self.report.warn(f"assumed labels {labels[:3] + ['...'] if len(labels) > 3 else labels} (--labels)")
+        labels = self.labels(ckpt, match)
         input_shape = [-1, 3, spec.input_size, spec.input_size]
         calib = selection = None
         if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
