@@ -52,6 +52,7 @@ setup(
         "trtinfer.calibration",
         "trtinfer.benchmarks",
         "trtinfer.exporters",
+        "trtinfer.training",
     ],
     package_dir={
         "trtinfer": "trtinfer",
@@ -59,6 +60,7 @@ setup(
         "trtinfer.calibration": "calibration",
         "trtinfer.benchmarks": "benchmarks",
         "trtinfer.exporters": "exporters",
+        "trtinfer.training": "training",
     },
     package_data={"trtinfer.serve": ["page.html"], "trtinfer.exporters": ["triton_preprocess/model.py"]},
     install_requires=["numpy>=1.24", "click>=8.1"],

@@ -49,6 +49,18 @@ class Reporter:
             yield lambda n: bar.advance(task, n)
 
     @contextlib.contextmanager
+    def progress_with_status(self, description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+        """Yields ``advance(n, status)``: a live bar with a status text (e.g. running loss and accuracy)."""
+        if self.quiet or total <= 0:
+            yield lambda n, status: None
+            return
+        bar = Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[status]}"), console=self.console, transient=True)
+        with bar:
+            task = bar.add_task(description, total=total, status="")
+            yield lambda n, status: bar.update(task, advance=n, status=status)
+
+    @contextlib.contextmanager
     def tracker(self, description: str) -> Iterator[Callable[[int, int], None]]:
         """Yields ``update(done, total)`` for work whose size is known only once it starts."""
         if self.quiet:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Type-check trtinfer/, builders/, calibration/ and exporters/ with mypy (config: mypy.ini). They install as one
+# Type-check trtinfer/, builders/, calibration/, exporters/ and training/ with mypy (config: mypy.ini). They install as one
 # package (trtinfer, trtinfer.builders, trtinfer.calibration: setup.py's package_dir), which mypy
 # cannot see through an editable install, so it checks a tree of symlinks laid out like the
 # installed package (build/typecheck, rebuilt each run). Uses .venv like scripts/test.sh.
@@ -13,7 +13,7 @@ mkdir -p "$TREE/trtinfer"
 for entry in "$ROOT"/trtinfer/*; do
   ln -s "$entry" "$TREE/trtinfer/$(basename "$entry")"
 done
-for sub in builders calibration exporters; do
+for sub in builders calibration exporters training; do
   ln -s "$ROOT/$sub" "$TREE/trtinfer/$sub"
 done
 cd "$TREE"

@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": "trtinfer.commands.predict:predict",
     "serve": "trtinfer.commands.serve:serve",
     "export": "trtinfer.commands.export:export",
+    "finetune": "trtinfer.commands.finetune:finetune",
 }
 
 

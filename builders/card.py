@@ -1,0 +1,97 @@
+"""The checkpoint card: ``ckpt.trtinfer.json`` beside a checkpoint ``trtinfer finetune`` wrote.
+
+It says what ``trtinfer build`` would otherwise ask for (architecture, classes and their names, input
+size, normalisation, CIFAR stem) and what the training achieved, so the user repeats no flag. A flag
+given anyway wins, with a warning when it differs. The card names the checkpoint's sha256: a card
+beside a replaced checkpoint is ignored (with a warning), never applied to weights it does not
+describe.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtinfer.atomic import atomic_file
+from trtinfer.errors import CheckpointError
+
+CARD_SUFFIX = ".trtinfer.json"
+CARD_VERSION = 1
+MAX_CARD_BYTES = 4 << 20
+
+
+def card_path(checkpoint: str | Path) -> Path:
+    """``ckpt.pth`` -> ``ckpt.trtinfer.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + CARD_SUFFIX)
+
+
+@dataclass
+class CheckpointCard:
+    arch: str
+    num_classes: int
+    labels: list[str]
+    input_size: int
+    resize: int
+    normalize: str
+    mean: list[float]
+    std: list[float]
+    cifar_stem: bool
+    checkpoint_sha256: str
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    trtinfer_version: str = ""
+    card_version: int = CARD_VERSION
+
+    def write(self, checkpoint: str | Path) -> Path:
+        path = card_path(checkpoint)
+        with atomic_file(path, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2, allow_nan=False) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, checkpoint: str | Path) -> CheckpointCard | None:
+        """The card beside ``checkpoint``, or None when there is none; a damaged card is an error."""
+        path = card_path(checkpoint)
+        if not path.is_file():
+            return None
+        hint = f"delete {path.name} or write it again with trtinfer finetune"
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes; a checkpoint card is a few kB", hint=hint)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}", hint=hint) from None
+        if not isinstance(data, dict) or data.get("card_version") != CARD_VERSION:
+            raise CheckpointError(f"{path} is not a version-{CARD_VERSION} checkpoint card", hint=hint)
+        try:
+            card = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+            card.check(path)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path} is malformed: {exc}", hint=hint) from None
+        return card
+
+    def check(self, where: Path) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        need(isinstance(self.arch, str) and bool(self.arch), "arch must be a name")
+        need(isinstance(self.num_classes, int) and self.num_classes >= 1, "num_classes must be a positive integer")
+        need(isinstance(self.labels, list) and len(self.labels) == self.num_classes
+             and all(isinstance(x, str) for x in self.labels), "labels must be num_classes names")
+        for name in ("input_size", "resize"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and 8 <= value <= 8192, f"{name} must be an integer in 8..8192")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            need(isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value),
+                 f"{name} must be three numbers")
+        need(all(v > 0 for v in self.std), "std must be positive")
+        need(isinstance(self.cifar_stem, bool), "cifar_stem must be true or false")
+        need(isinstance(self.checkpoint_sha256, str) and len(self.checkpoint_sha256) == 64, "checkpoint_sha256")

@@ -1,0 +1,1 @@
+"""Fine-tuning torchvision classifiers (``trtinfer finetune``): data, recipe, loop, checkpoint card."""

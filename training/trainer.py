@@ -1,0 +1,280 @@
+"""The fine-tuning loop: the recipe the field uses, written once.
+
+Frozen backbone for ``freeze_epochs`` (head only), then everything, the backbone at
+``backbone_lr_scale`` x the head's learning rate; SGD with Nesterov momentum or AdamW (no weight decay
+on BatchNorm and biases); one-cycle or cosine with linear warm-up, stepped per batch; label smoothing;
+optional mixup / cutmix; channels-last; bfloat16 autocast on CPUs that support it, mixed precision on
+CUDA. The best epoch on the validation split is the checkpoint; ``patience`` stops a run that no
+longer improves; the full training state is saved after every epoch so ``resume`` continues exactly.
+All randomness comes from one seeded ``torch.Generator`` (and torch's global seed for dropout), so a
+run on the CPU repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trtinfer.builders.report import Reporter
+from trtinfer.calibration.cifar import LabeledImages
+from trtinfer.errors import TrtInferError
+from trtinfer.manifest import PreprocessSpec
+
+from .data import batches
+from .model import head_parameters, set_backbone_frozen
+from .options import FinetuneOptions
+
+RESUME_VERSION = 1
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+    frozen: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TrainState:
+    """Everything ``--resume`` needs: weights, optimizer, schedule position, RNG, history, best so far."""
+
+    epoch: int = 0
+    history: list[EpochResult] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrtInferError(f"--device {name}: no CUDA device here", hint="use --device cpu (or auto)")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """AVX-512 BF16 or AMX: where bfloat16 autocast speeds training up rather than emulating it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of ``--precision``: auto is bfloat16 on capable CPUs and on CUDA where supported
+    (float16 with loss scaling otherwise), float32 elsewhere."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if (precision == "bf16" or cpu_supports_bf16()) else None
+
+
+class Trainer:
+    """One fine-tuning run of ``model`` on ``train`` / ``val`` with the recipe in ``options`` (resolved)."""
+
+    def __init__(self, model: nn.Module, options: FinetuneOptions, spec: PreprocessSpec, train: LabeledImages,
+                 val: LabeledImages, device: torch.device, reporter: Reporter,
+                 on_epoch: Callable[[TrainState, nn.Module], None] | None = None) -> None:
+        self.o = options
+        self.spec, self.train_data, self.val_data = spec, train, val
+        self.device, self.report, self.on_epoch = device, reporter, on_epoch
+        self.model = model.to(device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = autocast_dtype(options.precision, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.generator = torch.Generator().manual_seed(options.seed)
+        torch.manual_seed(options.seed)
+        full, rest = divmod(len(train), options.batch_size)
+        self.steps_per_epoch = max(1, full + (1 if rest >= 2 else 0))  # data.batches skips a batch of one
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.state = TrainState()
+
+    # -- recipe ------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.o
+        assert o.lr is not None and o.weight_decay is not None and o.backbone_lr_scale is not None
+        backbone, head = head_parameters(self.model)
+        groups = []
+        for params, scale in ((backbone, o.backbone_lr_scale), (head, 1.0)):
+            decay = [p for p in params if p.ndim > 1]
+            plain = [p for p in params if p.ndim <= 1]  # BatchNorm weights and biases: no weight decay
+            groups += [{"params": decay, "weight_decay": o.weight_decay, "lr": o.lr * scale},
+                       {"params": plain, "weight_decay": 0.0, "lr": o.lr * scale}]
+        groups = [g for g in groups if g["params"]]
+        if o.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0)
+        return torch.optim.AdamW(groups, lr=o.lr)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        o = self.o
+        total = o.epochs * self.steps_per_epoch
+        peaks = [g["lr"] for g in self.optimizer.param_groups]
+        if o.schedule == "onecycle":
+            warm = min(0.5, max(1.0, o.warmup_epochs * self.steps_per_epoch) / total)
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=peaks, total_steps=total,
+                                                       pct_start=warm, anneal_strategy="cos",
+                                                       div_factor=25.0, final_div_factor=1e3)
+        warm_steps = int(o.warmup_epochs * self.steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warm_steps:
+                return (step + 1) / warm_steps
+            progress = (step - warm_steps) / max(1, total - warm_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """Mixup or cutmix (one of them per batch when both are on): inputs, both targets, the weight."""
+        o = self.o
+        choices = [name for name, alpha in (("mixup", o.mixup), ("cutmix", o.cutmix)) if alpha > 0]
+        if not choices:
+            return x, y, y, 1.0
+        name = choices[int(torch.randint(len(choices), (1,), generator=self.generator))]
+        alpha = o.mixup if name == "mixup" else o.cutmix
+        lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha else 1.0
+        perm = torch.randperm(len(x), generator=self.generator).to(x.device)
+        if name == "mixup":
+            return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+        h, w = x.shape[-2:]
+        cut = math.sqrt(1 - lam)
+        ch, cw = int(h * cut), int(w * cut)
+        cy, cx = (int(v) for v in torch.randint(0, max(1, h), (1,), generator=self.generator).tolist()
+                  + torch.randint(0, max(1, w), (1,), generator=self.generator).tolist())
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        return x, y, y[perm], 1 - (y1 - y0) * (x1 - x0) / (h * w)
+
+    # -- loop --------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.o.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def train_epoch(self, epoch: int, frozen: bool, advance: Callable[[int, str], None]) -> tuple[float, float]:
+        model = self.model
+        model.train()
+        set_backbone_frozen(model, frozen)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in batches(self.train_data, self.spec, self.o.batch_size, self.generator):
+            x, y = self._to_device(x, y)
+            x, ya, yb, lam = self._mix(x, y)
+            with self._autocast():
+                logits = model(x)
+                loss = lam * F.cross_entropy(logits, ya, label_smoothing=self.o.label_smoothing)
+                if lam < 1.0:
+                    loss = loss + (1 - lam) * F.cross_entropy(logits, yb, label_smoothing=self.o.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrtInferError(f"the loss became {loss.item()} in epoch {epoch}",
+                                    hint="lower --lr (or use --precision fp32)")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.scheduler.step()
+            n = len(y)
+            loss_sum += float(loss) * n
+            correct += int((logits.argmax(1) == y).sum())
+            seen += n
+            advance(n, f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%")
+        return loss_sum / max(1, seen), correct / max(1, seen)
+
+    @torch.no_grad()
+    def evaluate(self, data: LabeledImages) -> tuple[float, float]:
+        """(loss, top-1) on ``data`` in eval mode, preprocessed exactly as the artifact does."""
+        model = self.model
+        model.eval()
+        loss_sum, correct = 0.0, 0
+        for x, y in batches(data, self.spec, 256, None):
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        return loss_sum / max(1, len(data)), correct / max(1, len(data))
+
+    def fit(self) -> TrainState:
+        o, state = self.o, self.state
+        assert o.freeze_epochs is not None
+        for epoch in range(state.epoch + 1, o.epochs + 1):
+            frozen = epoch <= o.freeze_epochs
+            start = time.perf_counter()
+            with self.report.progress_with_status(
+                    f"epoch {epoch}/{o.epochs}{' (backbone frozen)' if frozen else ''}", len(self.train_data)) as adv:
+                loss, acc = self.train_epoch(epoch, frozen, adv)
+            val_loss, val_acc = self.evaluate(self.val_data)
+            result = EpochResult(epoch, loss, acc, val_loss, val_acc, self.optimizer.param_groups[-1]["lr"],
+                                 time.perf_counter() - start, frozen)
+            state.history.append(result)
+            state.epoch = epoch
+            improved = val_acc > state.best_accuracy
+            if improved:
+                state.best_accuracy, state.best_epoch = val_acc, epoch
+                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.report.info(f"epoch {epoch}/{o.epochs}: train loss {loss:.3f}, train top-1 {100 * acc:.1f}%, "
+                             f"val loss {val_loss:.3f}, val top-1 {100 * val_acc:.2f}%"
+                             f"{' (best)' if improved else ''}, {result.seconds:.0f} s")
+            if self.on_epoch is not None:
+                self.on_epoch(state, self.model)
+            if o.patience is not None and epoch - state.best_epoch >= o.patience:
+                self.report.info(f"no better validation top-1 for {o.patience} epochs: stopping early (--patience)")
+                break
+        return state
+
+    # -- resume ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {"resume_version": RESUME_VERSION, "epoch": s.epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": [r.to_dict() for r in s.history], "best_accuracy": s.best_accuracy,
+                "best_epoch": s.best_epoch, "best_weights": s.best_weights,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        if data.get("resume_version") != RESUME_VERSION:
+            raise TrtInferError("the resume state was written by another trtinfer version",
+                                hint="start again without --resume")
+        self.model.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.generator.set_state(data["generator"])
+        torch.set_rng_state(data["torch_rng"])
+        if self.scaler is not None and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
+        self.state = TrainState(epoch=int(data["epoch"]), best_accuracy=float(data["best_accuracy"]),
+                                best_epoch=int(data["best_epoch"]), best_weights=data["best_weights"],
+                                history=[EpochResult(**r) for r in data["history"]])
