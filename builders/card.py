@@ -9,7 +9,9 @@ describe.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,49 @@ class CheckpointCard:
         need(all(v > 0 for v in self.std), "std must be positive")
         need(isinstance(self.cifar_stem, bool), "cifar_stem must be true or false")
         need(isinstance(self.checkpoint_sha256, str) and len(self.checkpoint_sha256) == 64, "checkpoint_sha256")
+
+
+def read_card_for(checkpoint: Path, warn: Callable[[str], None]) -> CheckpointCard | None:
+    """The card beside a checkpoint file when it describes that file (same sha256); a card beside other
+    weights is ignored with a warning. Directories (Hugging Face checkpoints) have no card."""
+    if not checkpoint.is_file():
+        return None
+    card = CheckpointCard.read(checkpoint)
+    if card is None:
+        return None
+    from trtinfer.hashing import sha256_file
+
+    if sha256_file(checkpoint) != card.checkpoint_sha256:
+        warn(f"{card_path(checkpoint).name} describes other weights than {checkpoint.name} (sha256 differs): "
+             "ignored; pass --arch, --input-size, --normalize and --labels yourself")
+        return None
+    return card
+
+
+def apply_card(opts: Any, card: CheckpointCard, warn: Callable[[str], None]) -> Any:
+    """``opts`` (BuildOptions) with the card's facts where no flag was given; a flag that differs wins
+    and is warned about."""
+    name = card_path(opts.checkpoint).name
+    changes: dict[str, Any] = {}
+
+    def take(flag: str, field_name: str, ours: Any, theirs: Any) -> None:
+        if ours is None:
+            changes[field_name] = theirs
+        elif ours != theirs:
+            warn(f"{flag} {ours} differs from {name}'s {theirs} (what the checkpoint was trained with); using {ours}")
+
+    take("--arch", "arch", opts.arch, card.arch)
+    take("--input-size", "input_size", opts.input_size, card.input_size)
+    if opts.input_size is None or opts.input_size == card.input_size:
+        take("--resize", "resize", opts.resize, card.resize)
+    if opts.mean is not None or opts.std is not None:
+        if [round(v, 6) for v in (opts.mean or ())] != [round(v, 6) for v in card.mean] or \
+                [round(v, 6) for v in (opts.std or ())] != [round(v, 6) for v in card.std]:
+            warn(f"--mean/--std differ from {name}'s {card.mean}/{card.std}; using the flags")
+    elif opts.normalize is not None:
+        take("--normalize", "normalize", opts.normalize, card.normalize)
+    elif card.normalize == "custom":
+        changes["mean"], changes["std"] = tuple(card.mean), tuple(card.std)
+    else:
+        changes["normalize"] = card.normalize
+    return dataclasses.replace(opts, **changes)

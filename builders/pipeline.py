@@ -19,6 +19,7 @@ from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, T
 from trtinfer.preprocess import make_spec
 from trtinfer.versions import library_versions
 
+from .card import CheckpointCard, apply_card, card_path, read_card_for
 from .options import BuildOptions, artifact_name
 from .report import Reporter
 
@@ -33,6 +34,7 @@ class Builder:
         self.opts = opts
         self.report = reporter or Reporter()
         self._target: tuple[str, str] | None = None
+        self.card: CheckpointCard | None = None  # the checkpoint's card (trtinfer finetune), read by run()
 
     @property
     def target(self) -> str:
@@ -86,7 +88,10 @@ class Builder:
         return spec
 
     def labels(self, ckpt, match) -> list[str]:
-        """--labels, else the class names the checkpoint carries, else a preset for the class count (warned)."""
+        """--labels, else the checkpoint card's, else the class names the checkpoint carries, else a preset
+        for the class count (warned)."""
+        if self.opts.labels is None and self.card is not None and len(self.card.labels) == match.num_classes:
+            return list(self.card.labels)
         if self.opts.labels is None and ckpt.labels is not None:
             if len(ckpt.labels) != match.num_classes:
                 raise CheckpointError(f"{self.opts.checkpoint} names {len(ckpt.labels)} classes but its classifier "
@@ -139,6 +144,13 @@ class Builder:
         self.check_options()
         if opts.require_engine:
             self._require_engine_stage()
+        self.card = read_card_for(Path(opts.checkpoint), self.report.warn)
+        if self.card is not None:
+            opts = self.opts = apply_card(opts, self.card, self.report.warn)
+            accuracy = f", validation top-1 {100 * self.card.val_accuracy:.2f}%" if self.card.val_accuracy else ""
+            self.report.info(f"checkpoint card {card_path(opts.checkpoint).name}: {self.card.arch}, "
+                             f"{self.card.num_classes} classes, input {self.card.input_size}, {self.card.normalize}"
+                             f"{accuracy}")
         ckpt, match, model, reference = self.load()
         spec = self.preprocessing(match)
         labels = self.labels(ckpt, match)

@@ -206,7 +206,7 @@ class Trainer:
                 self.optimizer.step()
             self.scheduler.step()
             n = len(y)
-            loss_sum += float(loss) * n
+            loss_sum += float(loss.detach()) * n
             correct += int((logits.argmax(1) == y).sum())
             seen += n
             advance(n, f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%")
