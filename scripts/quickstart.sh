@@ -1,15 +1,50 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv, make a ResNet-18 CIFAR-10 checkpoint, and build it into validated
-# FP32, FP16 and INT8 artifacts with the accuracy guard. CIFAR-10 comes from $CIFAR_ROOT
-# (default: ../shared/data, the folder holding cifar-10-batches-py).
+# The whole product on a fresh Linux machine: set up (or reuse) .venv, fine-tune a ResNet-18 (CIFAR
+# stem) on CIFAR-10, build FP32, FP16 and INT8 artifacts with the accuracy guard, benchmark them
+# against PyTorch and the CPU peers (and the GPU where there is one), and say where everything is.
+#
+# Data: $CIFAR_ROOT (default ../shared/data, the folder holding cifar-10-batches-py) when it exists,
+# else the full CIFAR-10 downloaded into trtinfer's cache. Knobs (environment): EPOCHS (default 8),
+# OUT (default quickstart/), QUICK=1 (CI's reduced run: 1 epoch, FP32 and INT8, a bench of seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-DATA="${CIFAR_ROOT:-../shared/data}"
 OUT="${OUT:-quickstart}"
+DATA="${CIFAR_ROOT:-../shared/data}"
+EPOCHS="${EPOCHS:-8}"
+PRECISIONS="fp32,fp16,int8"
+BENCH=(--batch-sizes 1,32 --seconds 0.5 --scenarios single-stream,offline)
+if [ "${QUICK:-0}" = 1 ]; then
+  EPOCHS=1
+  PRECISIONS="fp32,int8"
+  BENCH=(--batch-sizes 8 --seconds 0.2 --max-windows 3 --warmup-seconds 0.1 --scenarios offline
+         --backends auto,torch-eager)
+fi
+if [ -d "$DATA" ]; then DATA_ARGS=(--data "$DATA"); EVAL="$DATA"; else
+  echo "==> $DATA not found: downloading CIFAR-10 (needs network access)" >&2
+  DATA_ARGS=(--download)
+  EVAL="$(python -c 'from trtinfer.cache import cache_root; print(cache_root() / "datasets")')"
+fi
 mkdir -p "$OUT"
-python scripts/make_demo_checkpoint.py --data "$DATA" -o "$OUT/resnet18.pth"
-trtinfer build "$OUT/resnet18.pth" --precision fp32,fp16,int8 \
-  --calib-data "$DATA" --eval-data "$DATA" -o "$OUT/artifacts" --force
-for art in "$OUT"/artifacts/*/; do trtinfer inspect "$art"; echo; done
-echo "artifacts are in $OUT/artifacts/"
+start=$SECONDS
+
+echo "==> 1/3 fine-tune ResNet-18 (CIFAR stem) for $EPOCHS epochs (the full recipe: --epochs 15)" >&2
+trtinfer finetune --arch resnet18 --cifar-stem "${DATA_ARGS[@]}" --epochs "$EPOCHS" -o "$OUT/resnet18.pth" --force
+
+echo "==> 2/3 build $PRECISIONS artifacts (architecture, classes and preprocessing come from the checkpoint card)" >&2
+trtinfer build "$OUT/resnet18.pth" --precision "$PRECISIONS" --calib-data "$EVAL" --eval-data "$EVAL" \
+  -o "$OUT/artifacts" --force
+
+echo "==> 3/3 benchmark the artifacts against PyTorch and the CPU peers" >&2
+artifacts=()
+for p in ${PRECISIONS//,/ }; do artifacts+=("$OUT/artifacts/resnet18-$p"); done
+trtinfer bench "$OUT/resnet18.pth" "${artifacts[@]}" --eval-data "$EVAL" "${BENCH[@]}" --out "$OUT/bench"
+
+cat <<EOF
+
+Done in $((SECONDS - start)) s.
+  checkpoint  $OUT/resnet18.pth (card $OUT/resnet18.trtinfer.json, curves $OUT/resnet18.curves.png)
+  artifacts   $OUT/artifacts/ (trtinfer inspect $OUT/artifacts/resnet18-int8)
+  benchmark   $OUT/bench/results.csv, results.json and plots (*.png)
+Next: trtinfer serve ${artifacts[*]}   (then open http://127.0.0.1:8000/)
+EOF

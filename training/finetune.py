@@ -134,12 +134,12 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
     report.step(f"fine-tuning for {o.epochs} epochs on {device.type}")
     state = trainer.fit()
     assert state.best_weights is not None
-    trainer.model.load_state_dict(state.best_weights)
+    trainer.kept_model.load_state_dict(state.best_weights)
     test_accuracy = None
     if data.test is not None:
         _, test_accuracy = trainer.evaluate(data.test)
         test_accuracy = round(test_accuracy, 6)
-    _save_weights({k: v.contiguous() for k, v in trainer.model.float().to("cpu").state_dict().items()}, o.out)
+    _save_weights({k: v.contiguous() for k, v in trainer.kept_model.float().to("cpu").state_dict().items()}, o.out)
     card = card_for(state, test_accuracy, sha256_file(o.out) if o.out.exists() else sha_placeholder).write(o.out)
     curves = plot_curves(state.history, curves_path(o.out), f"{o.arch} on {Path(data.source).name}")
     resume_path(o.out).unlink(missing_ok=True)

@@ -43,6 +43,7 @@ class FinetuneOptions:
     label_smoothing: float = 0.1
     freeze_epochs: int | None = None  # None: 1 with pretrained weights, else 0
     backbone_lr_scale: float | None = None  # None: 0.1 with pretrained weights, else 1
+    ema_decay: float = 0.0  # exponential moving average of the weights per step (0: off); validated and kept
     mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
     cutmix: float = 0.0
     val_fraction: float = 0.1
@@ -65,6 +66,8 @@ class FinetuneOptions:
             raise TrtInferError(f"--schedule {self.schedule} is not one of {', '.join(SCHEDULES)}")
         if not 0 < self.val_fraction < 0.5:
             raise TrtInferError(f"--val-fraction {self.val_fraction} must be between 0 and 0.5")
+        if not 0 <= self.ema_decay < 1:
+            raise TrtInferError(f"--ema-decay {self.ema_decay} must be in [0, 1)", hint="e.g. 0.99; 0 turns it off")
         if not 0 <= self.label_smoothing < 1:
             raise TrtInferError(f"--label-smoothing {self.label_smoothing} must be in [0, 1)")
         if self.freeze_epochs is not None and not 0 <= self.freeze_epochs <= self.epochs:

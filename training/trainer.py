@@ -3,7 +3,8 @@
 Frozen backbone for ``freeze_epochs`` (head only), then everything, the backbone at
 ``backbone_lr_scale`` x the head's learning rate; SGD with Nesterov momentum or AdamW (no weight decay
 on BatchNorm and biases); one-cycle or cosine with linear warm-up, stepped per batch; label smoothing;
-optional mixup / cutmix; channels-last; bfloat16 autocast on CPUs that support it, mixed precision on
+optional mixup / cutmix; an exponential moving average of the weights (``ema_decay``: what is
+validated and kept); channels-last; bfloat16 autocast on CPUs that support it, mixed precision on
 CUDA. The best epoch on the validation split is the checkpoint; ``patience`` stops a run that no
 longer improves; the full training state is saved after every epoch so ``resume`` continues exactly.
 All randomness comes from one seeded ``torch.Generator`` (and torch's global seed for dropout), so a
@@ -109,6 +110,7 @@ class Trainer:
         self.steps_per_epoch = max(1, full + (1 if rest >= 2 else 0))  # data.batches skips a batch of one
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
+        self.ema = self._ema()
         self.state = TrainState()
 
     # -- recipe ------------------------------------------------------------------------------------
@@ -126,6 +128,33 @@ class Trainer:
         if o.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0)
         return torch.optim.AdamW(groups, lr=o.lr)
+
+    def _ema(self) -> torch.optim.swa_utils.AveragedModel | None:
+        """The weights' moving average, BatchNorm statistics included (torch's swa_utils). Its decay warms
+        up as (1 + n) / (10 + n) over the first steps, so a short run's average is not mostly the
+        random start."""
+        if not self.o.ema_decay:
+            return None
+        from torch.optim.swa_utils import AveragedModel
+
+        decay = self.o.ema_decay
+
+        def update(averaged: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                   current: tuple[torch.Tensor, ...] | list[torch.Tensor], num_averaged: torch.Tensor | int) -> None:
+            n = int(num_averaged)
+            weight = 1.0 - min(decay, (1 + n) / (10 + n))
+            for avg, cur in zip(averaged, current):
+                if avg.is_floating_point():
+                    avg.lerp_(cur.to(avg.dtype), weight)
+                else:  # BatchNorm's num_batches_tracked
+                    avg.copy_(cur)
+
+        return AveragedModel(self.model, multi_avg_fn=update, use_buffers=True)
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The model validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         o = self.o
@@ -205,6 +234,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
             n = len(y)
             loss_sum += float(loss.detach()) * n
             correct += int((logits.argmax(1) == y).sum())
@@ -214,8 +245,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, data: LabeledImages) -> tuple[float, float]:
-        """(loss, top-1) on ``data`` in eval mode, preprocessed exactly as the artifact does."""
-        model = self.model
+        """(loss, top-1) of the kept model on ``data`` in eval mode, preprocessed exactly as the artifact does."""
+        model = self.kept_model
         model.eval()
         loss_sum, correct = 0.0, 0
         for x, y in batches(data, self.spec, 256, None):
@@ -243,7 +274,8 @@ class Trainer:
             improved = val_acc > state.best_accuracy
             if improved:
                 state.best_accuracy, state.best_epoch = val_acc, epoch
-                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                state.best_weights = {k: v.detach().to("cpu", copy=True)
+                                      for k, v in self.kept_model.state_dict().items()}
             self.report.info(f"epoch {epoch}/{o.epochs}: train loss {loss:.3f}, train top-1 {100 * acc:.1f}%, "
                              f"val loss {val_loss:.3f}, val top-1 {100 * val_acc:.2f}%"
                              f"{' (best)' if improved else ''}, {result.seconds:.0f} s")
@@ -262,7 +294,8 @@ class Trainer:
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": [r.to_dict() for r in s.history], "best_accuracy": s.best_accuracy,
                 "best_epoch": s.best_epoch, "best_weights": s.best_weights,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
         if data.get("resume_version") != RESUME_VERSION:
@@ -275,6 +308,8 @@ class Trainer:
         torch.set_rng_state(data["torch_rng"])
         if self.scaler is not None and data.get("scaler"):
             self.scaler.load_state_dict(data["scaler"])
+        if self.ema is not None and data.get("ema"):
+            self.ema.load_state_dict(data["ema"])
         self.state = TrainState(epoch=int(data["epoch"]), best_accuracy=float(data["best_accuracy"]),
                                 best_epoch=int(data["best_epoch"]), best_weights=data["best_weights"],
                                 history=[EpochResult(**r) for r in data["history"]])

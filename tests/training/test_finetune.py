@@ -200,3 +200,33 @@ def test_bad_input_is_one_line_before_training(rows, tmp_path, capsys, monkeypat
     out.write_bytes(b"old")
     assert main(["finetune", "--arch", "resnet18", "--data", str(rows), "-o", str(out)]) == 1
     assert "already exists" in _one_line(capsys) and out.read_bytes() == b"old"
+
+
+def _image_folder(root: Path, splits: dict[str, list[str]], cifar_dir: Path, per_class: int = 6) -> Path:
+    from PIL import Image
+
+    from trtinfer.calibration.cifar import load_cifar
+
+    test = load_cifar(cifar_dir, "test")
+    for split, classes in splits.items():
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, row in enumerate(test.images[test.labels == c][:per_class]):
+                Image.fromarray(row).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folders_train_and_mismatched_classes_are_refused(cifar_dir, tmp_path, capsys):
+    folder = _image_folder(tmp_path / "pets", {"train": ["cat", "dog"], "test": ["cat", "dog"]}, cifar_dir)
+    out = tmp_path / "pets.pth"
+    assert main(["finetune", "--arch", "resnet18", "--data", str(folder), "--input-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "-o", str(out)]) == 0
+    card = json.loads(out.with_name("pets.trtinfer.json").read_text())
+    assert card["labels"] == ["cat", "dog"] and card["data"]["test_rows"] == 12 and card["test_accuracy"] is not None
+    assert card["normalize"] == "imagenet"  # an image folder's default
+    odd = _image_folder(tmp_path / "odd", {"train": ["cat", "dog"], "test": ["cat", "frog"]}, cifar_dir)
+    capsys.readouterr()
+    assert main(["finetune", "--arch", "resnet18", "--data", str(odd), "-o", str(tmp_path / "odd.pth")]) == 1
+    line = _one_line(capsys)
+    assert "test split" in line and "classes" in line

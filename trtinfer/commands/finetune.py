@@ -40,6 +40,8 @@ from trtinfer.training.options import FinetuneOptions as D  # the recipe's defau
               help="Epochs with a frozen backbone (head only) first [default: 1 with --weights, else 0].")
 @click.option("--backbone-lr-scale", type=click.FloatRange(0, min_open=True),
               help="Backbone learning rate / head learning rate after the freeze [default: 0.1 with --weights, else 1].")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=D.ema_decay, show_default=True,
+              help="Keep an exponential moving average of the weights per step, validated and saved (0: off).")
 @click.option("--mixup", type=click.FloatRange(0), default=D.mixup, help="Mixup alpha (0: off).")
 @click.option("--cutmix", type=click.FloatRange(0), default=D.cutmix, help="CutMix alpha (0: off).")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
