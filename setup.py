@@ -36,6 +36,11 @@ TENSORRT = {
 }
 TENSORRT["tensorrt"] = TENSORRT["tensorrt-cu13"]
 
+# Checkpoints from the wider ecosystem (builders/hub_models.py): Hugging Face ResNetForImageClassification
+# directories and .safetensors files; timm models (--arch timm:NAME).
+HF = ["transformers>=4.40", "safetensors>=0.4"]
+TIMM = ["timm>=0.9"]
+
 setup(
     name="trtinfer",
     version=VERSION,
@@ -77,8 +82,11 @@ setup(
         # `trtinfer export triton`: Triton's ModelConfig protobuf (configs are checked as they are written),
         # OpenVINO's converter for CPU nodes' IR
         "triton": ["tritonclient[grpc]>=2.40", "openvino>=2024.0"],
+        "hf": HF,
+        "timm": TIMM,
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40",
-                "playwright>=1.40"],  # drives Debian's chromium in the page test (never downloads a browser)
+                "playwright>=1.40",  # drives Debian's chromium in the page test (never downloads a browser)
+                *HF, *TIMM],
     },
     entry_points={"console_scripts": ["trtinfer=trtinfer.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],

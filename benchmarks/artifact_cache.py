@@ -21,7 +21,6 @@ from trtinfer._version import __version__
 from trtinfer.atomic import atomic_file
 from trtinfer.cache import cache_root
 from trtinfer.errors import ArtifactError, TrtInferError
-from trtinfer.hashing import sha256_file
 from trtinfer.manifest import SCHEMA_VERSION, Manifest
 
 log = logging.getLogger(__name__)
@@ -78,11 +77,12 @@ def cached_artifacts(checkpoint: Path, precisions: tuple[str, ...], options: dic
     """Reuse or build one artifact per precision; ``options`` are BuildOptions fields."""
     import time
 
+    from trtinfer.builders.checkpoint import checkpoint_sha256
     from trtinfer.builders.options import BuildOptions
     from trtinfer.builders.pipeline import Builder
 
     say = say or (lambda message: None)
-    sha = sha256_file(checkpoint)
+    sha = checkpoint_sha256(checkpoint)  # a Hugging Face directory hashes its config and weights
     directory = (root or bench_cache_dir()) / options_key(sha, options)
     result = CachedArtifacts(directory)
     for precision in precisions:

@@ -182,7 +182,7 @@ class Bench:
 
         b = self.s.build
         ckpt = load_checkpoint(self.s.checkpoint, trust=bool(b.get("trust_checkpoint")))
-        match = match_arch(ckpt.state_dict, b.get("arch"))
+        match = match_arch(ckpt.state_dict, b.get("arch"), hf_config=ckpt.hf_config)
         model = ckpt.module if ckpt.module is not None else build_model(match, ckpt.state_dict)
         return ckpt, model.eval()
 

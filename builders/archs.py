@@ -1,7 +1,9 @@
-"""Which torchvision architecture a state dict belongs to, and rebuilding it.
+"""Which architecture a state dict belongs to, and rebuilding it.
 
 Every candidate is built once with its parameters on the ``meta`` device (no memory, ~50 ms each),
-so its key names and shapes can be compared with the checkpoint's without guessing.
+so its key names and shapes can be compared with the checkpoint's without guessing. torchvision
+models are named as torchvision names them (``resnet18``); timm models and Hugging Face directories
+(:mod:`.hub_models`) as ``timm:NAME`` and ``hf:ResNetForImageClassification``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import functools
 import logging
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torchvision
@@ -58,9 +61,13 @@ def all_archs() -> list[str]:
 
 
 def family_of(arch: str) -> str:
+    """The family of a torchvision name, or of a ``timm:``/``hf:`` one by its name's start."""
     for fam, members in FAMILIES.items():
         if arch in members:
             return fam
+    if ":" in arch:
+        name = arch.partition(":")[2].lower().removeprefix("tf_")
+        return next((fam for fam in FAMILIES if name.startswith(fam)), "other")
     return "other"
 
 
@@ -107,6 +114,18 @@ def fresh_model(arch: str, num_classes: int = 10, cifar_stem: bool = False, seed
     return model.eval()
 
 
+def wrap_head(model: nn.Module, classifier: str) -> nn.Module:
+    """Replace the Linear classifier at ``classifier`` by ``Sequential(Dropout, Linear)`` (keys
+    ``<classifier>.1.weight``), the head fine-tuning scripts most often put on a torchvision model."""
+    linear = model.get_submodule(classifier)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"{classifier} of {type(model).__name__} is a {type(linear).__name__}, not a Linear")
+    parent, _, attr = classifier.rpartition(".")
+    holder = model.get_submodule(parent) if parent else model
+    setattr(holder, attr, nn.Sequential(nn.Dropout(), linear))  # dropout is the identity in eval mode
+    return model
+
+
 @dataclass(frozen=True)
 class Signature:
     arch: str
@@ -115,21 +134,33 @@ class Signature:
     keys: frozenset[str]
 
 
+def signature_of(arch: str, model: nn.Module, classifier: str | None = None) -> Signature:
+    """Key names and shapes of ``model`` (built on ``meta``), with its classifier's module name."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(IGNORED_SUFFIXES)}
+    return Signature(arch, shapes, classifier or classifier_key(model), frozenset(shapes))
+
+
 @functools.lru_cache(maxsize=None)
-def signature(arch: str, cifar_stem: bool = False) -> Signature:
+def signature(arch: str, cifar_stem: bool = False, dropout_head: bool = False) -> Signature:
     with _ParamsOnMeta():
         model = _construct(arch)
         if cifar_stem:
             apply_cifar_stem(model)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(IGNORED_SUFFIXES)}
-    return Signature(arch, shapes, classifier_key(model), frozenset(shapes))
+        if dropout_head:
+            wrap_head(model, classifier_key(model))
+    return signature_of(arch, model)
 
 
 @dataclass(frozen=True)
 class ArchMatch:
-    arch: str
+    """What to build: the architecture, its class count and variant, and (Hugging Face) its config."""
+
+    arch: str  # torchvision name, "timm:NAME" or "hf:ResNetForImageClassification"
     num_classes: int
     cifar_stem: bool
+    dropout_head: bool = False  # classifier is Sequential(Dropout, Linear): keys fc.1.* instead of fc.*
+    # config.json of a Hugging Face directory, as parsed JSON (never code); not part of equality
+    hf_config: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _relevant(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -160,25 +191,65 @@ def mismatches(sig: Signature, state_dict: Mapping[str, torch.Tensor], limit: in
     return num_classes, problems[:limit] if limit else problems
 
 
-def match_arch(state_dict: Mapping[str, torch.Tensor], arch: str | None = None) -> ArchMatch:
-    """Find (or check) the architecture, class count and stem variant of a state dict."""
+def _fits(sig: Signature, keys: frozenset[str], state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count when ``state_dict`` has exactly ``sig``'s keys and shapes, else None."""
+    if sig.keys != keys:
+        return None
+    num_classes, problems = mismatches(sig, state_dict)
+    return int(num_classes) if num_classes and not problems else None
+
+
+def _dropout_head_match(name: str, stem: bool, plain: Signature, keys: frozenset[str],
+                        state_dict: Mapping[str, torch.Tensor]) -> ArchMatch | None:
+    """``name`` with its classifier wrapped in Sequential(Dropout, Linear), when that is what fits."""
+    if f"{plain.classifier}.1.weight" not in keys:
+        return None
+    try:
+        num_classes = _fits(signature(name, stem, dropout_head=True), keys, state_dict)
+    except Exception as exc:  # e.g. SqueezeNet's Conv2d classifier cannot be wrapped
+        log.debug("no dropout-head variant of %s: %s", name, exc)
+        return None
+    return ArchMatch(name, num_classes, stem, dropout_head=True) if num_classes else None
+
+
+def match_arch(state_dict: Mapping[str, torch.Tensor], arch: str | None = None,
+               hf_config: Mapping[str, Any] | None = None) -> ArchMatch:
+    """Find (or check) the architecture, class count and variant of a state dict.
+
+    ``hf_config``: the config.json of a Hugging Face directory (``Checkpoint.hf_config``), which names the
+    architecture itself. ``arch`` ``timm:NAME`` checks a timm model; without ``arch``, torchvision models
+    are tried, then a short list of timm models (:mod:`.hub_models`).
+    """
+    from . import hub_models
+
+    if hf_config is not None:
+        return hub_models.match_hf(state_dict, hf_config, arch)
+    if arch and arch.startswith(hub_models.HF_PREFIX):
+        raise CheckpointError(f"--arch {arch} needs a Hugging Face save_pretrained directory (config.json and weights)",
+                              hint="pass the directory as the checkpoint")
+    if arch and arch.startswith(hub_models.TIMM_PREFIX):
+        return hub_models.match_timm(state_dict, arch[len(hub_models.TIMM_PREFIX):])
     cifar = has_cifar_stem(state_dict)
     candidates = [arch] if arch else all_archs()
     if arch and arch not in torchvision.models.list_models(module=torchvision.models):
         raise CheckpointError(f"unknown architecture {arch!r}",
-                              hint="use a torchvision classification model name, e.g. resnet18, mobilenet_v2")
+                              hint="use a torchvision classification model name, e.g. resnet18, mobilenet_v2, "
+                                   "or timm:NAME for a timm model")
     keys = frozenset(_relevant(state_dict))
     best: tuple[float, str] = (0.0, "")
     for name in candidates:
+        stem = cifar and name in RESNET_STYLE
         try:
-            sig = signature(name, cifar and name in RESNET_STYLE)
+            sig = signature(name, stem)
         except Exception as exc:  # an architecture torchvision cannot build here
             log.debug("skipping %s: %s", name, exc)
             continue
-        if sig.keys == keys:
-            num_classes, problems = mismatches(sig, state_dict)
-            if not problems and num_classes:
-                return ArchMatch(name, int(num_classes), cifar and name in RESNET_STYLE)
+        num_classes = _fits(sig, keys, state_dict)
+        if num_classes:
+            return ArchMatch(name, num_classes, stem)
+        wrapped = _dropout_head_match(name, stem, sig, keys, state_dict)
+        if wrapped is not None:
+            return wrapped
         overlap = len(sig.keys & keys) / max(1, len(sig.keys | keys))
         best = max(best, (overlap, name))
     if arch:
@@ -186,26 +257,49 @@ def match_arch(state_dict: Mapping[str, torch.Tensor], arch: str | None = None) 
         _, problems = mismatches(sig, state_dict, limit=5)
         raise CheckpointError(f"checkpoint does not fit --arch {arch}: " + "; ".join(problems),
                               hint="drop --arch to infer it, or pass the architecture the checkpoint was trained with")
+    timm_match = hub_models.infer_timm(state_dict)
+    if timm_match is not None:
+        return timm_match
     closest = f"; closest is {best[1]} ({best[0]:.0%} of keys shared)" if best[1] else ""
     raise CheckpointError(f"could not recognise the architecture from the checkpoint's {len(keys)} weights{closest}",
-                          hint="pass --arch NAME (a torchvision model such as resnet18, mobilenet_v2, efficientnet_b0)")
+                          hint="pass --arch NAME (a torchvision model such as resnet18, mobilenet_v2, efficientnet_b0, "
+                               "or timm:NAME for a timm model, e.g. timm:efficientnet_b0)")
 
 
-def build_model(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Instantiate the matched architecture and load the weights strictly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with _ParamsOnMeta():  # weights come from the checkpoint: skip random init
-            model = _construct(match.arch, match.num_classes)
-            if match.cifar_stem:
-                apply_cifar_stem(model)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+    """Load ``state_dict`` into ``model`` (built on ``meta``) strictly: every key present and used, only
+    ``num_batches_tracked`` (absent from old checkpoints) may be missing; returns the float32 eval model."""
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as exc:  # size mismatches
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise CheckpointError(f"weights do not fit {what}: {'; '.join(lines[:2]) or str(exc).splitlines()[0][:200]}",
+                              hint="pass the --arch the checkpoint was trained with") from None
     missing = [k for k in missing if not k.endswith(IGNORED_SUFFIXES)]
     if missing or unexpected:
-        raise CheckpointError(f"weights do not fit {match.arch}: missing {missing[:3]}, unexpected {unexpected[:3]}",
+        raise CheckpointError(f"weights do not fit {what}: missing {missing[:3]}, unexpected {unexpected[:3]}",
                               hint="pass the --arch the checkpoint was trained with")
     for name, buf in model.named_buffers():
         if buf.is_meta:  # e.g. num_batches_tracked absent from old checkpoints
             parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
             parent._buffers[name.rpartition(".")[2]] = torch.zeros(buf.shape, dtype=buf.dtype)
     return model.float().eval()
+
+
+def build_model(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Instantiate the matched architecture and load the weights strictly."""
+    from . import hub_models
+
+    if match.hf_config is not None:
+        return hub_models.build_hf(match, state_dict)
+    if match.arch.startswith(hub_models.TIMM_PREFIX):
+        return hub_models.build_timm(match, state_dict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _ParamsOnMeta():  # weights come from the checkpoint: skip random init
+            model = _construct(match.arch, match.num_classes)
+            if match.cifar_stem:
+                apply_cifar_stem(model)
+            if match.dropout_head:
+                wrap_head(model, classifier_key(model))
+    return load_weights(model, state_dict, match.arch)

@@ -1,6 +1,7 @@
 """Read the many shapes fine-tuning scripts save checkpoints in, safely.
 
-Plain tensors load with ``torch.load(weights_only=True)``; anything that would run code from the
+Plain tensors load with ``torch.load(weights_only=True)``, ``.safetensors`` files and Hugging Face
+``save_pretrained`` directories without pickle (:mod:`.hub_models`); anything that would run code from the
 file (a pickled ``nn.Module``, a TorchScript archive) needs an explicit ``trust=True``.
 """
 
@@ -33,12 +34,13 @@ class Checkpoint:
 
     path: Path
     sha256: str
-    format: str  # state_dict | dict[<key>] | module | torchscript
+    format: str  # state_dict | dict[<key>] | module | torchscript | safetensors | hf[<weights file>]
     state_dict: dict[str, torch.Tensor]
     module: torch.nn.Module | None = None
     extra_keys: list[str] = field(default_factory=list)
     stripped_prefixes: list[str] = field(default_factory=list)
     labels: list[str] | None = None  # class names the checkpoint itself names (e.g. a Hugging Face id2label)
+    hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face directory, parsed as JSON
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "file": self.path.name, "sha256": self.sha256, "format": self.format,
@@ -117,16 +119,34 @@ def _torch_load(path: Path, trust: bool) -> Any:
                               hint="pass a file written by torch.save") from None
 
 
+def checkpoint_sha256(path: str | Path) -> str:
+    """The checkpoint's identity: a file's sha256, or a Hugging Face directory's (config and weights)."""
+    path = Path(path)
+    if path.is_dir():
+        from .hub_models import files_sha256, hf_files
+
+        return files_sha256(path, hf_files(path))
+    return sha256_file(path)
+
+
 def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
     """Load ``path`` into a :class:`Checkpoint`, refusing code execution unless ``trust``."""
+    from . import hub_models
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}", hint="check the path")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file", hint="pass the .pth/.pt file")
+        if hub_models.is_hf_directory(path):
+            return hub_models.load_hf_directory(path)
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (no {hub_models.HF_CONFIG})",
+                              hint="pass the .pth/.pt/.safetensors file, or a Hugging Face save_pretrained directory")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty", hint="save the checkpoint again")
     sha = sha256_file(path)
+    if hub_models.is_safetensors(path):
+        sd, prefixes = strip_wrapper_prefixes(hub_models.load_safetensors(path))
+        return Checkpoint(path, sha, "safetensors", sd, stripped_prefixes=prefixes)
 
     if _is_torchscript(path):
         if not trust:

@@ -53,18 +53,19 @@ class Builder:
         opts = self.opts
         with self.report.timed(f"loading checkpoint {opts.checkpoint}"):
             ckpt = load_checkpoint(opts.checkpoint, trust=opts.trust_checkpoint)
-            match = match_arch(ckpt.state_dict, opts.arch)
-            model = build_model(match, ckpt.state_dict)
+            match = match_arch(ckpt.state_dict, opts.arch, hf_config=ckpt.hf_config)
+            model = build_model(match, ckpt.state_dict)  # a Hugging Face model comes wrapped to return logits
             reference = ckpt.module if ckpt.module is not None else model
         bad = non_finite_tensors(ckpt.state_dict)
         if bad:
             raise CheckpointError(f"{opts.checkpoint} has NaN or infinite values in {len(bad)} weight tensor(s): "
                                   f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}",
                                   hint="the training diverged or the file was damaged; use an earlier checkpoint")
-        how = "given" if opts.arch else "inferred from the weights"
+        how = "from config.json" if ckpt.hf_config is not None else "given" if opts.arch else "inferred from the weights"
         stem = ", CIFAR stem (3x3 stride-1 conv1, no max-pool)" if match.cifar_stem else ""
+        head = ", classifier Sequential(Dropout, Linear)" if match.dropout_head else ""
         self.report.info(f"format {ckpt.format}; architecture {match.arch} ({how}, family {family_of(match.arch)}), "
-                         f"{match.num_classes} classes{stem}")
+                         f"{match.num_classes} classes{stem}{head}")
         if ckpt.stripped_prefixes:
             self.report.info(f"stripped wrapper prefixes {', '.join(ckpt.stripped_prefixes)}")
         return ckpt, match, model, reference

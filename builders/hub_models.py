@@ -1,0 +1,341 @@
+"""Checkpoints from the wider ecosystem: safetensors files, Hugging Face ``save_pretrained`` directories
+(``ResNetForImageClassification``) and timm models.
+
+Nothing here runs code from a checkpoint: a safetensors file holds tensors only, a ``pytorch_model.bin``
+is read with ``torch.load(weights_only=True)``, and a Hugging Face ``config.json`` is parsed as JSON and
+handed to ``ResNetConfig`` (no ``trust_remote_code``, no Auto classes). transformers and timm are optional
+extras (``trtinfer[hf]``, ``trtinfer[timm]``), imported only when such a checkpoint is met.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import logging
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from trtinfer.errors import BackendUnavailable, CheckpointError
+from trtinfer.hashing import sha256_file
+
+from .archs import ArchMatch, Signature, _ParamsOnMeta, _relevant, load_weights, mismatches, signature_of
+from .checkpoint import Checkpoint, _is_tensor_dict, _torch_load
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_HINT = "copy or save the checkpoint again (safetensors.torch.save_file(model.state_dict(), path))"
+
+HF_PREFIX = "hf:"
+HF_CLASS = "ResNetForImageClassification"
+HF_ARCH = HF_PREFIX + HF_CLASS
+HF_MODEL_TYPE = "resnet"
+HF_CONFIG = "config.json"
+#: save_pretrained's weight files, preferred first; a sharded save has an index instead
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+HF_OTHER_WEIGHTS = ("tf_model.h5", "flax_model.msgpack")
+HF_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+TIMM_PREFIX = "timm:"
+#: timm models ``--arch`` may be left out for. Each one's key names and shapes are its own among timm's
+#: ResNet/MobileNet/EfficientNet-like CNNs (timm 1.0; the slow test in tests/builders/test_ecosystem.py scans
+#: them), except for the twins listed with it, which differ only in code (TF "same" padding, blur pooling,
+#: anti-aliasing) that the weights cannot show: a checkpoint fitting twins is refused with their names.
+#: Plain resnet18/34/50 have torchvision's layout and are matched as torchvision models (the same computation).
+TIMM_CANDIDATES = (
+    "resnet10t", "resnet14t", "resnet18d", "resnet26", "resnet26d", "resnet26t",
+    "resnet34d", "resnetaa34d", "resnet50d", "resnetaa50d", "resnetblur50d",
+    "mobilenetv2_050", "mobilenetv2_100", "mobilenetv2_110d", "mobilenetv2_120d", "mobilenetv2_140",
+    "mobilenetv3_small_050", "mobilenetv3_small_075", "tf_mobilenetv3_small_075",
+    "mobilenetv3_small_100", "tf_mobilenetv3_small_100", "mobilenetv3_large_075", "tf_mobilenetv3_large_075",
+    "mobilenetv3_large_100", "tf_mobilenetv3_large_100", "mobilenetv4_conv_small",
+    "efficientnet_b0", "efficientnet_blur_b0", "tf_efficientnet_b0", "efficientnet_b1", "tf_efficientnet_b1",
+    "efficientnet_b2", "tf_efficientnet_b2", "efficientnet_b3", "tf_efficientnet_b3",
+    "efficientnet_lite0", "tf_efficientnet_lite0",
+)
+#: keys one of the candidates' state dicts always has (timm stems): anything else is not looked at
+TIMM_STEM_KEYS = ("conv_stem.weight", "conv1.0.weight", "conv1.weight")
+
+
+def require(module: str, extra: str, what: str) -> ModuleType:
+    """Import an optional extra, or say in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise BackendUnavailable(f"{what} needs the {module.partition('.')[0]} package, which is not installed",
+                                 hint=f'pip install "trtinfer[{extra}]"') from None
+
+
+# -- safetensors ------------------------------------------------------------------------------
+
+def is_safetensors(path: Path) -> bool:
+    """By name, or by content: an 8-byte little-endian header length, then a JSON header."""
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < size <= path.stat().st_size - 8
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no pickle); a damaged file is a CheckpointError."""
+    st = require("safetensors.torch", "hf", f"reading {path.name}")
+    try:
+        tensors = st.load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError...
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path} is not a readable safetensors file ({detail}); it may be truncated or corrupt",
+                              hint=SAFETENSORS_HINT) from None
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors", hint=SAFETENSORS_HINT)
+    return dict(tensors)
+
+
+# -- Hugging Face save_pretrained directories --------------------------------------------------------
+
+def is_hf_directory(path: Path) -> bool:
+    return path.is_dir() and (path / HF_CONFIG).is_file()
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    path = directory / HF_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({str(exc)[:120]})",
+                              hint="save the model again with model.save_pretrained(directory)") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a {type(config).__name__}, not a model config",
+                              hint="save the model again with model.save_pretrained(directory)")
+    model_type = config.get("model_type")
+    if model_type is None and isinstance(config.get("architecture"), str):  # timm's push_to_hub layout
+        weights = next((w for w in HF_WEIGHTS if (directory / w).is_file()), HF_WEIGHTS[0])
+        raise CheckpointError(f"{directory} is a timm directory ({config['architecture']}), not a Hugging Face "
+                              "transformers one", hint=f"pass {directory / weights} --arch timm:{config['architecture']}")
+    architectures = config.get("architectures") or [HF_CLASS]
+    if model_type != HF_MODEL_TYPE or HF_CLASS not in architectures:
+        what = f"model_type {model_type!r}" + (f", {', '.join(map(str, architectures))}"
+                                               if config.get("architectures") else "")
+        raise CheckpointError(f"{path} describes a Hugging Face model of another kind ({what}); trtinfer reads "
+                              f"{HF_CLASS} directories (model_type {HF_MODEL_TYPE!r})",
+                              hint="export that model to ONNX yourself, or fine-tune a torchvision or timm model")
+    return config
+
+
+def hf_weight_files(directory: Path) -> list[Path]:
+    """The weight file save_pretrained wrote (or a shard index and its shards), without reading them."""
+    for name in HF_WEIGHTS:
+        if (directory / name).is_file():
+            return [directory / name]
+    for name in HF_INDEXES:
+        index = directory / name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                shards = sorted({str(f) for f in weight_map.values()})
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(f"{index} is not a readable shard index ({type(exc).__name__})",
+                                      hint="save the model with model.save_pretrained(directory)") from None
+            for shard in shards:
+                if Path(shard).name != shard or not (directory / shard).is_file():
+                    raise CheckpointError(f"{index} names a shard that is not in {directory}: {shard}",
+                                          hint="copy every file of the save_pretrained directory")
+            return [index, *(directory / shard for shard in shards)]
+    other = [n for n in HF_OTHER_WEIGHTS if (directory / n).is_file()]
+    found = f" (only {', '.join(other)}, which trtinfer does not read)" if other else ""
+    raise CheckpointError(f"{directory} holds {HF_CONFIG} but no PyTorch weights{found}: expected "
+                          f"{' or '.join(HF_WEIGHTS)}", hint="save the model with model.save_pretrained(directory)")
+
+
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return load_safetensors(path)
+    obj = _torch_load(path, trust=False)  # weights_only: a .bin never runs code
+    if not _is_tensor_dict(obj):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors",
+                              hint="save the model with model.save_pretrained(directory)")
+    return dict(obj)
+
+
+def hf_labels(config: Mapping[str, Any]) -> list[str] | None:
+    """``id2label`` ordered by class index; None when absent, malformed, or transformers' LABEL_i defaults."""
+    raw = config.get("id2label")
+    if not isinstance(raw, Mapping) or not raw:
+        return None
+    try:
+        by_index = {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        log.warning("config.json id2label has non-integer keys; its class names are not used")
+        return None
+    if sorted(by_index) != list(range(len(by_index))):
+        log.warning("config.json id2label does not number its classes 0..%d; its class names are not used",
+                    len(by_index) - 1)
+        return None
+    labels = [by_index[i] for i in range(len(by_index))]
+    return None if all(HF_DEFAULT_LABEL.fullmatch(label) for label in labels) else labels
+
+
+def files_sha256(directory: Path, files: list[Path]) -> str:
+    """One digest for a directory checkpoint: each file's name and sha256, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(f"{path.relative_to(directory)}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def hf_files(directory: Path) -> list[Path]:
+    """config.json and the weight files a directory's checkpoint is read from (what its sha256 covers)."""
+    return [directory / HF_CONFIG, *hf_weight_files(directory)]
+
+
+def load_hf_directory(directory: Path) -> Checkpoint:
+    """A ``save_pretrained`` directory of a ResNetForImageClassification, as a Checkpoint (no transformers needed)."""
+    config = _read_config(directory)
+    files = hf_files(directory)
+    state_dict: dict[str, torch.Tensor] = {}
+    for path in files[1:]:
+        if not path.name.endswith(".index.json"):
+            state_dict.update(_read_weight_file(path))
+    fmt = f"hf[{files[1].name}]"
+    return Checkpoint(directory, files_sha256(directory, files), fmt, state_dict, labels=hf_labels(config),
+                      hf_config=config)
+
+
+class LogitsOnly(nn.Module):
+    """A transformers image classifier as a plain ``x -> logits`` module (what export and validation run)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+def _hf_model(config: Mapping[str, Any]) -> tuple[nn.Module, int]:
+    """ResNetForImageClassification built from ``config`` on ``meta``, and the number of labels it names."""
+    transformers = require("transformers", "hf", f"reading a Hugging Face {HF_CLASS} directory")
+    try:
+        resnet_config = transformers.ResNetConfig.from_dict(dict(config))
+    except Exception as exc:  # transformers validates in the constructor: ValueError, TypeError...
+        raise CheckpointError(f"{HF_CONFIG} is not a valid ResNetConfig ({str(exc).splitlines()[0][:160]})",
+                              hint="save the model again with model.save_pretrained(directory)") from None
+    with warnings.catch_warnings(), _ParamsOnMeta():
+        warnings.simplefilter("ignore")
+        return transformers.ResNetForImageClassification(resnet_config), int(resnet_config.num_labels)
+
+
+def match_hf(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any], arch: str | None) -> ArchMatch:
+    """Check a Hugging Face directory's weights against the model its config describes."""
+    if arch and arch not in (HF_ARCH, HF_PREFIX + HF_MODEL_TYPE):
+        raise CheckpointError(f"--arch {arch} does not apply: the checkpoint is a Hugging Face {HF_CLASS} "
+                              f"directory, whose {HF_CONFIG} names the architecture", hint="leave --arch out")
+    model, num_labels = _hf_model(config)
+    num_classes, problems = mismatches(signature_of(HF_ARCH, model), state_dict)
+    if not problems and num_classes != num_labels:
+        problems = [f"its classifier has {num_classes} outputs, {HF_CONFIG} names {num_labels} labels"]
+    if problems or not num_classes:
+        raise CheckpointError(f"the weights do not fit the model {HF_CONFIG} describes: "
+                              + ("; ".join(problems) or "no classifier weights"),
+                              hint="save config.json and the weights together with model.save_pretrained(directory)")
+    return ArchMatch(HF_ARCH, int(num_classes), False, hf_config=dict(config))
+
+
+def build_hf(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The transformers model, weights loaded strictly, wrapped to return the logits tensor."""
+    if match.hf_config is None:
+        raise CheckpointError(f"{match.arch} needs the directory's {HF_CONFIG}")
+    model = load_weights(_hf_model(match.hf_config)[0], state_dict, HF_ARCH)
+    return LogitsOnly(model).eval()
+
+
+# -- timm -------------------------------------------------------------------------------------
+
+def _timm() -> ModuleType:
+    return require("timm", "timm", "a timm model (--arch timm:NAME)")
+
+
+def _timm_model(name: str, num_classes: int | None = None) -> nn.Module:
+    timm = _timm()
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    with warnings.catch_warnings(), _ParamsOnMeta():
+        warnings.simplefilter("ignore")
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _timm_classifier(model: nn.Module) -> str | None:
+    """Module name of timm's ``get_classifier()`` (``fc``, ``classifier``, ``head.fc``); None: the last Linear."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    return next((n for n, m in model.named_modules() if m is head), None) if isinstance(head, nn.Module) else None
+
+
+@functools.lru_cache(maxsize=None)
+def timm_signature(name: str) -> Signature:
+    model = _timm_model(name)
+    return signature_of(TIMM_PREFIX + name, model, _timm_classifier(model))
+
+
+def match_timm(state_dict: Mapping[str, torch.Tensor], name: str) -> ArchMatch:
+    """Check a state dict against the timm model ``name`` (``--arch timm:NAME``)."""
+    timm = _timm()
+    if not name or not timm.is_model(name):
+        close = sorted(timm.list_models(f"*{name[:6]}*"))[:5] if name else []
+        raise CheckpointError(f"unknown timm model {name!r}" + (f" (close: {', '.join(close)})" if close else ""),
+                              hint="pass --arch timm:NAME with a name from timm.list_models(), e.g. timm:resnet18")
+    sig = timm_signature(name)
+    num_classes, problems = mismatches(sig, state_dict)
+    if problems or not num_classes:
+        raise CheckpointError(f"checkpoint does not fit --arch {TIMM_PREFIX}{name}: "
+                              + ("; ".join(problems) or "no classifier weights"),
+                              hint="pass the timm model the checkpoint was trained with")
+    return ArchMatch(TIMM_PREFIX + name, int(num_classes), False)
+
+
+def infer_timm(state_dict: Mapping[str, torch.Tensor]) -> ArchMatch | None:
+    """The one candidate timm model whose keys and shapes the state dict has exactly; None when none fits
+    (or timm is not installed); a CheckpointError naming them when twins fit."""
+    keys = frozenset(_relevant(state_dict))
+    if not any(k in keys for k in TIMM_STEM_KEYS):
+        return None
+    try:
+        _timm()
+    except BackendUnavailable:
+        log.info("timm is not installed: timm architectures are not tried")
+        return None
+    fits: list[tuple[str, int]] = []
+    for name in TIMM_CANDIDATES:
+        try:
+            sig = timm_signature(name)
+        except Exception as exc:  # a candidate this timm version lacks
+            log.debug("skipping timm %s: %s", name, exc)
+            continue
+        if sig.keys != keys:
+            continue
+        num_classes, problems = mismatches(sig, state_dict)
+        if num_classes and not problems:
+            fits.append((name, int(num_classes)))
+    if len(fits) > 1:
+        names = ", ".join(TIMM_PREFIX + n for n, _ in fits)
+        raise CheckpointError(f"the weights fit several timm models that differ only in code (padding, pooling): "
+                              f"{names}", hint="pass --arch timm:NAME, the model the checkpoint was trained with")
+    return ArchMatch(TIMM_PREFIX + fits[0][0], fits[0][1], False) if fits else None
+
+
+def build_timm(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``timm.create_model(NAME, pretrained=False, num_classes=N)`` with the weights loaded strictly."""
+    name = match.arch[len(TIMM_PREFIX):]
+    return load_weights(_timm_model(name, match.num_classes), state_dict, match.arch)
