@@ -77,7 +77,8 @@ def model_options(f: F) -> F:
                      help="cifar10, cifar100, imagenet or a file with one class name per line.")(f)
     f = preprocess_options()(f)
     return _apply(f, [
-        click.option("--arch", help="torchvision architecture (default: inferred from the weights)."),
+        click.option("--arch", help="torchvision architecture, or timm:NAME for a timm model (default: inferred "
+                                    "from the weights; Hugging Face directories say it in config.json)."),
         click.option("--trust-checkpoint", is_flag=True,
                      help="Allow checkpoints that run code when loaded (torch.save(model), TorchScript). "
                           "Only for files you trust."),
