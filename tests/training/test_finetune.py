@@ -41,9 +41,11 @@ def test_options_are_checked_before_anything_runs():
         with pytest.raises(TrtInferError, match=problem):
             FinetuneOptions(**base)
     resolved = FinetuneOptions(arch="resnet18", out=Path("x.pth"), data=Path("d"), weights="imagenet").resolved()
-    assert (resolved.freeze_epochs, resolved.backbone_lr_scale, resolved.lr) == (1, 0.1, 0.1)
-    scratch = FinetuneOptions(arch="resnet18", out=Path("x.pth"), data=Path("d"), optimizer="adamw").resolved()
+    assert (resolved.freeze_epochs, resolved.backbone_lr_scale, resolved.optimizer, resolved.lr) == (1, 0.1, "adamw", 1e-3)
+    scratch = FinetuneOptions(arch="resnet18", out=Path("x.pth"), data=Path("d")).resolved()
     assert (scratch.freeze_epochs, scratch.backbone_lr_scale, scratch.lr, scratch.weight_decay) == (0, 1.0, 1e-3, 0.05)
+    sgd = FinetuneOptions(arch="resnet18", out=Path("x.pth"), data=Path("d"), optimizer="sgd").resolved()
+    assert (sgd.lr, sgd.weight_decay) == (0.1, 5e-4)
 
 
 def _test_accuracy(checkpoint: Path, cifar_dir: Path) -> tuple[float, float]:

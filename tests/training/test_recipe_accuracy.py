@@ -14,7 +14,6 @@ pytest.importorskip("torch")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the defaults reach 68.8 % here (issue 15 stays open for this bar)", strict=False)
 def test_the_default_recipe_reaches_70_percent(cifar_root, tmp_path):
     out = tmp_path / "r18.pth"
     assert main(["finetune", "--arch", "resnet18", "--cifar-stem", "--data", str(cifar_root), "-o", str(out)]) == 0

@@ -29,7 +29,7 @@ from trtinfer.training.options import FinetuneOptions as D  # the recipe's defau
 @click.option("--weights", metavar="imagenet|PATH",
               help="Start from torchvision's ImageNet weights (downloaded) or a local file [default: from scratch].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True,
-              help="SGD with Nesterov momentum, or AdamW.")
+              help="AdamW, or SGD with Nesterov momentum.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"Peak learning rate [default: {LR['sgd']:g} SGD, {LR['adamw']:g} AdamW].")
 @click.option("--weight-decay", type=click.FloatRange(0), help=f"[default: {WEIGHT_DECAY['sgd']:g} SGD, {WEIGHT_DECAY['adamw']:g} AdamW]")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=D.schedule, show_default=True)
