@@ -8,7 +8,7 @@ validated and kept); channels-last; bfloat16 autocast on CPUs that support it, m
 CUDA. The best epoch on the validation split is the checkpoint; ``patience`` stops a run that no
 longer improves; the full training state is saved after every epoch so ``resume`` continues exactly.
 All randomness comes from one seeded ``torch.Generator`` (and torch's global seed for dropout), so a
-run on the CPU repeats bit for bit.
+run on the CPU repeats bit for bit (on the same number of threads: oneDNN splits its sums by thread).
 """
 
 from __future__ import annotations

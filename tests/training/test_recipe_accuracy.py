@@ -1,4 +1,4 @@
-"""The issue's bar for the default recipe, run for real (slow: about 6 minutes on 2 cores): a CIFAR-stem
+"""The issue's bar for the default recipe, run for real (slow: 11 minutes on 2 cores): a CIFAR-stem
 ResNet-18 trained from scratch by ``trtinfer finetune`` with its defaults and the default seed on the
 4,660 shared training rows reaches at least 70 % top-1 on the 846 shared test rows in at most 15 epochs."""
 
