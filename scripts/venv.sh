@@ -1,10 +1,21 @@
 # Create or reuse the project's virtual environment (.venv) and install trtinfer with the
-# extras named in TRTINFER_EXTRAS (default: build,openvino,bench,serve,triton,dev). Sourced by quickstart.sh and test.sh.
-# Reinstalls only when setup.py or the extras change (a stamp file records what was installed).
+# extras named in TRTINFER_EXTRAS (default: build,openvino,bench,serve,triton,dev, plus on a host where
+# nvidia-smi sees a GPU the TensorRT extra that fits its driver: scripts/tensorrt_extra.sh). Sourced by
+# quickstart.sh, test.sh and gpu_check.sh. Reinstalls only when setup.py or the extras change (a stamp
+# file records what was installed).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TRTINFER_VENV:-$ROOT/.venv}"
-EXTRAS="${TRTINFER_EXTRAS:-build,openvino,bench,serve,triton,dev}"
+if [ -n "${TRTINFER_EXTRAS:-}" ]; then
+  EXTRAS="$TRTINFER_EXTRAS"
+else
+  EXTRAS="build,openvino,bench,serve,triton,dev"
+  trt_extra="$(bash "$ROOT/scripts/tensorrt_extra.sh")"
+  if [ -n "$trt_extra" ]; then
+    echo "==> nvidia-smi sees a GPU: adding the [$trt_extra] extra (TensorRT, cuda-python) for the GPU suite" >&2
+    EXTRAS="$EXTRAS,$trt_extra"
+  fi
+fi
 PY="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then

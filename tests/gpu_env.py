@@ -1,16 +1,23 @@
 """Whether GPU tests can run on this host, and why not; shared by conftest and the GPU test modules.
 
-Two different answers hide behind "no GPU test ran": there is no GPU here (skip, and say so), or
-there is one that these CUDA libraries cannot use, typically a driver older than the CUDA
-runtime of the installed cuda-python (``cudaErrorInsufficientDriver``: CUDA 13 needs driver R580
-or newer). The second must fail a run that asked for the GPU suite (``-m gpu``), never pass it
-green with everything skipped.
+Several answers hide behind "no GPU test ran": there is no GPU here (skip, and say so); there is one
+that these CUDA libraries cannot use, typically a driver older than the CUDA runtime of the
+installed cuda-python (``cudaErrorInsufficientDriver``: CUDA 13 needs driver R580 or newer); there
+is one but cuda-python or TensorRT is not installed (a test environment built without the TensorRT
+extra); or the run selected no GPU test at all. Only the first may pass a run that asked for the
+GPU suite (``-m gpu``); the others fail it with one line, never green with everything skipped.
+
+"A GPU is here" is read without cuda-python, from ``nvidia-smi -L`` (or the driver's device nodes),
+so a missing cuda-python cannot pass for a missing GPU.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +55,27 @@ def _version(cudart: Any, call: str) -> str:
 
 
 def _device_nodes_present() -> bool:
+    """An NVIDIA GPU is on this host, asked of the driver, not of cuda-python: ``nvidia-smi -L`` lists
+    one (``GPU 0: ...``), or, where nvidia-smi is absent, the driver created its device nodes."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        if any(line.startswith("GPU ") for line in listing.splitlines()):
+            return True
     return any(os.path.exists(node) for node in DEVICE_NODES)
 
 
-def gpu_status(cudart: Any = None, device_nodes_present: Any = _device_nodes_present) -> GpuStatus:
+NO_CUDA_PYTHON = "cuda-python is not installed"
+INSTALL_HINT = ("install the TensorRT extra that fits the driver: pip install 'trtinfer[tensorrt]' (driver R580 or "
+                "newer) or 'trtinfer[tensorrt-cu12]' (R535 to R575); scripts/test.sh does this on a GPU host")
+
+
+def gpu_status(cudart: Any = None, device_nodes_present: Callable[[], bool] = _device_nodes_present) -> GpuStatus:
     """Probe CUDA through cuda-python (``cudart`` and ``device_nodes_present`` may be stand-ins: that
-    checks this classification, not CUDA)."""
+    checks this classification, not CUDA). ``cudart=False`` stands for "cuda-python is not installed"."""
     if cudart is None:
         try:
             from cuda.bindings import runtime as cudart
@@ -61,8 +83,11 @@ def gpu_status(cudart: Any = None, device_nodes_present: Any = _device_nodes_pre
             try:
                 from cuda import cudart  # cuda-python 12.x layout
             except ImportError:
-                return GpuStatus(False, False, "cuda-python is not installed (pip install 'trtinfer[tensorrt]', "
-                                               "or 'trtinfer[tensorrt-cu12]' on drivers before R580)")
+                cudart = False
+    if cudart is False:
+        if device_nodes_present():
+            return GpuStatus(False, True, f"an NVIDIA GPU is present but {NO_CUDA_PYTHON}; {INSTALL_HINT}")
+        return GpuStatus(False, False, f"no NVIDIA GPU on this machine ({NO_CUDA_PYTHON} either)")
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as exc:  # the driver library itself is missing
@@ -87,18 +112,36 @@ def gpu_requested(markexpr: str) -> bool:
     return re.search(r"(?<!not )\bgpu\b", markexpr or "") is not None
 
 
-def apply_gpu_policy(config: Any, items: list[Any], status: GpuStatus | None = None) -> None:
+def tensorrt_import_problem() -> str | None:
+    """Why ``import tensorrt`` fails here, or None."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 -- any failure (missing, wrong CUDA libraries) is the answer
+        return f"TensorRT cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+    return None
+
+
+def apply_gpu_policy(config: Any, items: list[Any], status: GpuStatus | None = None,
+                     tensorrt_problem: Callable[[], str | None] = tensorrt_import_problem) -> None:
     """conftest's collection hook: GPU tests run where CUDA is usable; elsewhere they skip with the
-    reason, except that a run asking for them (``-m gpu``) on a host whose GPU cannot be used fails."""
+    reason. A run asking for them (``-m gpu``) fails instead when it selected none, or when a GPU is
+    here that cannot run them: CUDA cannot use it, or cuda-python or TensorRT is missing.
+    ``status`` and ``tensorrt_problem`` may be stand-ins (that checks this policy, not the host)."""
+    markexpr = config.getoption("markexpr")
+    requested = gpu_requested(markexpr)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
+        if requested:
+            pytest.exit(f"the GPU suite was asked for (-m {markexpr}) but it selected no GPU test; check -k and "
+                        "the paths given", returncode=1)
         return
     status = status or gpu_status()
+    if requested and status.present:
+        problem = status.reason if not status.usable else tensorrt_problem()
+        if problem:
+            pytest.exit(f"the GPU suite was asked for (-m {markexpr}) but {problem}", returncode=1)
     if status.usable:
         return
-    if status.present and gpu_requested(config.getoption("markexpr")):
-        pytest.exit(f"the GPU suite was asked for (-m {config.getoption('markexpr')}) but {status.reason}",
-                    returncode=1)
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason=f"GPU test: {status.reason}"))
 
@@ -110,11 +153,4 @@ def gpu_skip_reason() -> str | None:
 
 
 def tensorrt_skip_reason() -> str | None:
-    reason = gpu_skip_reason()
-    if reason:
-        return reason
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:
-        return f"TensorRT cannot be imported here ({type(exc).__name__}: {exc})"
-    return None
+    return gpu_skip_reason() or tensorrt_import_problem()
