@@ -303,7 +303,7 @@ class Bench:
                     if s.wants("torch-cuda"):
                         out.append(C.TorchCudaCase(factory, precision))
                     if s.wants("torch-tensorrt"):
-                        out.append(C.TorchTensorRTCase(factory, precision, inputs.check[:1]))
+                        out.append(C.TorchTensorRTCase(factory, precision, inputs.check[:1], s.batch_sizes))
         return out
 
     # -- checks ------------------------------------------------------------------------------

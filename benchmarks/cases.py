@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,12 +434,28 @@ class TorchCudaCase(TorchCase):
         torch.cuda.synchronize()
 
 
+def shape_range(batch_sizes: Sequence[int], row_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """``torch_tensorrt.Input``'s ``min_shape``/``opt_shape``/``max_shape`` for an engine that is timed at
+    ``batch_sizes`` (every batch the bench runs it at lies in the range; a static batch-1 engine fails or
+    recompiles at the others). OPT, the shape TensorRT tunes its kernels for, is the upper median."""
+    sizes = sorted({int(b) for b in batch_sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch sizes must be positive: {list(batch_sizes)}")
+    opt = sizes[len(sizes) // 2]
+    return {"min_shape": (sizes[0], *row_shape), "opt_shape": (opt, *row_shape), "max_shape": (sizes[-1], *row_shape)}
+
+
 class TorchTensorRTCase(TorchCudaCase):
-    def __init__(self, model_factory: Callable[[], Any], precision: str, example: np.ndarray) -> None:
+    """Torch-TensorRT (dynamo) compiled over the range of batch sizes the bench times it at."""
+
+    def __init__(self, model_factory: Callable[[], Any], precision: str, example: np.ndarray,
+                 batch_sizes: Sequence[int]) -> None:
         super().__init__(model_factory, precision)
         self.info.backend = "torch-tensorrt"
-        self.info.note = "torch_tensorrt.compile (dynamo), host input copied in the timed call"
-        self.example = example
+        self.shapes = shape_range(batch_sizes, tuple(example.shape[1:]))
+        self.info.note = (f"torch_tensorrt.compile (dynamo), batch {self.shapes['min_shape'][0]}.."
+                          f"{self.shapes['max_shape'][0]} (opt {self.shapes['opt_shape'][0]}), host input copied "
+                          "in the timed call")
 
     def prepare(self, model: Any) -> Any:
         if not module_available("torch_tensorrt"):
@@ -449,8 +465,17 @@ class TorchTensorRTCase(TorchCudaCase):
         import torch_tensorrt
 
         dtype = torch.half if self.info.precision == "fp16" else torch.float
-        example = torch.from_numpy(self.example).to("cuda").to(dtype)
-        return torch_tensorrt.compile(model, ir="dynamo", inputs=[example], enabled_precisions={dtype})
+        return compile_torch_tensorrt(torch_tensorrt, model, self.shapes, dtype)
+
+
+def compile_torch_tensorrt(torch_tensorrt: Any, model: Any, shapes: dict[str, tuple[int, ...]], dtype: Any) -> Any:
+    """``torch_tensorrt.compile`` with one dynamic-batch ``Input``. Current releases name the argument
+    ``arg_inputs`` (``inputs`` is still accepted); older ones know only ``inputs``."""
+    import inspect
+
+    spec = [torch_tensorrt.Input(**shapes, dtype=dtype)]
+    key = "arg_inputs" if "arg_inputs" in inspect.signature(torch_tensorrt.compile).parameters else "inputs"
+    return torch_tensorrt.compile(model, ir="dynamo", **{key: spec}, enabled_precisions={dtype})
 
 
 class OrtGpuCase(Case):

@@ -32,7 +32,7 @@ from .data import TrainData, check_classes, download_cifar10, load_train_data
 from .memory import check_fits
 from .model import build_model
 from .options import FinetuneOptions, curves_path, resume_path
-from .trainer import Trainer, TrainState, autocast_dtype, pick_device
+from .trainer import Trainer, TrainState, pick_device, training_precision
 
 
 @dataclass
@@ -80,6 +80,7 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
     o = options.resolved()
     _check_output(o)
     device = pick_device(o.device)
+    precision = training_precision(o.precision, device)  # refused here, before any data is read
     data_dir = download_cifar10(cache_root() / "datasets") if o.download else o.data
     assert data_dir is not None
     with report.timed(f"reading training data {data_dir}"):
@@ -95,10 +96,9 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
     report.info(f"input {spec.input_size}x{spec.input_size} (resize {spec.resize}), {spec.normalize} normalisation; "
                 f"{o.optimizer} lr {o.lr:g} (backbone x{o.backbone_lr_scale:g}), wd {o.weight_decay:g}, {o.schedule}, "
                 f"label smoothing {o.label_smoothing:g}, {o.freeze_epochs} frozen epoch(s), batch {o.batch_size}")
-    amp = autocast_dtype(o.precision, device)
-    need = check_fits(model, spec.input_size, o.batch_size, o.optimizer, amp is not None, device)
-    report.info(f"{device.type}, {'autocast ' + str(amp).replace('torch.', '') if amp else 'float32'}, "
-                f"channels-last {o.channels_last}; about {need / 2**30:.2f} GiB to train")
+    need = check_fits(model, spec.input_size, o.batch_size, o.optimizer, precision.autocast is not None, device)
+    report.info(f"{device.type}, {precision.describe()}, channels-last {o.channels_last}; "
+                f"about {need / 2**30:.2f} GiB to train")
 
     sha_placeholder = "0" * 64
 

@@ -54,7 +54,7 @@ class FinetuneOptions:
     resume: bool = False
     seed: int = 0
     channels_last: bool = True
-    precision: str = "auto"  # auto: bfloat16 autocast where the CPU supports it, mixed precision on CUDA; fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: trainer.choose_precision decides and says why
     device: str = "auto"
     force: bool = False
 

@@ -80,14 +80,52 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type of ``--precision``: auto is bfloat16 on capable CPUs and on CUDA where supported
-    (float16 with loss scaling otherwise), float32 elsewhere."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if (precision == "bf16" or cpu_supports_bf16()) else None
+@dataclass(frozen=True)
+class TrainPrecision:
+    """The arithmetic a run trains in, and why: ``autocast`` None is float32; ``loss_scaling`` is float16's
+    GradScaler (CUDA only)."""
+
+    autocast: torch.dtype | None
+    loss_scaling: bool
+    why: str
+
+    def describe(self) -> str:
+        name = "float32" if self.autocast is None else f"{str(self.autocast).replace('torch.', '')} autocast"
+        return f"{name}{' with loss scaling' if self.loss_scaling else ''} ({self.why})"
+
+
+def choose_precision(asked: str, device_type: str, cuda_bf16: bool, cpu_bf16: bool) -> TrainPrecision:
+    """``--precision`` on this device, decided from facts alone (no device is touched here). What is asked
+    for is what runs, or it is refused with one line: bf16 on a GPU without bfloat16 never becomes
+    float16 silently; auto says what it chose."""
+    if asked == "fp32":
+        return TrainPrecision(None, False, "--precision fp32")
+    if device_type == "cuda":
+        if asked == "bf16":
+            if not cuda_bf16:
+                raise TrtInferError("--precision bf16: this GPU has no bfloat16 support",
+                                    hint="use --precision fp16 (float16 with loss scaling), auto or fp32")
+            return TrainPrecision(torch.bfloat16, False, "--precision bf16")
+        if asked == "fp16":
+            return TrainPrecision(torch.float16, True, "--precision fp16")
+        if cuda_bf16:
+            return TrainPrecision(torch.bfloat16, False, "auto: this GPU supports bfloat16")
+        return TrainPrecision(torch.float16, True, "auto: this GPU has no bfloat16")
+    if asked == "fp16":
+        raise TrtInferError(f"--precision fp16 trains on CUDA GPUs only, not on the {device_type}",
+                            hint="use --precision bf16, auto or fp32 on a CPU")
+    if asked == "bf16":
+        return TrainPrecision(torch.bfloat16, False, "--precision bf16" + (
+            "" if cpu_bf16 else "; this CPU has no AVX-512 BF16/AMX, so it is emulated and slower than float32"))
+    if cpu_bf16:
+        return TrainPrecision(torch.bfloat16, False, "auto: the CPU has AVX-512 BF16/AMX")
+    return TrainPrecision(None, False, "auto: the CPU has no native bfloat16")
+
+
+def training_precision(asked: str, device: torch.device) -> TrainPrecision:
+    """:func:`choose_precision` with this host's facts."""
+    cuda_bf16 = device.type == "cuda" and bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    return choose_precision(asked, device.type, cuda_bf16, device.type == "cpu" and cpu_supports_bf16())
 
 
 class Trainer:
@@ -102,8 +140,9 @@ class Trainer:
         self.model = model.to(device)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = autocast_dtype(options.precision, device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.precision = training_precision(options.precision, device)
+        self.amp = self.precision.autocast
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.loss_scaling else None
         self.generator = torch.Generator().manual_seed(options.seed)
         torch.manual_seed(options.seed)
         full, rest = divmod(len(train), options.batch_size)

@@ -49,8 +49,9 @@ from trtinfer.training.options import FinetuneOptions as D  # the recipe's defau
 @click.option("--patience", type=click.IntRange(1), help="Stop after N epochs without a better validation top-1.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of -o (its .resume.pt).")
 @click.option("--seed", default=D.seed, show_default=True, type=int, help="Makes a CPU run repeat exactly (on the same number of threads).")
-@click.option("--precision", type=click.Choice(("auto", "fp32", "bf16")), default=D.precision, show_default=True,
-              help="auto: bfloat16 autocast on CPUs with AVX-512 BF16/AMX, mixed precision on CUDA.")
+@click.option("--precision", type=click.Choice(("auto", "fp32", "bf16", "fp16")), default=D.precision, show_default=True,
+              help="auto: bfloat16 autocast on CPUs with AVX-512 BF16/AMX and on GPUs with bfloat16, float16 with "
+                   "loss scaling on other GPUs, float32 otherwise (the choice is printed). fp16: CUDA only.")
 @click.option("--device", default=D.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--force", is_flag=True, help="Replace an existing -o.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
