@@ -29,7 +29,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_MODULES = [REPO / "builders" / "engine.py", REPO / "trtinfer" / "trt_support.py",
-               REPO / "trtinfer" / "runtime" / "tensorrt_backend.py"]
+               REPO / "trtinfer" / "runtime" / "tensorrt_backend.py", REPO / "scripts" / "gpu_inspector_dump.py"]
 
 # Names that hold the tensorrt module in our code.
 TRT_MODULE_NAMES = {"trt", "tensorrt"}
