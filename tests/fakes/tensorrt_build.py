@@ -5,6 +5,10 @@ It checks *our* ordering and control flow in builders/engine.py on a CPU host: w
 TensorRT and what we do with its answers. It says nothing about TensorRT itself; the names we call
 are checked against the real TensorRT 10 and 11 bindings by tests/test_trt_api_names.py, and the
 real build runs only in the ``gpu`` tests.
+
+Its public names are TensorRT's, of the version it claims, except the state its tests read, which
+each class declares in ``_STATE`` (tests/runtime/test_fakes_strict.py checks the rest against the
+bindings of that version).
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class FakeTensor:
 
 
 class FakeNetwork:
+    _STATE = frozenset({"flags", "inputs"})
+
     def __init__(self, flags):
         self.flags = flags
         self.inputs: list[FakeTensor] = []
@@ -115,6 +121,8 @@ class FakeNetwork:
 
 
 class FakeParser:
+    _STATE = frozenset({"trt", "network", "errors"})
+
     def __init__(self, trt, network, logger):
         self.trt, self.network = trt, network
         self.errors: list[FakeParserError] = []
@@ -136,6 +144,8 @@ class FakeParser:
 
 
 class FakeProfile:
+    _STATE = frozenset({"shapes"})
+
     def __init__(self):
         self.shapes = {}
 
@@ -144,6 +154,8 @@ class FakeProfile:
 
 
 class FakeCache:
+    _STATE = frozenset({"data"})
+
     def __init__(self, data: bytes):
         self.data = bytes(data)
 
@@ -152,6 +164,8 @@ class FakeCache:
 
 
 class FakeConfig:
+    _STATE = frozenset({"trt", "pool_limits", "profiles", "cache", "flags_set"})
+
     def __init__(self, trt):
         self.trt = trt
         self.builder_optimization_level = None
@@ -186,6 +200,8 @@ class FakeConfig:
 
 
 class FakeBuilder:
+    _STATE = frozenset({"trt"})
+
     def __init__(self, trt, logger):
         self.trt = trt
 
@@ -208,6 +224,8 @@ class FakeBuilder:
 
 
 class FakeBuildContext:
+    _STATE = frozenset({"shapes"})
+
     def __init__(self) -> None:
         self.shapes: dict[str, tuple] = {}
 
@@ -219,6 +237,8 @@ class FakeBuildContext:
 class FakeInspector:
     """``IEngineInspector``: with a dynamic batch and no execution context whose input shapes are set,
     every tensor's type reads "N/A due to dynamic shapes", as TensorRT prints it."""
+
+    _STATE = frozenset({"trt"})
 
     def __init__(self, trt):
         self.trt = trt
@@ -233,6 +253,8 @@ class FakeInspector:
 
 
 class FakeEngine:
+    _STATE = frozenset({"trt"})
+
     def __init__(self, trt):
         self.trt = trt
 
@@ -245,6 +267,8 @@ class FakeEngine:
 
 
 class FakeRuntime:
+    _STATE = frozenset({"trt"})
+
     def __init__(self, trt, logger):
         self.trt = trt
 
@@ -263,6 +287,8 @@ class FakeLogger:
 
 class FakeTensorRT:
     """Only what builders/engine.py uses, with TensorRT's names (checked by test_trt_api_names.py)."""
+
+    _STATE = frozenset({"layers", "plan", "parse_ok", "calls", "logger", "network", "config", "contexts"})
 
     def __init__(self, version: str, layers=FP32_ENGINE):
         self.__version__ = version

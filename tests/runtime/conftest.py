@@ -48,14 +48,20 @@ def artifact_copy(tmp_path, tiny_artifact) -> Path:
 SIMPLE = [BatchProfile(1, 8, 16)]
 
 
+@pytest.fixture(params=sorted(fake_trt.TRT_VERSIONS), ids=lambda major: f"trt{major}")
+def trt_version(request) -> str:
+    """The TensorRT version the stand-ins claim: every stand-in test runs as TensorRT 10 and as 11."""
+    return fake_trt.TRT_VERSIONS[request.param]
+
+
 @pytest.fixture
-def fakes(monkeypatch, request):
+def fakes(monkeypatch, request, trt_version) -> tuple[fake_trt.StandIns, list[BatchProfile]]:
     """The stand-ins installed for one test; ``indirect`` parametrisation gives other profiles."""
     profiles = getattr(request, "param", SIMPLE)
-    return fake_trt.install(monkeypatch, profiles), profiles
+    return fake_trt.install(monkeypatch, profiles, version=trt_version), profiles
 
 
 @pytest.fixture
 def plan_artifact(tiny_artifact, tmp_path, fakes):
-    """The tiny artifact with a stand-in model.plan and its engine record."""
-    return make_plan_artifact(tiny_artifact, tmp_path / "plan", fakes[1])
+    """The tiny artifact with a stand-in model.plan and its engine record (for the TensorRT claimed)."""
+    return make_plan_artifact(tiny_artifact, tmp_path / "plan", fakes[1], trt_version=fakes[0].trt.__version__)

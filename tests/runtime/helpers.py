@@ -106,3 +106,58 @@ def run_in_threads(target: Callable[[int], None], count: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+class LaneTrace:
+    """What the host does in a TensorRT model's calls, in order: ``("launch", lane)`` for each chunk
+    launched, ``("event", lane)`` / ``("stream", lane)`` for each host wait on a lane's event / stream
+    (lane None: not a lane's). Works the same on the stand-ins and on a GPU: it wraps our lanes'
+    ``launch`` and the ``synchronize`` of the CUDA layer in use, for the test (``monkeypatch``)."""
+
+    def __init__(self, monkeypatch, model, on_launch: Callable[[object], None] | None = None) -> None:
+        from trtinfer.runtime import tensorrt_backend
+
+        self.steps: list[tuple[str, int | None]] = []
+        owner = {}
+        for lane in model._lanes:
+            owner.update({id(lane.done): lane.index, id(lane.uploaded): lane.index, id(lane.stream): lane.index})
+        launch = tensorrt_backend._Lane.launch
+
+        def traced_launch(lane, use_graphs):
+            self.steps.append(("launch", lane.index))
+            if on_launch is not None:
+                on_launch(lane)
+            return launch(lane, use_graphs)
+
+        monkeypatch.setattr(tensorrt_backend._Lane, "launch", traced_launch)
+        first = model._lanes[0]
+        for kind, cls in (("event", type(first.done)), ("stream", type(first.stream))):
+            def traced_wait(obj, _kind=kind, _wait=cls.synchronize):
+                self.steps.append((_kind, owner.get(id(obj))))
+                return _wait(obj)
+
+            monkeypatch.setattr(cls, "synchronize", traced_wait)
+
+    def launches(self) -> list[int | None]:
+        return [lane for kind, lane in self.steps if kind == "launch"]
+
+    def check_pipelined(self, chunks: int, lanes: int) -> None:
+        """Consecutive chunks went to different lanes, and the host never waited for a chunk before the
+        next one was launched: between two launches it waited only for the lane about to be reused
+        (its chunk before last). So two chunks are queued at once on two streams, which is what lets
+        a GPU overlap one's copies with the other's compute. One wait (a stream) at the end."""
+        launches = self.launches()
+        assert len(launches) == chunks, self.steps
+        assert all(a != b for a, b in zip(launches, launches[1:])), f"consecutive chunks on one lane: {launches}"
+        waits: list[tuple[str, int | None]] = []
+        seen = 0
+        for kind, lane in self.steps:
+            if kind != "launch":
+                waits.append((kind, lane))
+                continue
+            assert all(w == ("event", lane) for w in waits) and (seen or not waits), \
+                f"before chunk {seen} (lane {lane}) the host waited for {waits}: {self.steps}"
+            seen += 1
+            waits = []
+        assert len(waits) == 1 and waits[0][0] == "stream", f"the call ended with the waits {waits}"
+        assert sum(kind != "launch" for kind, _ in self.steps) == max(0, chunks - lanes) + 1, self.steps

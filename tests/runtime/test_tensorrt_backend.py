@@ -5,8 +5,9 @@ beyond the profile MAX, padding below MIN, gaps between profiles, lane rotation 
 synchronisation per call, profile switches, CUDA-graph replay, zero-copy device arrays, the
 batcher over several contexts, plan checks and fallbacks, and freeing everything on close.
 
-On a GPU host with TensorRT (``-m gpu``): the same API for real against ONNX Runtime, overlap,
-CUDA graphs on/off, device arrays and load/close cycles.
+On a GPU host with TensorRT (``-m gpu``): the same API for real against ONNX Runtime, pipelining
+(structurally: chunks in flight together, not a timing), CUDA graphs on/off, device arrays and
+load/close cycles.
 """
 
 from __future__ import annotations
@@ -48,10 +49,7 @@ def test_every_batch_size_comes_back_in_order(fakes, plan_artifact, streams, gra
         for rows in [0, 1, 3, 7, 12, top, 3 * top, 3 * top + 5]:
             x = distinct_inputs(rows, seed=rows)
             assert close_to(model.infer(x), x), f"rows={rows}"
-        for engine in fakes[0].trt.engines:
-            for context in engine.contexts:
-                for profile, rows, _, _ in context.executions:
-                    assert profiles[profile].covers(rows)
+        assert all(profiles[e.profile].covers(e.rows) for e in fakes[0].executions())
 
 
 def test_auto_picks_tensorrt_and_says_why(fakes, plan_artifact):
@@ -78,8 +76,7 @@ def test_one_synchronisation_per_call(fakes, plan_artifact):
 def test_chunks_rotate_over_the_lanes(fakes, plan_artifact):
     with trtinfer.load(plan_artifact, streams=2) as model:
         model.infer(distinct_inputs(48))
-        contexts = fakes[0].trt.engines[0].contexts
-        assert [len(c.executions) for c in contexts] == [2, 1]
+        assert [len(fakes[0].executions(i)) for i in range(2)] == [2, 1]
 
 
 @pytest.mark.parametrize("fakes", [GAPPED], indirect=True)
@@ -87,11 +84,10 @@ def test_profiles_switch_only_when_needed(fakes, plan_artifact):
     with trtinfer.load(plan_artifact, streams=1) as model:
         for rows in [2, 3, 4, 1]:
             model.infer(distinct_inputs(rows))
-        context = fakes[0].trt.engines[0].contexts[0]
-        assert context.profile_switches == 1  # profile 0 set once, then kept
+        assert fakes[0].profile_switches(0) == 1  # profile 0 set once, then kept
         model.infer(distinct_inputs(12))
         model.infer(distinct_inputs(10))
-        assert context.profile_switches == 2
+        assert fakes[0].profile_switches(0) == 2
 
 
 def test_cuda_graphs_are_captured_once_per_shape_and_replayed(fakes, plan_artifact):
@@ -108,9 +104,8 @@ def test_cuda_graphs_are_captured_once_per_shape_and_replayed(fakes, plan_artifa
             model.infer(distinct_inputs(rows))
         assert fake.counts["graph_capture"] == 3 and fake.counts["graph_launch"] == 4
         assert len(model._lanes[0].graphs) == 2  # bounded: the oldest was freed
-        rows_run = [e[1] for e in fakes[0].trt.engines[0].contexts[0].executions]
-        assert set(rows_run) <= {1, 6, 8}
-    assert not fake.live
+        assert {e.rows for e in fakes[0].executions(0)} <= {1, 6, 8}
+    assert not fake.leaks()
 
 
 def test_zero_copy_device_arrays(fakes, plan_artifact):
@@ -123,7 +118,7 @@ def test_zero_copy_device_arrays(fakes, plan_artifact):
         assert fake.counts["stream_sync"] == 0  # fully asynchronous: stream 7 waits, the host does not
         fake.drain(7)  # the caller synchronises its stream
         np.testing.assert_allclose(out_dev.host(), reference(x), rtol=1e-5, atol=1e-5)
-        bound = {(e[2], e[3]) for c in fakes[0].trt.engines[0].contexts for e in c.executions}
+        bound = {(e.input, e.output) for e in fakes[0].executions()}
         assert (x_dev.ptr, out_dev.ptr) in bound  # the engine read and wrote the caller's memory
         assert (x_dev.ptr + 32 * 12288, out_dev.ptr + 32 * 40) in bound  # chunk 3, in place (aligned)
         # chunk 2's output rows start 640 B in: not 256-byte aligned, so it went through the lane's buffer
@@ -171,7 +166,7 @@ def test_close_frees_every_buffer_stream_event_and_context(fakes, plan_artifact)
             model.infer(distinct_inputs(20))
             model.submit(distinct_inputs(3)).result(timeout=10)
         assert model._lanes == [] and model._engine is None and model._runtime is None
-    assert not fake.live and not fake.memory.blocks
+    assert not fake.leaks()
 
 
 # -- plan checks -------------------------------------------------------------------------------------------
@@ -186,16 +181,18 @@ def test_plan_for_another_tensorrt_is_refused_or_falls_back(fakes, tiny_artifact
 
 
 def test_plan_for_another_gpu_architecture_is_refused(fakes, tiny_artifact, tmp_path):
-    art = make_plan_artifact(tiny_artifact, tmp_path / "sm80", fakes[1], compute_capability="8.0")
+    art = make_plan_artifact(tiny_artifact, tmp_path / "sm80", fakes[1], compute_capability="8.0",
+                             trt_version=fakes[0].trt.__version__)
     with pytest.raises(PlanIncompatibleError, match="compute capability 8.0"):
         trtinfer.load(art, backend="tensorrt")
 
 
 def test_undeserializable_plan_is_refused(fakes, tiny_artifact, tmp_path):
-    art = make_plan_artifact(tiny_artifact, tmp_path / "junk", fakes[1], plan=b"not a plan")
+    art = make_plan_artifact(tiny_artifact, tmp_path / "junk", fakes[1], plan=b"not a plan",
+                             trt_version=fakes[0].trt.__version__)
     with pytest.raises(PlanIncompatibleError, match="could not deserialize.*fake TensorRT error"):
         trtinfer.load(art, backend="tensorrt")
-    assert not fakes[0].cuda.live
+    assert not fakes[0].cuda.leaks()
 
 
 def test_tampered_plan_never_falls_back(fakes, plan_artifact):
@@ -249,22 +246,18 @@ def test_gpu_device_arrays_zero_copy(engine_artifact):
 
 
 @pytest.mark.gpu
-def test_gpu_pipelining_overlaps_copies_and_compute(engine_artifact):
-    import time
-
-    x = distinct_inputs(64 * 16)
+def test_gpu_pipelining_keeps_consecutive_chunks_in_flight(engine_artifact, monkeypatch):
+    """Two lanes give the same results as one, and consecutive chunks are queued on different lanes'
+    streams with no host wait between them: the structure that lets a GPU overlap one chunk's copies
+    with another's compute, on any GPU. Whether it is faster is for `trtinfer bench` to measure (a
+    wall-clock comparison here was a coin flip). The stand-in version runs on every host
+    (test_tensorrt_ordering.py::test_consecutive_chunks_are_in_flight_together)."""
+    x = distinct_inputs(64 * 6)
     with trtinfer.load(engine_artifact, streams=1) as serial, trtinfer.load(engine_artifact, streams=2) as piped:
-        for model in (serial, piped):
-            model.infer(x)
-        timings = {}
-        for name, model in (("serial", serial), ("piped", piped)):
-            start = time.perf_counter()
-            for _ in range(5):
-                model.infer(x)
-            timings[name] = (time.perf_counter() - start) / 5
-        compute = piped.compute_time_ms(64) * 16 / 1e3
-        copies = x.nbytes / (piped.h2d_bandwidth_gbs() * 1e9)
-    assert timings["piped"] < timings["serial"] or timings["piped"] < 0.9 * (compute + copies)
+        expected = serial.infer(x)
+        trace = helpers.LaneTrace(monkeypatch, piped)
+        np.testing.assert_allclose(piped.infer(x), expected, rtol=1e-5, atol=1e-5)
+        trace.check_pipelined(len(piped._io.plan(len(x), piped.cuda_graphs)), lanes=2)
 
 
 @pytest.mark.gpu
@@ -298,4 +291,4 @@ def test_a_failed_load_frees_what_it_made(fakes, plan_artifact, monkeypatch):
     monkeypatch.setattr(fake, "Stream", flaky_stream)
     with pytest.raises(trtinfer.TrtInferError, match="cudaErrorMemoryAllocation"):
         trtinfer.load(plan_artifact, streams=3)
-    assert not fake.live and not fake.memory.blocks
+    assert not fake.leaks()

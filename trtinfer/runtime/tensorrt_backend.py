@@ -141,7 +141,7 @@ class _Lane:
         if self.rows != rows:
             if not self.context.set_input_shape(io.input_name, (rows, *io.row_shape)):
                 raise DataError(f"TensorRT refused input shape {(rows, *io.row_shape)} for profile {profile} "
-                                f"({io.profiles[profile]})")
+                                f"({io.profiles[profile]}){_trt_errors()}")
             self.rows = rows
             self.update_pending = True
         if self.addresses != (in_ptr, out_ptr):
@@ -149,7 +149,8 @@ class _Lane:
                 raise InternalError(f"tensor addresses {in_ptr:#x}, {out_ptr:#x} are not 256-byte aligned")
             if not (self.context.set_tensor_address(io.input_name, in_ptr)
                     and self.context.set_tensor_address(io.output_name, out_ptr)):
-                raise InternalError(f"TensorRT refused tensor addresses {in_ptr:#x}, {out_ptr:#x}")
+                self.addresses = None  # the input may be set and the output not: set both next time
+                raise InternalError(f"TensorRT refused tensor addresses {in_ptr:#x}, {out_ptr:#x}{_trt_errors()}")
             self.addresses = (in_ptr, out_ptr)
 
     def launch(self, use_graphs: bool) -> None:
