@@ -147,6 +147,34 @@ def test_doctor_reports_the_cpu_isa_flags(report_json):
     assert set(ISA_FLAGS) >= {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
 
 
+def test_an_isa_ceiling_removes_the_flags_above_it(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (what scripts/test_variants.sh sets) holds the kernels to AVX2: BF16, VNNI and
+    AMX are not used, so nothing may choose them by the CPU's flags alone (bfloat16 training autocast)."""
+    from trtinfer import cpu_info as ci
+
+    monkeypatch.setattr(ci, "_read", lambda path: "model name : Test CPU\nflags : fpu avx2 fma avx512f avx512_vnni "
+                                                  "avx512_bf16 amx_tile amx_int8 amx_bf16\n" if path == "/proc/cpuinfo" else None)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    full = ci.cpu_info()
+    assert full.has_bf16 and full.has_int8_dot and full.isa_ceiling is None and not full.capped_flags
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    held = ci.cpu_info()
+    assert held.flags == ["avx2", "fma"] and not held.has_bf16 and not held.has_int8_dot
+    assert held.isa_ceiling == "AVX2" and "amx_bf16" in held.capped_flags
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert ci.cpu_info().has_int8_dot and not ci.cpu_info().has_bf16
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "DEFAULT")
+    assert ci.cpu_info().has_bf16
+
+    from trtinfer.training.trainer import training_precision
+
+    import torch
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert training_precision("auto", torch.device("cpu")).autocast is None
+
+
 def test_doctor_says_what_this_cpu_gets(report_json):
     """The build's target and quantizer and the executions load() will time, as this machine decides them."""
     from trtinfer.execution import CPU_EXECUTIONS

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,12 +71,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def cpu_supports_bf16() -> bool:
-    """AVX-512 BF16 or AMX: where bfloat16 autocast speeds training up rather than emulating it."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """AVX-512 BF16 or AMX, usable by the kernels (not held below them by ``ONEDNN_MAX_CPU_ISA``): where
+    bfloat16 autocast speeds training up rather than emulating it."""
+    from trtinfer.cpu_info import cpu_info
+
+    return cpu_info().has_bf16
 
 
 @dataclass(frozen=True)

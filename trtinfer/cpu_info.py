@@ -28,15 +28,44 @@ ISA_FLAGS: dict[str, str] = {
 }
 
 
+#: oneDNN's ISA ceilings (``ONEDNN_MAX_CPU_ISA``, as PyTorch's and OpenVINO's CPU kernels read it) -> the
+#: ISA_FLAGS whose instructions the kernels may still use under it (oneDNN's "CPU dispatcher control" docs).
+_BELOW_AVX2: frozenset[str] = frozenset()
+_AVX2 = frozenset({"avx2", "fma"})
+_AVX2_VNNI = _AVX2 | {"avx_vnni"}
+_AVX512 = _AVX2_VNNI | {"avx512f"}
+_AVX512_VNNI = _AVX512 | {"avx512_vnni"}
+_AVX512_BF16 = _AVX512_VNNI | {"avx512_bf16"}
+_AVX512_FP16 = _AVX512_BF16 | {"avx512_fp16"}
+_AMX = _AVX512_FP16 | {"amx_tile", "amx_int8", "amx_bf16"}
+ISA_CEILINGS: dict[str, frozenset[str]] = {
+    "SSE41": _BELOW_AVX2, "AVX": _BELOW_AVX2, "AVX2": _AVX2, "AVX2_VNNI": _AVX2_VNNI, "AVX2_VNNI_2": _AVX2_VNNI,
+    "AVX512_CORE": _AVX512, "AVX512_CORE_VNNI": _AVX512_VNNI, "AVX512_CORE_BF16": _AVX512_BF16,
+    "AVX512_CORE_FP16": _AVX512_FP16, "AVX10_1_512": _AVX512_FP16, "AVX512_CORE_AMX": _AMX,
+    "AVX10_1_512_AMX": _AMX, "AVX512_CORE_AMX_FP16": _AMX, "AVX10_1_512_AMX_FP16": _AMX,
+}
+
+
+def isa_ceiling(environ: dict[str, str] | None = None) -> str | None:
+    """The ISA ceiling set for oneDNN in the environment (``ONEDNN_MAX_CPU_ISA``, or its older name
+    ``DNNL_MAX_CPU_ISA``), upper-cased; None when unset, ``ALL``/``DEFAULT`` or unknown."""
+    env = os.environ if environ is None else environ
+    value = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return value if value in ISA_CEILINGS else None
+
+
 @dataclass
 class CpuInfo:
     model: str
     machine: str
     logical_cores: int
     usable_cores: int  # affinity / cgroup-limited set this process may run on
-    flags: list[str] = field(default_factory=list)  # the ISA_FLAGS present, in ISA_FLAGS order
+    # the ISA_FLAGS the kernels may use, in ISA_FLAGS order: present on the CPU and under the ISA ceiling
+    flags: list[str] = field(default_factory=list)
     governor: str | None = None  # cpufreq scaling governor of cpu0 (None: not readable, e.g. a VM)
     load_average: float | None = None  # 1-minute load average
+    isa_ceiling: str | None = None  # ONEDNN_MAX_CPU_ISA when it holds the kernels below what the CPU has
+    capped_flags: list[str] = field(default_factory=list)  # on the CPU, but above the ceiling
 
     @property
     def has_int8_dot(self) -> bool:
@@ -102,8 +131,12 @@ def usable_cores() -> int:
 
 
 def cpu_info() -> CpuInfo:
-    """Probe this CPU; never raises (unknown facts stay empty)."""
+    """Probe this CPU; never raises (unknown facts stay empty). An ISA ceiling in the environment
+    (``ONEDNN_MAX_CPU_ISA=AVX2``) removes the flags above it: the kernels cannot use them."""
     model, flags = parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    ceiling = isa_ceiling()
+    present = [f for f in ISA_FLAGS if f in flags]
+    allowed = ISA_CEILINGS[ceiling] if ceiling else frozenset(ISA_FLAGS)
     governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     try:
         load: float | None = os.getloadavg()[0]
@@ -111,5 +144,5 @@ def cpu_info() -> CpuInfo:
         load = None
     return CpuInfo(model=model or platform.processor() or platform.machine(), machine=platform.machine(),
                    logical_cores=os.cpu_count() or 1, usable_cores=usable_cores(),
-                   flags=[f for f in ISA_FLAGS if f in flags], governor=governor.strip() if governor else None,
-                   load_average=load)
+                   flags=[f for f in present if f in allowed], governor=governor.strip() if governor else None,
+                   load_average=load, isa_ceiling=ceiling, capped_flags=[f for f in present if f not in allowed])

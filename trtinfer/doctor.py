@@ -102,9 +102,14 @@ def _cpu() -> str:
 
 def _isa() -> str:
     """The instruction-set extensions that decide the fastest CPU path (trtinfer.cpu_info.ISA_FLAGS)."""
-    from .cpu_info import cpu_info
+    from .cpu_info import ISA_FLAGS, cpu_info
 
-    return ", ".join(cpu_info().flag_names()) or "none of AVX2 / AVX-512 / VNNI / BF16 / AMX"
+    info = cpu_info()
+    text = ", ".join(info.flag_names()) or "none of AVX2 / AVX-512 / VNNI / BF16 / AMX"
+    if info.capped_flags:
+        text += (f" (held to ONEDNN_MAX_CPU_ISA={info.isa_ceiling}; the CPU also has "
+                 f"{', '.join(ISA_FLAGS[f] for f in info.capped_flags)})")
+    return text
 
 
 def _isa_note() -> str:
