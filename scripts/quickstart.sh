@@ -18,9 +18,14 @@ PRECISIONS="fp32,fp16,int8"
 # to keep the run under 10 minutes on a slow 2-core VM (all backends: 10 min 12 s there, this set 7 min 41 s).
 BENCH=(--batch-sizes 1,32 --seconds 0.5 --scenarios single-stream,offline
        --backends auto,openvino,torch-eager,torchscript,torch-dynamic-quant,onnxruntime-bare,openvino-nncf)
+GUARD=()
 if [ "${QUICK:-0}" = 1 ]; then
   EPOCHS=1
   PRECISIONS="fp32,int8"
+  # A 1-epoch model's INT8 drop on 846 rows is noise-sized next to the 0.5-point guard (4 images), and
+  # which side it lands on follows the CPU's training numerics: CI's reduced run checks the plumbing
+  # with a 2-point allowance; the full quick start keeps the build's guard.
+  GUARD=(--max-accuracy-drop 2)
   BENCH=(--batch-sizes 8 --seconds 0.2 --max-windows 3 --warmup-seconds 0.1 --scenarios offline
          --backends auto,torch-eager)
 fi
@@ -39,7 +44,7 @@ trtinfer finetune --arch resnet18 --cifar-stem "${DATA_ARGS[@]}" --epochs "$EPOC
 # epochs 512 images cost 0.59 points on the 846 test rows, over the guard's 0.5; 1,024 cost 0.35).
 echo "==> 2/3 build $PRECISIONS artifacts (architecture, classes and preprocessing come from the checkpoint card)" >&2
 trtinfer build "$OUT/resnet18.pth" --precision "$PRECISIONS" --calib-data "$EVAL" --calib-samples 1024 --eval-data "$EVAL" \
-  -o "$OUT/artifacts" --force
+  "${GUARD[@]}" -o "$OUT/artifacts" --force
 
 echo "==> 3/3 benchmark the artifacts against PyTorch and the CPU peers" >&2
 artifacts=()

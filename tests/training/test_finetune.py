@@ -15,19 +15,47 @@ from trtinfer.cli import main
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-FAST = ["--arch", "resnet18", "--cifar-stem", "--normalize", "cifar10", "--batch-size", "16", "--lr", "0.02", "--seed", "3"]
+# --precision fp32: bfloat16 autocast rounds differently on AMX and on AVX-512 BF16 (and is absent elsewhere), so a
+# run's figures would rest on the CPU; float32 differs between CPUs only in the order of its sums. --lr 0.002: AdamW's
+# range (the default optimizer); 0.02, an SGD rate, learned nothing in 1 epoch for some seeds (+0.2 points).
+FAST = ["--arch", "resnet18", "--cifar-stem", "--normalize", "cifar10", "--batch-size", "16", "--lr", "0.002", "--seed", "3",
+        "--precision", "fp32"]
+
+
+def _rows(cifar_dir: Path, folder: Path, per_class: int) -> Path:
+    """``per_class`` shared training rows of each class as an .npz the data readers take."""
+    from trtinfer.calibration.cifar import load_cifar
+
+    train = load_cifar(cifar_dir, "train")
+    picked = np.concatenate([np.flatnonzero(train.labels == c)[:per_class] for c in range(10)])
+    path = folder / f"rows{per_class}.npz"
+    np.savez(path, images=train.images[picked], labels=train.labels[picked], class_names=np.array(train.class_names))
+    return path
 
 
 @pytest.fixture(scope="module")
 def rows(cifar_dir, tmp_path_factory) -> Path:
-    """A few hundred shared training rows (class-balanced) as an .npz the data readers take."""
-    from trtinfer.calibration.cifar import load_cifar
+    """600 rows: enough for one epoch to learn measurably."""
+    return _rows(cifar_dir, tmp_path_factory.mktemp("rows"), 60)
 
-    train = load_cifar(cifar_dir, "train")
-    picked = np.concatenate([np.flatnonzero(train.labels == c)[:60] for c in range(10)])
-    path = tmp_path_factory.mktemp("rows") / "rows.npz"
-    np.savez(path, images=train.images[picked], labels=train.labels[picked], class_names=np.array(train.class_names))
-    return path
+
+@pytest.fixture(scope="module")
+def few_rows(cifar_dir, tmp_path_factory) -> Path:
+    """100 rows, for what needs a run but not learning (repeatability, resume, weights loading)."""
+    return _rows(cifar_dir, tmp_path_factory.mktemp("few"), 10)
+
+
+@pytest.fixture(scope="module")
+def short_run(rows, tmp_path_factory) -> tuple[Path, str]:
+    """One real 1-epoch fine-tune on ``rows``: (checkpoint, what it printed); shared by the tests that read it."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("short") / "r18.pth"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["finetune", *FAST, "--data", str(rows), "--epochs", "1", "-o", str(out)]) == 0
+    return out, err.getvalue()
 
 
 def test_options_are_checked_before_anything_runs():
@@ -66,13 +94,13 @@ def _test_accuracy(checkpoint: Path, cifar_dir: Path) -> tuple[float, float]:
     return scores[0], scores[1]
 
 
-def test_a_short_finetune_beats_the_untrained_model_and_build_needs_no_flags(rows, cifar_dir, tmp_path, capsys):
-    out = tmp_path / "r18.pth"
-    assert main(["finetune", *FAST, "--data", str(rows), "--epochs", "1", "-o", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "from scratch" in err
+def test_a_short_finetune_beats_the_untrained_model_and_build_needs_no_flags(short_run, cifar_dir, tmp_path, capsys):
+    out, err = short_run
+    assert "epoch 1/1" in err and "from scratch" in err and "float32 (--precision fp32)" in err
     trained, untrained = _test_accuracy(out, cifar_dir)
-    assert trained > untrained + 0.03, (trained, untrained)  # 1 epoch on 540 rows: 16 % vs 12 % here
+    # 1 epoch on 540 rows, float32, seeds 3-6: +5.7 to +14.8 points held to AVX2 and natively (the closing note of
+    # the issue on machine-independent tests has the table); 3 points is under half the smallest gain seen
+    assert trained > untrained + 0.03, (trained, untrained)
 
     from trtinfer.builders.card import card_path
 
@@ -101,9 +129,14 @@ def test_a_short_finetune_beats_the_untrained_model_and_build_needs_no_flags(row
     assert manifest["preprocess"]["normalize"] == "imagenet"
 
 
-def test_a_card_beside_other_weights_is_ignored(rows, tmp_path, capsys):
-    out = tmp_path / "m.pth"
-    assert main(["finetune", *FAST, "--data", str(rows), "--epochs", "1", "-o", str(out)]) == 0
+def test_a_card_beside_other_weights_is_ignored(short_run, tmp_path, capsys):
+    import shutil
+
+    from trtinfer.builders.card import card_path
+
+    out = tmp_path / "r18.pth"
+    shutil.copy(short_run[0], out)
+    shutil.copy(card_path(short_run[0]), card_path(out))
     weights = torch.load(out, weights_only=True)
     weights["fc.bias"] = weights["fc.bias"] + 1
     torch.save(weights, out)
@@ -113,20 +146,21 @@ def test_a_card_beside_other_weights_is_ignored(rows, tmp_path, capsys):
     assert "describes other weights" in err and "assumed" in err
 
 
-def test_the_same_seed_repeats_and_resume_continues_exactly(rows, tmp_path, monkeypatch):
+def test_the_same_seed_repeats_and_resume_continues_exactly(few_rows, tmp_path, monkeypatch):
+    """A run stopped after epoch 1 and resumed ends with exactly the weights of an uninterrupted run: its
+    epoch 1 repeated the first run's bit for bit (same seed, same machine and threads) and the resume
+    continued exactly (optimizer, schedule, RNG, moving average)."""
     from trtinfer.training import finetune as ft
     from trtinfer.training.options import FinetuneOptions
 
     def run(out: Path, **extra) -> dict:
-        options = FinetuneOptions(arch="resnet18", cifar_stem=True, batch_size=64, lr=0.02, seed=3, data=rows, epochs=2,
-                                  normalize="cifar10",
+        options = FinetuneOptions(arch="resnet18", cifar_stem=True, batch_size=64, lr=0.002, seed=3, data=few_rows, epochs=2,
+                                  normalize="cifar10", precision="fp32",
                                   out=out, **extra)
         ft.run_finetune(options)
         return torch.load(out, weights_only=True)
 
     first = run(tmp_path / "a.pth")
-    second = run(tmp_path / "b.pth")
-    assert all(torch.equal(first[k], second[k]) for k in first)
 
     calls = []
     real_plot = ft.plot_curves
@@ -147,7 +181,7 @@ def test_the_same_seed_repeats_and_resume_continues_exactly(rows, tmp_path, monk
     assert [h["epoch"] for h in card["history"]] == [1, 2]
 
 
-def test_pretrained_weights_with_the_cifar_stem(rows, tmp_path, capsys):
+def test_pretrained_weights_with_the_cifar_stem(few_rows, tmp_path, capsys):
     """--weights PATH: every tensor but the replaced conv1 and the head loads, and the output says so."""
     from trtinfer.builders.archs import fresh_model
 
@@ -155,14 +189,17 @@ def test_pretrained_weights_with_the_cifar_stem(rows, tmp_path, capsys):
     path = tmp_path / "resnet18-imagenet.pth"
     torch.save(imagenet_like, path)
     out = tmp_path / "ft.pth"
-    assert main(["finetune", *FAST, "--data", str(rows), "--epochs", "2", "--weights", str(path), "-o", str(out)]) == 0
+    assert main(["finetune", *FAST, "--data", str(few_rows), "--epochs", "2", "--weights", str(path), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     assert "kept fresh: conv1, fc" in err and "1 frozen epoch" in err and "backbone x0.1" in err
     assert "(backbone frozen)" in err or "epoch 1/2" in err
     tuned = torch.load(out, weights_only=True)
-    # layer weights started from the file (frozen in epoch 1, then trained at a tenth of the rate)
-    drift = (tuned["layer4.1.conv2.weight"] - imagenet_like["layer4.1.conv2.weight"]).abs().max()
-    assert drift < 0.05
+    # layer weights started from the file (frozen in epoch 1, then trained at a tenth of the rate): they stay
+    # far closer to it than another initialisation is (a ratio of distances, not a threshold in weight units)
+    other = fresh_model("resnet18", 1000, cifar_stem=False, seed=8).state_dict()
+    for name in ("layer1.0.conv1.weight", "layer4.1.conv2.weight"):
+        drift = (tuned[name] - imagenet_like[name]).abs().mean()
+        assert drift < 0.2 * (other[name] - imagenet_like[name]).abs().mean(), name
     assert tuned["conv1.weight"].shape == (64, 3, 3, 3)
 
 
@@ -223,7 +260,7 @@ def test_image_folders_train_and_mismatched_classes_are_refused(cifar_dir, tmp_p
     folder = _image_folder(tmp_path / "pets", {"train": ["cat", "dog"], "test": ["cat", "dog"]}, cifar_dir)
     out = tmp_path / "pets.pth"
     assert main(["finetune", "--arch", "resnet18", "--data", str(folder), "--input-size", "32", "--epochs", "1",
-                 "--batch-size", "4", "-o", str(out)]) == 0
+                 "--batch-size", "4", "--precision", "fp32", "-o", str(out)]) == 0
     card = json.loads(out.with_name("pets.trtinfer.json").read_text())
     assert card["labels"] == ["cat", "dog"] and card["data"]["test_rows"] == 12 and card["test_accuracy"] is not None
     assert card["normalize"] == "imagenet"  # an image folder's default
