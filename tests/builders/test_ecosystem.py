@@ -163,7 +163,9 @@ def test_build_matches_source_model_on_846_rows(name, cases, tmp_path, capsys, c
     top1, max_diff, scale, classes = agreement(case, art, cifar_root)
     print(f"{name}: top-1 agreement {top1:.2%}, max |diff| {max_diff:.2e} (logits up to {scale:.3g}), "
           f"{classes} classes predicted, {time.perf_counter() - start:.1f} s")
-    assert top1 == 1.0 and max_diff <= 1e-5 * scale + 1e-5
+    # float32 in two implementations (PyTorch's kernels, ONNX Runtime's MLAS) that sum in their own order per ISA:
+    # 1.3e-5 of the largest logit on timm's model held to AVX2; 1e-4 of it still fails a broken export by far
+    assert top1 == 1.0 and max_diff <= 1e-4 * scale + 1e-5
     assert classes >= 3, "the source model answers (almost) one class: agreement would prove nothing"
 
 

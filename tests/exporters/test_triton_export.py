@@ -89,9 +89,10 @@ def test_cpu_repository_from_real_artifacts(artifacts, tmp_path, capsys):
 
 
 def test_openvino_ir_computes_what_the_artifact_computes(artifacts, tmp_path, cifar_dir):
-    """The IR converted for Triton's OpenVINO backend, run by OpenVINO, against the artifact's ONNX in
-    ONNX Runtime, on real CIFAR rows."""
-    import onnxruntime as ort
+    """The IR converted for Triton's OpenVINO backend computes what the artifact's ONNX computes, both run by
+    OpenVINO with the same settings on 256 real CIFAR rows: the conversion is judged on its own, apart from
+    how two runtimes' INT8 kernels round (ONNX Runtime against OpenVINO differed on 4 of 64 rows held to
+    AVX2, where neither has VNNI)."""
     import openvino as ov
 
     from trtinfer.calibration.cifar import load_cifar
@@ -99,17 +100,19 @@ def test_openvino_ir_computes_what_the_artifact_computes(artifacts, tmp_path, ci
 
     repo = tmp_path / "repo"
     export_triton([artifacts["int8"], artifacts["fp16"]], repo, TritonOptions(kind="cpu"))
-    images = load_cifar(cifar_dir, "test").images[:64]
+    images = load_cifar(cifar_dir, "test").images[:256]
+    core = ov.Core()
     for precision in ("int8", "fp16"):
         manifest = Manifest.read(artifacts[precision])
         x = preprocess(images, manifest.preprocess)
-        session = ort.InferenceSession(str(artifacts[precision] / "model.onnx"), providers=["CPUExecutionProvider"])
-        expected = session.run(None, {"input": x})[0]
-        compiled = ov.Core().compile_model(str(repo / f"resnet-{precision}" / "1" / "model.xml"), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": "f32"})
-        got = compiled(x)[0]
-        assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95, precision
-        assert np.abs(got - expected).max() < 0.25 * np.abs(expected).max(), precision
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        expected = core.compile_model(str(artifacts[precision] / "model.onnx"), "CPU", config)(x)[0]
+        got = core.compile_model(str(repo / f"resnet-{precision}" / "1" / "model.xml"), "CPU", config)(x)[0]
+        diff, scale = np.abs(got - expected), np.abs(expected).max()
+        # the same computation: nearly every logit equal to float32 rounding; an INT8 activation that lands on a
+        # rounding boundary may take the next step in one graph and not the other (0.07 of 6.7 seen on 1 logit)
+        assert np.median(diff) <= 1e-5 * scale, precision
+        assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.99 and diff.max() <= 0.05 * scale, precision
 
 
 def test_max_batch_size_and_instances_are_the_users(artifacts, tmp_path):
