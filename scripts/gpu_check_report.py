@@ -103,13 +103,12 @@ PACKAGES = (
 
 # -- versions -----------------------------------------------------------------------------------------------
 def _os_release() -> str:
+    """trtinfer doctor's reading where trtinfer imports (this script also runs with a bare python3)."""
     try:
-        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.platform()
+        from trtinfer.doctor import os_release
+    except Exception:  # noqa: BLE001 -- a Python without trtinfer: the platform string still says something
+        return platform.platform()
+    return os_release() or platform.platform()
 
 
 def collect_versions() -> dict[str, str]:

@@ -83,7 +83,8 @@ def _first_version(*names: str) -> tuple[str, str] | None:
 
 
 # -- host probes ---------------------------------------------------------------------------------------
-def _os_release() -> str:
+def os_release() -> str:
+    """/etc/os-release's PRETTY_NAME ("Debian GNU/Linux 12 (bookworm)"), or "" where there is none."""
     try:
         for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
             if line.startswith("PRETTY_NAME="):
@@ -199,7 +200,7 @@ def collect() -> Report:
     report = Report()
     add = report.findings.append
 
-    add(Finding("OS", _safe(lambda: ", ".join(filter(None, [_os_release(), f"{platform.system()} {platform.release()}",
+    add(Finding("OS", _safe(lambda: ", ".join(filter(None, [os_release(), f"{platform.system()} {platform.release()}",
                                                             platform.machine()])), "unknown")))
     add(Finding("Python", platform.python_version(), None, sys.executable))
     add(Finding("CPU", _safe(_cpu, "unknown")))
