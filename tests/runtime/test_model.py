@@ -330,17 +330,21 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
 
 
-def test_load_close_cycles_leak_no_threads_or_files(tiny_artifact):
+# Each CPU backend by name: which one `auto` picks is measured per machine (OpenVINO on one thread here,
+# ONNX Runtime on two), and the handle that close() releases is the backend's own.
+@pytest.mark.parametrize("backend, handle", [("onnxruntime", "_session"), ("openvino", "_compiled")])
+def test_load_close_cycles_leak_no_threads_or_files(tiny_artifact, backend, handle):
     x = distinct_inputs(2)
     for _ in range(3):  # warm up caches and libraries
-        with trtinfer.load(tiny_artifact) as model:
+        with trtinfer.load(tiny_artifact, backend=backend) as model:
             model.submit(x).result(timeout=10)
     threads, fds = threading.active_count(), _open_fds()
     for _ in range(100):
-        with trtinfer.load(tiny_artifact, max_delay_ms=0) as model:
+        with trtinfer.load(tiny_artifact, backend=backend, max_delay_ms=0) as model:
             model.infer(x)
             model.submit(x).result(timeout=10)
-        assert model.closed and model._batcher is not None and model._session is None
+        assert model.backend == backend
+        assert model.closed and model._batcher is not None and getattr(model, handle) is None
     assert threading.active_count() <= threads
     assert _open_fds() <= fds + 2
 
