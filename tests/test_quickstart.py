@@ -13,9 +13,40 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_runs_end_to_end(cifar_root, tmp_path):
+TRAIN_ROWS_PER_BATCH = 240  # of the shared 932: 1,200 training rows, a quarter of the fine-tune's time
+
+
+def _fewer_training_rows(cifar_dir: Path, root: Path) -> Path:
+    """A CIFAR-10 folder (the standard pickles) with the shared test split whole and the first
+    TRAIN_ROWS_PER_BATCH rows of each training batch: the script's plumbing needs every stage, not
+    every row (the full run's figures come from the README's own command)."""
+    import pickle
+    import shutil
+
+    import numpy as np
+
+    from trtinfer.calibration.cifar import load_cifar
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("batches.meta", "test_batch"):
+        shutil.copyfile(cifar_dir / name, folder / name)
+    train = load_cifar(cifar_dir, "train")  # the five batches in order, as NHWC rows
+    per = len(train) // 5
+    for i in range(5):
+        rows = slice(i * per, i * per + TRAIN_ROWS_PER_BATCH)
+        batch = {"batch_label": f"training batch {i + 1} of 5", "labels": train.labels[rows].tolist(),
+                 "data": np.ascontiguousarray(train.images[rows].transpose(0, 3, 1, 2).reshape(-1, 3072)),
+                 "filenames": [f"row{j}.png" for j in range(TRAIN_ROWS_PER_BATCH)]}
+        with open(folder / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def test_quickstart_runs_end_to_end(cifar_dir, tmp_path):
     out = tmp_path / "qs"
-    env = {**os.environ, "QUICK": "1", "OUT": str(out), "CIFAR_ROOT": str(cifar_root),
+    data = _fewer_training_rows(cifar_dir, tmp_path / "data")
+    env = {**os.environ, "QUICK": "1", "OUT": str(out), "CIFAR_ROOT": str(data),
            "XDG_CACHE_HOME": str(tmp_path / "cache"), "TRTINFER_VENV": sys.prefix}  # this test's own environment
     result = subprocess.run(["bash", str(REPO / "scripts" / "quickstart.sh")], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=900)
