@@ -105,7 +105,7 @@ def test_guard_failure_writes_nothing_unless_allowed(tmp_path, capsys, ckpt, cif
         return facts
 
     monkeypatch.setitem(precision._TOOLS, "modelopt-int8", dataclasses.replace(real, run=broken))
-    args = ["build", ckpt, "--precision", "fp32,int8", "--calib-data", cifar_root, "--calib-samples", "16",
+    args = ["build", ckpt, "--precision", "int8", "--calib-data", cifar_root, "--calib-samples", "16",
             "--calib-method", "max", "--no-fallback", "--eval-data", cifar_root, "--eval-samples", "400",
             "-o", tmp_path / "out", "--quantizer", "modelopt", "--target", "gpu", *_common(trained_model)]
     code, _, err = run_cli(args, capsys)
