@@ -129,12 +129,18 @@ FORBIDDEN = {
 }
 
 
-@pytest.mark.parametrize("what", sorted(FORBIDDEN))
-def test_a_forbidden_call_invalidates_the_capture(fake, what):
+def _capture_scene(fake):
+    """A stream to capture on, and what the forbidden calls use: buffers, an event, one recorded elsewhere."""
     stream, other = fake.Stream(), fake.Stream()
     state = {"dev": fake.DeviceBuffer(64), "victim": fake.DeviceBuffer(16), "host": fake.PinnedBuffer(64),
              "event": fake.Event(), "outside": fake.Event()}
     state["outside"].record(other)
+    return stream, state
+
+
+@pytest.mark.parametrize("what", sorted(FORBIDDEN))
+def test_a_forbidden_call_invalidates_the_capture(fake, what):
+    stream, state = _capture_scene(fake)
     rt = fake.runtime
     assert rt.cudaStreamBeginCapture(stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal) == (
         cudaError_t.cudaSuccess,)
@@ -154,10 +160,7 @@ def test_a_forbidden_call_invalidates_the_capture(fake, what):
 @pytest.mark.parametrize("what", sorted(FORBIDDEN))
 def test_our_graph_capture_fails_cleanly_on_a_forbidden_call(fake, what):
     """trtinfer.runtime.cuda.CudaGraph over the stand-in cudart: the error comes out, nothing is left."""
-    stream, other = fake.Stream(), fake.Stream()
-    state = {"dev": fake.DeviceBuffer(64), "victim": fake.DeviceBuffer(16), "host": fake.PinnedBuffer(64),
-             "event": fake.Event(), "outside": fake.Event()}
-    state["outside"].record(other)
+    stream, state = _capture_scene(fake)
     with pytest.raises(cuda.CudaError) as info:
         cuda.CudaGraph(stream.handle, lambda: _forbidden(fake, what, stream, state))
     assert info.value.name == FORBIDDEN[what]
