@@ -398,6 +398,10 @@ def test_gpu_events_time_and_order_streams():
 
 @pytest.mark.gpu
 def test_gpu_copies_in_both_directions_overlap():
+    """128 MiB each way on two streams: with two copy engines (``asyncEngineCount`` >= 2) the upload and the
+    download run at once, a property of the hardware that large pinned copies show beyond any host jitter;
+    a GPU with one copy engine cannot overlap them, so there only the copies' completion is checked."""
+    engines = int(cuda.cuda_call(cuda.cudart().cudaGetDeviceProperties(0), "cudaGetDeviceProperties").asyncEngineCount)
     n = 128 << 20
     with cuda.PinnedBuffer(n) as h1, cuda.PinnedBuffer(n) as h2, cuda.DeviceBuffer(n) as d1, \
             cuda.DeviceBuffer(n) as d2, cuda.Stream() as up, cuda.Stream() as down:
@@ -414,7 +418,9 @@ def test_gpu_copies_in_both_directions_overlap():
         upload = timed(lambda: cuda.htod_async(d1.ptr, h1.ptr, n, up))
         download = timed(lambda: cuda.dtoh_async(h2.ptr, d2.ptr, n, down))
         both = timed(lambda: (cuda.htod_async(d1.ptr, h1.ptr, n, up), cuda.dtoh_async(h2.ptr, d2.ptr, n, down)))
-    assert both < 0.8 * (upload + download)
+    print(f"copy engines {engines}: upload {upload:.4f} s, download {download:.4f} s, both at once {both:.4f} s")
+    if engines >= 2:
+        assert both < 0.8 * (upload + download)
 
 
 @pytest.mark.gpu
