@@ -14,6 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Keep the suite's caches (tuning measurements, bench artifacts, timing caches) out of the user's
 # ~/.cache: one fresh folder per test session; a test that needs its own sets XDG_CACHE_HOME itself.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="trtinfer-test-cache-")
+# torch.compile's kernels (the bench's torch-compile peer) likewise: inductor's shared /tmp cache outlives runs
+# made under other settings (scripts/test_variants.sh holds ATen to AVX2), and a one-thread run that loaded
+# kernels compiled in such a run aborted in them; a session compiles its own.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="trtinfer-test-inductor-")
 
 CIFAR_ROOT = Path(os.environ.get("TRTINFER_CIFAR_ROOT", REPO.parent / "shared" / "data"))
 
