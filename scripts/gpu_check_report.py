@@ -56,7 +56,8 @@ DOCTOR = Phase("doctor", "doctor")
 CUDA_LAYER = Phase("cuda-layer", "CUDA layer and runtime", {
     "test_gpu_pinned_device_round_trip": "pinned/device copies round-trip",
     "test_gpu_events_time_and_order_streams": "events time work and order streams",
-    "test_gpu_copies_in_both_directions_overlap": "copies in both directions overlap",
+    "test_gpu_copies_in_both_directions_overlap": "copies in both directions complete (and overlap, with two "
+                                                  "copy engines)",
     "test_gpu_graph_capture_and_replay": "CUDA graph capture and replay",
     "test_gpu_a_failed_capture_clears_the_last_error": "a failed graph capture leaves no error or capture behind",
     "test_gpu_no_leak_over_many_cycles": "no device-memory leak over many cycles",
@@ -64,11 +65,14 @@ CUDA_LAYER = Phase("cuda-layer", "CUDA layer and runtime", {
     "test_gpu_equals_onnxruntime": "TensorRT runtime equals ONNX Runtime at batch 0 to 192",
     "test_gpu_cuda_graphs_on_and_off_agree": "CUDA graphs on and off agree",
     "test_gpu_device_arrays_zero_copy": "zero-copy torch device arrays",
-    "test_gpu_pipelining_overlaps_copies_and_compute": "copies overlap compute",
+    "test_gpu_pipelining_keeps_consecutive_chunks_in_flight": "two streams give one stream's results, with "
+                                                               "consecutive chunks in flight on different lanes",
     "test_gpu_no_leak_over_many_load_close_cycles": "no leak over 1000 load/close cycles",
     "test_gpu_profile_switching_on_one_lane": "profile switching on one lane, with and without graphs",
     "test_gpu_torch_tensor_without_stream_on_a_side_stream": "side-stream torch tensors are fenced without stream=",
     "test_gpu_misaligned_slices": "a misaligned output slice",
+    "test_gpu_a_failed_capture_leaves_the_lane_usable": "a lane whose graph capture failed keeps serving without "
+                                                        "graphs",
 })
 INSPECTOR = Phase("inspector", "engine inspector")
 ENGINE_BUILD = Phase("engine-build", "engine builds", {

@@ -297,3 +297,24 @@ def test_the_fp16_network_is_made_offline(tmp_path):
     manifest, facts = dump.make_fp16_artifact(tmp_path)
     assert manifest.precision == "fp16" and facts["nodes_fp16"] > 0 and facts["nodes_fp32"] == 0
     manifest.verify_files(tmp_path, ["model.onnx"])
+
+
+@pytest.mark.parametrize("phase", [report.CUDA_LAYER, report.ENGINE_BUILD], ids=lambda p: p.name)
+def test_every_gpu_test_a_phase_runs_says_what_it_proves(phase):
+    """The report's line for each GPU test of the files gpu_check.sh gives the phase, read from the files
+    themselves: a renamed or new GPU test without its line would be reported by its bare name."""
+    import ast
+    import re
+
+    script = SCRIPT.read_text()
+    command = re.search(rf"run_phase {phase.name} .*?(?<!\\)\n", script, re.S)
+    assert command, phase.name
+    files = re.findall(r"tests/\S+\.py", command.group(0))
+    assert files
+    gpu_tests = set()
+    for file in files:
+        for node in ast.walk(ast.parse((REPO / file).read_text())):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "mark.gpu" in ast.unparse(d) for d in node.decorator_list):
+                gpu_tests.add(node.name)
+    assert gpu_tests and gpu_tests == set(phase.proves), (gpu_tests ^ set(phase.proves))
