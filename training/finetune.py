@@ -122,7 +122,7 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
             torch.save(trainer.state_dict(), f)
         plot_curves(state.history, curves_path(o.out), f"{o.arch} on {Path(data.source).name}")
 
-    trainer = Trainer(model, o, spec, data.train, data.val, device, report, on_epoch=after_epoch)
+    trainer = Trainer(model, o, spec, data.train, data.val, device, precision, report, on_epoch=after_epoch)
     if o.resume:
         saved = torch.load(resume_path(o.out), map_location="cpu", weights_only=True)
         check_classes(data, int(saved["model"][_head_weight(saved["model"])].shape[0]))

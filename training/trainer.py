@@ -127,10 +127,11 @@ def training_precision(asked: str, device: torch.device) -> TrainPrecision:
 
 
 class Trainer:
-    """One fine-tuning run of ``model`` on ``train`` / ``val`` with the recipe in ``options`` (resolved)."""
+    """One fine-tuning run of ``model`` on ``train`` / ``val`` with the recipe in ``options`` (resolved), in the
+    arithmetic ``precision`` says."""
 
     def __init__(self, model: nn.Module, options: FinetuneOptions, spec: PreprocessSpec, train: LabeledImages,
-                 val: LabeledImages, device: torch.device, reporter: Reporter,
+                 val: LabeledImages, device: torch.device, precision: TrainPrecision, reporter: Reporter,
                  on_epoch: Callable[[TrainState, nn.Module], None] | None = None) -> None:
         self.o = options
         self.spec, self.train_data, self.val_data = spec, train, val
@@ -138,7 +139,7 @@ class Trainer:
         self.model = model.to(device)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.precision = training_precision(options.precision, device)
+        self.precision = precision  # decided once, before the data is read (training_precision)
         self.amp = self.precision.autocast
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.loss_scaling else None
         self.generator = torch.Generator().manual_seed(options.seed)
