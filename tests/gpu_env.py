@@ -54,7 +54,7 @@ def _version(cudart: Any, call: str) -> str:
     return f"{int(value) // 1000}.{(int(value) % 1000) // 10}"
 
 
-def _device_nodes_present() -> bool:
+def _driver_sees_gpu() -> bool:
     """An NVIDIA GPU is on this host, asked of the driver, not of cuda-python: ``nvidia-smi -L`` lists
     one (``GPU 0: ...``), or, where nvidia-smi is absent, the driver created its device nodes."""
     smi = shutil.which("nvidia-smi")
@@ -73,8 +73,8 @@ INSTALL_HINT = ("install the TensorRT extra that fits the driver: pip install 't
                 "newer) or 'trtinfer[tensorrt-cu12]' (R535 to R575); scripts/test.sh does this on a GPU host")
 
 
-def gpu_status(cudart: Any = None, device_nodes_present: Callable[[], bool] = _device_nodes_present) -> GpuStatus:
-    """Probe CUDA through cuda-python (``cudart`` and ``device_nodes_present`` may be stand-ins: that
+def gpu_status(cudart: Any = None, driver_sees_gpu: Callable[[], bool] = _driver_sees_gpu) -> GpuStatus:
+    """Probe CUDA through cuda-python (``cudart`` and ``driver_sees_gpu`` may be stand-ins: that
     checks this classification, not CUDA). ``cudart=False`` stands for "cuda-python is not installed"."""
     if cudart is None:
         try:
@@ -85,20 +85,20 @@ def gpu_status(cudart: Any = None, device_nodes_present: Callable[[], bool] = _d
             except ImportError:
                 cudart = False
     if cudart is False:
-        if device_nodes_present():
+        if driver_sees_gpu():
             return GpuStatus(False, True, f"an NVIDIA GPU is present but {NO_CUDA_PYTHON}; {INSTALL_HINT}")
         return GpuStatus(False, False, f"no NVIDIA GPU on this machine ({NO_CUDA_PYTHON} either)")
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as exc:  # the driver library itself is missing
-        return GpuStatus(False, device_nodes_present(), f"no CUDA driver: {exc}")
+        return GpuStatus(False, driver_sees_gpu(), f"no CUDA driver: {exc}")
     if int(err) == 0 and count:
         return GpuStatus(True, True)
     name = _error_name(err) if int(err) != 0 else "no device"
     # cudaDriverGetVersion gives 0 where no driver is installed (then CUDA also answers
     # cudaErrorInsufficientDriver, which alone does not mean an old driver).
     driver = _version(cudart, "cudaDriverGetVersion")
-    if driver == "unknown" and not device_nodes_present():
+    if driver == "unknown" and not driver_sees_gpu():
         return GpuStatus(False, False, "no NVIDIA GPU on this machine (no NVIDIA driver is loaded)")
     if name in NO_DEVICE_ERRORS or int(err) == 0:
         return GpuStatus(False, False, f"no NVIDIA GPU visible to CUDA on this machine ({name})")

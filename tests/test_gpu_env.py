@@ -78,10 +78,10 @@ def test_nvidia_smi_listing_a_gpu_counts_as_present(tmp_path, monkeypatch):
     smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
-    assert gpu_env._device_nodes_present()
+    assert gpu_env._driver_sees_gpu()
     smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver'"
                    "\nexit 9\n")
-    assert gpu_env._device_nodes_present() == any(Path(n).exists() for n in gpu_env.DEVICE_NODES)
+    assert gpu_env._driver_sees_gpu() == any(Path(n).exists() for n in gpu_env.DEVICE_NODES)
 
 
 def test_gpu_requested():
