@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from trtinfer.atomic import atomic_file
 from trtinfer.errors import CheckpointError
+from trtinfer.preprocess import normalization_problem
 
 CARD_SUFFIX = ".trtinfer.json"
 CARD_VERSION = 1
@@ -87,14 +89,15 @@ class CheckpointCard:
         need(isinstance(self.num_classes, int) and self.num_classes >= 1, "num_classes must be a positive integer")
         need(isinstance(self.labels, list) and len(self.labels) == self.num_classes
              and all(isinstance(x, str) for x in self.labels), "labels must be num_classes names")
+        # two classes under one name: the artifact's manifest would be refused by every load
+        repeated = [name for name, count in Counter(self.labels).items() if count > 1]
+        need(not repeated, f"labels name a class twice: {', '.join(map(repr, repeated[:5]))}"
+                           f"{f' and {len(repeated) - 5} more' if len(repeated) > 5 else ''}")
         for name in ("input_size", "resize"):
             value = getattr(self, name)
             need(isinstance(value, int) and 8 <= value <= 8192, f"{name} must be an integer in 8..8192")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            need(isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value),
-                 f"{name} must be three numbers")
-        need(all(v > 0 for v in self.std), "std must be positive")
+        problem = normalization_problem(self.mean, self.std)  # the bounds --mean/--std are held to
+        need(problem is None, str(problem))
         need(isinstance(self.cifar_stem, bool), "cifar_stem must be true or false")
         need(isinstance(self.checkpoint_sha256, str) and len(self.checkpoint_sha256) == 64, "checkpoint_sha256")
 

@@ -20,8 +20,8 @@ from .errors import DataError, TrtInferError
 from .manifest import PreprocessSpec
 from .pixels import DECODE_FORMATS, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, bomb_size
 
-__all__ = ["DECODE_FORMATS", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "NORMALIZATIONS", "bomb_size",
-           "check_image_size", "decode_image_bytes", "make_spec", "preprocess"]
+__all__ = ["DECODE_FORMATS", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MEAN_RANGE", "NORMALIZATIONS", "STD_RANGE",
+           "bomb_size", "check_image_size", "decode_image_bytes", "make_spec", "normalization_problem", "preprocess"]
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -29,6 +29,16 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
+
+#: Bounds of a per-channel mean and std, in the units of the scaled pixels (x * scale, 0..1 by default). Real
+#: recipes give means in 0..1 (ImageNet's 0.485) or in 0..255 pixel units (123.675), stds of 0.2-0.3 or
+#: 50-80; the bounds leave room around both and refuse only what no preprocessing means: a mean of 1e308 or
+#: 1e39 (infinite once in float32), a std of 1e-50 (every input non-finite) or 1e6 (every input ~0). Within
+#: them a normalised value stays below (255 + 255) / 0.001 = 510,000 in magnitude, finite in float32.
+MEAN_RANGE = (-255.0, 255.0)
+STD_RANGE = (1e-3, 1e3)
+NORMALIZATION_HINT = (f"means lie within {MEAN_RANGE[0]:g}..{MEAN_RANGE[1]:g} and stds within {STD_RANGE[0]:g}.."
+                      f"{STD_RANGE[1]:g}, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet)")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -52,16 +62,9 @@ def make_spec(input_size: int, normalize: str | None = defaults.NORMALIZE, mean:
     if (mean is None) != (std is None):
         raise TrtInferError("--mean and --std go together", hint="pass both, e.g. --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5")
     if mean is not None and std is not None:
-        if len(mean) != 3 or len(std) != 3:
-            raise TrtInferError("--mean and --std take three comma-separated values (R,G,B)")
-        for flag, values in (("--mean", mean), ("--std", std)):
-            # NaN or inf would be written into the manifest and make every prediction NaN.
-            if not all(_is_finite_number(v) for v in values):
-                shown = ",".join(str(v) for v in values)
-                raise TrtInferError(f"{flag} {shown} must be three finite numbers",
-                                    hint="e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet)")
-        if min(std) <= 0:
-            raise TrtInferError("--std values must be positive")
+        problem = normalization_problem(mean, std)
+        if problem is not None:
+            raise TrtInferError(f"--{problem}", hint=NORMALIZATION_HINT)
         name = "custom"
         mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     else:
@@ -75,10 +78,40 @@ def make_spec(input_size: int, normalize: str | None = defaults.NORMALIZE, mean:
     return PreprocessSpec(input_size=input_size, resize=resize, mean=list(mean_t), std=list(std_t), normalize=name)
 
 
+def normalization_problem(mean: Any, std: Any) -> str | None:
+    """What is wrong with a per-channel ``mean``/``std`` (three finite numbers each, within :data:`MEAN_RANGE`
+    and :data:`STD_RANGE`), said from the value's name on (``"std 0,1,1 must lie within ..."``); None when
+    nothing is. The one check of the CLI's --mean/--std (:func:`make_spec`) and of a checkpoint card's."""
+    for name, values, (low, high) in (("mean", mean, MEAN_RANGE), ("std", std, STD_RANGE)):
+        shown = _show(values)
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != 3:
+            return f"{name} {shown} must be three numbers (R,G,B)"
+        if not all(_is_finite_number(v) for v in values):
+            # NaN or inf would be written into the manifest and make every prediction NaN.
+            return f"{name} {shown} must be three finite numbers"
+        if not all(low <= float(v) <= high for v in values):
+            sign = "be positive and " if low > 0 and min(float(v) for v in values) <= 0 else ""
+            return f"{name} {shown} must {sign}lie within {low:g}..{high:g}"
+    return None
+
+
+def _show(values: Any) -> str:
+    """``0.5,1e-50,1`` for numbers; a short repr of anything else."""
+    if isinstance(values, (list, tuple, np.ndarray)) and len(values) <= 8 and \
+            all(_is_finite_number(v) or isinstance(v, float) for v in values):
+        return ",".join(f"{float(v):g}" for v in values)
+    text = repr(values)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, (bool, str, bytes)):
+        return False
     try:
         return math.isfinite(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
