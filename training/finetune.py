@@ -32,7 +32,7 @@ from .data import TrainData, check_classes, download_cifar10, load_train_data
 from .memory import check_fits
 from .model import build_model
 from .options import FinetuneOptions, curves_path, resume_path
-from .trainer import Trainer, TrainState, pick_device, training_precision
+from .trainer import Trainer, TrainState, pick_device, read_resume_state, training_precision
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _check_output(options: FinetuneOptions) -> None:
         raise TrtInferError(f"-o {out}: {parent} is not writable", hint="choose another -o")
     if out.exists() and not (options.force or options.resume):
         raise TrtInferError(f"{out} already exists", hint="pass --force to replace it, or --resume to continue its run")
-    if options.resume and not resume_path(out).is_file():
+    if options.resume and not os.path.lexists(resume_path(out)):
         raise TrtInferError(f"--resume: {resume_path(out)} not found (no interrupted run of -o {out})",
                             hint="start the run without --resume")
 
@@ -79,6 +79,7 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
     report = reporter or Reporter()
     o = options.resolved()
     _check_output(o)
+    saved = read_resume_state(resume_path(o.out)) if o.resume else None  # a bad state refused before the data is read
     device = pick_device(o.device)
     precision = training_precision(o.precision, device)  # refused here, before any data is read
     data_dir = download_cifar10(cache_root() / "datasets") if o.download else o.data
@@ -123,8 +124,7 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
         plot_curves(state.history, curves_path(o.out), f"{o.arch} on {Path(data.source).name}")
 
     trainer = Trainer(model, o, spec, data.train, data.val, device, precision, report, on_epoch=after_epoch)
-    if o.resume:
-        saved = torch.load(resume_path(o.out), map_location="cpu", weights_only=True)
+    if saved is not None:
         check_classes(data, int(saved["model"][_head_weight(saved["model"])].shape[0]))
         trainer.load_state_dict(saved)
         report.info(f"resuming after epoch {trainer.state.epoch} of {o.epochs}")

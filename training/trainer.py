@@ -13,10 +13,13 @@ run on the CPU repeats bit for bit (on the same number of threads: oneDNN splits
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -336,18 +339,90 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
-        if data.get("resume_version") != RESUME_VERSION:
-            raise TrtInferError("the resume state was written by another trtinfer version",
-                                hint="start again without --resume")
-        self.model.load_state_dict(data["model"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.generator.set_state(data["generator"])
-        torch.set_rng_state(data["torch_rng"])
-        if self.scaler is not None and data.get("scaler"):
-            self.scaler.load_state_dict(data["scaler"])
-        if self.ema is not None and data.get("ema"):
-            self.ema.load_state_dict(data["ema"])
-        self.state = TrainState(epoch=int(data["epoch"]), best_accuracy=float(data["best_accuracy"]),
-                                best_epoch=int(data["best_epoch"]), best_weights=data["best_weights"],
+        """Continue from ``data`` (:func:`read_resume_state`); a state of another run (architecture, classes,
+        recipe) is refused in one line, before a step is taken."""
+        problem = resume_state_problem(data)
+        if problem is not None:
+            raise TrtInferError(f"the resume state {problem}", hint=RESUME_HINT)
+        try:
+            self.model.load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            if data["scheduler"].keys() != self.scheduler.state_dict().keys():  # it would take any attribute given
+                raise ValueError("its schedule is not this run's --schedule")
+            self.scheduler.load_state_dict(data["scheduler"])
+            self.generator.set_state(data["generator"])
+            torch.set_rng_state(data["torch_rng"])
+            if self.scaler is not None and data.get("scaler"):
+                self.scaler.load_state_dict(data["scaler"])
+            if self.ema is not None and data.get("ema"):
+                self.ema.load_state_dict(data["ema"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrtInferError(f"the resume state does not fit this run (another architecture or recipe): "
+                                f"{first[:200]}", hint=RESUME_HINT) from None
+        self.state = TrainState(epoch=data["epoch"], best_accuracy=float(data["best_accuracy"]),
+                                best_epoch=data["best_epoch"], best_weights=data["best_weights"],
                                 history=[EpochResult(**r) for r in data["history"]])
+
+
+#: A training state is about six times the float32 weights (the weights, the best ones, their moving average,
+#: AdamW's two moments); 32 GiB is some 1.4 billion parameters, past every torchvision classifier (ViT-H/14 has
+#: 632 million). The bound refuses a device or a runaway file before torch reads it.
+MAX_RESUME_BYTES = 32 << 30
+RESUME_HINT = "start the run again without --resume (its first epoch replaces the state)"
+#: What Trainer.state_dict writes, by type (scaler and ema: a dict or None).
+_RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "generator": torch.Tensor,
+    "torch_rng": torch.Tensor, "history": list, "best_accuracy": (int, float), "best_epoch": int,
+    "best_weights": (dict, type(None)), "scaler": (dict, type(None)), "ema": (dict, type(None))}
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """The training state ``--resume`` continues from: a regular file of bounded size, loaded weights-only (no
+    code runs), holding what :meth:`Trainer.state_dict` writes; anything else is one line naming the file."""
+    from trtinfer.files import check_regular
+
+    try:
+        check_regular(path, "--resume state", max_bytes=MAX_RESUME_BYTES)
+    except TrtInferError as exc:  # a FIFO or a device in its place: the fix is the same
+        raise TrtInferError(exc.message, hint=RESUME_HINT) from None
+    try:
+        with warnings.catch_warnings():  # torch's notes on the pickle protocol of a file refused below anyway
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # whatever a damaged or hostile pickle makes the weights-only unpickler raise
+        raise TrtInferError(f"--resume: {path} is not a trtinfer training state (it does not load as tensors and "
+                            f"plain data: {type(exc).__name__})", hint=RESUME_HINT) from None
+    problem = resume_state_problem(data)
+    if problem is not None:
+        raise TrtInferError(f"--resume: {path} is not a trtinfer training state ({problem})", hint=RESUME_HINT)
+    return data
+
+
+def resume_state_problem(data: Any) -> str | None:
+    """What keeps ``data`` from being a state :meth:`Trainer.state_dict` wrote, said from "it" on; None when
+    nothing does."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not a training state"
+    if data.get("resume_version") != RESUME_VERSION:
+        return f"it has resume_version {str(data.get('resume_version'))[:20]!r}, this trtinfer writes {RESUME_VERSION}"
+    for name, kind in _RESUME_FIELDS.items():
+        if name not in data:
+            return f"its {name!r} is missing"
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"its {name!r} is a {type(value).__name__}"
+    for name in ("model", "best_weights"):
+        weights = data[name]
+        if weights is not None and not (weights and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                        for k, v in weights.items())):
+            return f"its {name!r} is not a state dict of named tensors"
+    if not any(v.ndim == 2 for v in data["model"].values()):
+        return "its 'model' has no classifier weight (2-D tensor)"
+    fields = {f.name for f in dataclasses.fields(EpochResult)}
+    if not all(isinstance(r, dict) and r.keys() == fields and all(isinstance(v, (int, float)) for v in r.values())
+               for r in data["history"]):
+        return "its 'history' is not a list of epoch results"
+    if data["epoch"] < 0 or data["best_epoch"] < 0 or not math.isfinite(data["best_accuracy"]):
+        return "its epoch counts or best accuracy are out of range"
+    return None

@@ -5,6 +5,7 @@ PNG, and refuses bad input with one line before training."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,71 @@ def test_image_folders_train_and_mismatched_classes_are_refused(cifar_dir, tmp_p
     assert main(["finetune", "--arch", "resnet18", "--data", str(odd), "-o", str(tmp_path / "odd.pth")]) == 1
     line = _one_line(capsys)  # the readers take the classes of both splits: frog has no training image
     assert "frog" in line and "classes" in line
+
+
+class _RunsCode:
+    """Unpickled by a full pickle load, it would create ``marker``: the weights-only load must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _valid_looking_state() -> dict:
+    """Every field Trainer.state_dict writes, of the right types, but weights of no real model."""
+    return {"resume_version": 1, "epoch": 1, "model": {"fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)},
+            "optimizer": {}, "scheduler": {}, "generator": torch.Generator().get_state(),
+            "torch_rng": torch.get_rng_state(), "history": [], "best_accuracy": 0.5, "best_epoch": 1,
+            "best_weights": None, "scaler": None, "ema": None}
+
+
+def _plant_pickle(obj):
+    def plant(path: Path) -> None:
+        import pickle
+
+        path.write_bytes(pickle.dumps(obj))
+    return plant
+
+
+def _plant_torch(obj):
+    return lambda path: torch.save(obj, path)
+
+
+@pytest.mark.parametrize("plant, problem", [
+    (lambda path: path.write_bytes(b"\x93garbage, not a pickle" * 10), "it does not load as tensors and plain data"),
+    (lambda path: path.write_bytes(b""), "it does not load as tensors and plain data: EOFError"),
+    (lambda path: _plant_pickle(_RunsCode(path.with_name("ran")))(path), "it does not load as tensors and plain data"),
+    (_plant_torch([1, 2, 3]), "it holds a list, not a training state"),
+    (_plant_torch({"resume_version": 1, "model": {}}), "its 'epoch' is missing"),
+    (_plant_torch(_valid_looking_state() | {"model": {}}), "its 'model' is not a state dict of named tensors"),
+    (_plant_torch(_valid_looking_state() | {"model": "weights"}), "its 'model' is a str"),
+    (_plant_torch(_valid_looking_state() | {"history": [{"epoch": 1}]}), "its 'history' is not a list of epoch results"),
+    (_plant_torch(_valid_looking_state() | {"resume_version": 99}), "it has resume_version '99', this trtinfer writes 1"),
+    (lambda path: os.mkfifo(path), "is a FIFO (named pipe), not a regular file"),
+    (_plant_torch(_valid_looking_state()), "the resume state does not fit this run (another architecture or recipe)"),
+], ids=["garbage", "empty", "code", "list", "no-fields", "no-weights", "str-weights", "history", "version", "fifo",
+        "other-model"])
+@pytest.mark.timeout(120)
+def test_resume_of_a_file_that_is_no_training_state_is_one_line(few_rows, tmp_path, capsys, plant, problem):
+    """--resume reads ``x.resume.pt`` weights-only (no code runs); whatever else it holds, or a FIFO in its place,
+    is one line naming the file and the fix, never an UnpicklingError, IndexError or TypeError traceback."""
+    from trtinfer.training.options import resume_path
+
+    out = tmp_path / "x.pth"
+    plant(resume_path(out))
+    code = main(["finetune", *FAST, "--data", str(few_rows), "--epochs", "2", "-o", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    line = _one_line_of(err)
+    assert problem in line, line
+    assert "(hint: start the run again without --resume" in line, line
+    assert not (tmp_path / "ran").exists() and not out.exists()
+    assert not os.path.exists(out.with_name("x.curves.png"))
+
+
+def _one_line_of(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
