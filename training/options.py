@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from trtinfer import defaults
 from trtinfer.errors import TrtInferError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -67,6 +68,9 @@ class FinetuneOptions:
             raise TrtInferError(f"--optimizer {self.optimizer} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise TrtInferError(f"--schedule {self.schedule} is not one of {', '.join(SCHEDULES)}")
+        low, high = defaults.SEED_RANGE
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not low <= self.seed <= high:
+            raise TrtInferError(f"--seed {self.seed} must be in {low}..{high}", hint="numpy and torch take no other seeds")
         if not 0 < self.val_fraction < 0.5:
             raise TrtInferError(f"--val-fraction {self.val_fraction} must be between 0 and 0.5")
         if not 0 <= self.ema_decay < 1:

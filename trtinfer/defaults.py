@@ -11,6 +11,8 @@ from __future__ import annotations
 CALIB_SAMPLES = 512
 #: Seed of the calibration draw, the evaluation subset and the selection slice.
 SEED = 0
+#: Bounds of every --seed: what numpy's generators (no negatives) and torch.manual_seed (64 bits) both take.
+SEED_RANGE = (0, 2**32 - 1)
 #: INT8 quantizers: auto follows the target (NNCF for CPU targets, ModelOpt for TensorRT).
 QUANTIZERS = ("auto", "modelopt", "nncf")
 QUANTIZER = "auto"

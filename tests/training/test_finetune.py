@@ -338,3 +338,29 @@ def _one_line_of(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_a_seed_out_of_range_is_one_line_in_every_command(few_rows, tmp_path, capsys, seed):
+    """--seed -1 made numpy's generator raise ValueError, 2**70 torch's manual_seed: every command taking --seed
+    bounds it to 0..2**32-1 (what numpy and torch both take) when the options are parsed."""
+    checkpoint = tmp_path / "ckpt.pth"
+    checkpoint.write_bytes(b"not read: the seed is refused first")
+    commands = {
+        "finetune": ["finetune", *FAST, "--data", str(few_rows), "--epochs", "1", "-o", str(tmp_path / "x.pth")],
+        "build": ["build", str(checkpoint), "--calib-data", str(few_rows), "--int8", "-o", str(tmp_path / "out")],
+        "bench": ["bench", str(checkpoint), "--eval-data", str(few_rows)],
+        "calib make": ["calib", "make", "--data", str(few_rows), "--input-size", "32", "-o", str(tmp_path / "c.npz")],
+    }
+    for name, args in commands.items():
+        code = main([*args, "--seed", seed])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, (name, err)
+        assert code == 2, (name, err)  # a bad option value, as for every option (cli.main)
+        assert err.strip().splitlines() == [f"error: Invalid value for '--seed': {seed} is not in the range "
+                                            f"0<=x<=4294967295.; see `trtinfer {name} --help`"], (name, err)
+    from trtinfer.errors import TrtInferError
+    from trtinfer.training.options import FinetuneOptions
+
+    with pytest.raises(TrtInferError, match=rf"--seed {seed} must be in 0\.\.4294967295"):
+        FinetuneOptions(arch="resnet18", out=Path("x.pth"), data=Path("d"), seed=int(seed))

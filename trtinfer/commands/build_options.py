@@ -100,7 +100,8 @@ def data_options(f: F) -> F:
         click.option("--calib-method", type=click.Choice(CALIB_METHODS),
                      help="INT8 calibration method (ModelOpt: entropy, max; NNCF: performance, mixed, mean_minmax). "
                           "Default: each one, the best kept by top-1 agreement with FP32 on held-out train rows."),
-        click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for the calibration draw."),
+        click.option("--seed", type=click.IntRange(*defaults.SEED_RANGE), default=defaults.SEED, show_default=True,
+                     help="Seed for the calibration draw."),
         click.option("--quantizer", type=click.Choice(defaults.QUANTIZERS), default=defaults.QUANTIZER,
                      show_default=True,
                      help="INT8 quantizer: nncf for CPU targets, modelopt for TensorRT (auto follows --target)."),

@@ -55,7 +55,7 @@ def calib() -> None:
               help="CIFAR-10/100 folder (or its parent), ImageFolder-style directory, or .npy/.npz of uint8 NHWC images.")
 @click.option("--samples", "-n", default=defaults.CALIB_SAMPLES, show_default=True, type=click.IntRange(1),
               help="Images to draw from the train split (class-balanced).")
-@click.option("--seed", default=defaults.SEED, show_default=True, type=int,
+@click.option("--seed", default=defaults.SEED, show_default=True, type=click.IntRange(*defaults.SEED_RANGE),
               help="Seed of the draw; same data and seed, same file.")
 @preprocess_options(input_size_required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Calibration set to write (.npz).")

@@ -48,7 +48,8 @@ from trtinfer.training.options import FinetuneOptions as D  # the recipe's defau
               default=D.val_fraction, show_default=True, help="Training rows held out for validation (per class).")
 @click.option("--patience", type=click.IntRange(1), help="Stop after N epochs without a better validation top-1.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of -o (its .resume.pt).")
-@click.option("--seed", default=D.seed, show_default=True, type=int, help="Makes a CPU run repeat exactly (on the same number of threads).")
+@click.option("--seed", default=D.seed, show_default=True, type=click.IntRange(*defaults.SEED_RANGE),
+              help="Makes a CPU run repeat exactly (on the same number of threads).")
 @click.option("--precision", type=click.Choice(("auto", "fp32", "bf16", "fp16")), default=D.precision, show_default=True,
               help="auto: bfloat16 autocast on CPUs with AVX-512 BF16/AMX and on GPUs with bfloat16, float16 with "
                    "loss scaling on other GPUs, float32 otherwise (the choice is printed). fp16: CUDA only.")
