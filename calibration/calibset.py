@@ -65,10 +65,13 @@ def _preprocess_rows(data: LabeledImages, rows: np.ndarray, spec: PreprocessSpec
     smallest = _min_side(data.images) or None
     for start in range(0, len(rows), PREPROCESS_CHUNK):
         chunk = take(data.images, rows[start:start + PREPROCESS_CHUNK])
-        if not isinstance(chunk, np.ndarray):
-            sides = [min(img.shape[:2]) for img in chunk]
-            smallest = min([*sides, smallest] if smallest else sides)
-        x[start:start + len(chunk)] = preprocess(chunk, spec)
+        if isinstance(chunk, np.ndarray):
+            x[start:start + len(chunk)] = preprocess(chunk, spec)
+        else:  # image files: one decoded at its native size at a time, then resized
+            for offset in range(len(chunk)):
+                image = chunk[offset]
+                smallest = min(smallest or image.shape[0], *image.shape[:2])
+                x[start + offset] = preprocess([image], spec)[0]
         if progress is not None:
             progress(min(start + PREPROCESS_CHUNK, len(rows)), len(rows))
     if smallest and smallest * MAX_UPSCALE < spec.resize:

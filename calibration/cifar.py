@@ -4,11 +4,15 @@ Accepts the batches folder itself or its parent (the ``root`` torchvision users 
 
 The batches are pickles, and a pickle can name any function to call while loading; so they are read
 with an unpickler that resolves only what the format holds (numpy's array rebuilders and bytes),
-and every batch is checked (uint8 N x 3072 rows, one integer label in range per row).
+and every batch is checked (uint8 N x 3072 rows, one integer label in range per row). Each file is
+read as a regular file of bounded size (:func:`trtinfer.files.read_bounded`): a FIFO or device in
+the folder is refused in one line, never read and never skipped.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -17,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from trtinfer.errors import DataError
+from trtinfer.files import read_bounded
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
+#: Largest CIFAR file read: the official ones are at most 160 MB (CIFAR-100's train).
+MAX_CIFAR_FILE_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -104,13 +111,13 @@ _UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, Key
 
 def _unpickle(path: Path, batch: bool = True) -> dict:
     """Read one CIFAR pickle with :class:`_CifarUnpickler`; DataError naming the file on any problem."""
+    if not os.path.lexists(path):
+        raise DataError(f"{path} is missing", hint="pass a complete CIFAR python-format folder")
+    raw = read_bounded(path, MAX_CIFAR_FILE_BYTES, "CIFAR file", DataError, hint=_REDOWNLOAD)
     try:
-        with open(path, "rb") as f:
-            data = _CifarUnpickler(f, path).load()
+        data = _CifarUnpickler(io.BytesIO(raw), path).load()
     except DataError:
         raise
-    except FileNotFoundError as exc:
-        raise DataError(f"{path} is missing", hint="pass a complete CIFAR python-format folder") from exc
     except _UNPICKLE_ERRORS as exc:
         raise DataError(f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {exc})",
                         hint=_REDOWNLOAD) from exc
@@ -178,7 +185,7 @@ def load_cifar(path: str | Path, split: str = "test") -> LabeledImages:
     if kind == "cifar10":
         names_file = folder / "batches.meta"
         class_names = _class_names(_unpickle(names_file, batch=False), "label_names", names_file) \
-            if names_file.is_file() else None
+            if os.path.lexists(names_file) else None
         files = [folder / "test_batch"] if split == "test" else sorted(folder.glob("data_batch_*"))
         label_key = "labels"
     else:
@@ -188,7 +195,7 @@ def load_cifar(path: str | Path, split: str = "test") -> LabeledImages:
     if class_names is None:
         from trtinfer.labels import CIFAR10, CIFAR100
         class_names = CIFAR10 if kind == "cifar10" else CIFAR100
-    files = [f for f in files if f.is_file()]
+    files = [f for f in files if os.path.lexists(f)]  # a FIFO or device among them is refused, not skipped
     if not files:
         raise DataError(f"{folder} has no {split} split", hint=f"pass a folder that holds the CIFAR {split} batch(es)")
     images, labels = [], []

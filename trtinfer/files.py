@@ -2,15 +2,17 @@
 
 A FIFO hangs a reader, ``/dev/zero`` never ends and a 40 GB file named as a 4 kB config fills memory:
 every path trtinfer reads from a user (images, configs, tuning caches, checkpoints' side files) goes
-through :func:`check_regular` or :func:`read_bounded`, which refuse all three in one line. The file
-is opened non-blocking and checked again on the open descriptor, so a path swapped for a FIFO
-between the check and the read cannot hang it either.
+through :func:`check_regular`, :func:`open_regular` or :func:`read_bounded`, which refuse all three in
+one line. The file is opened non-blocking and checked again on the open descriptor, so a path
+swapped for a FIFO between the check and the read cannot hang it either.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,12 +57,14 @@ def check_regular(path: str | Path, what: str = "file", error: type[TrtInferErro
     return info.st_size
 
 
-def read_bounded(path: str | Path, max_bytes: int, what: str = "file", error: type[TrtInferError] = TrtInferError,
-                 hint: str | None = None) -> bytes:
-    """The bytes of the regular file ``path``, at most ``max_bytes`` of them; ``error`` otherwise.
+@contextmanager
+def open_regular(path: str | Path, what: str = "file", error: type[TrtInferError] = TrtInferError,
+                 max_bytes: int | None = None, hint: str | None = None) -> Iterator[BinaryIO]:
+    """The regular file ``path`` open for reading; ``error`` as :func:`check_regular` says otherwise.
 
-    Checked by path first (one line for a FIFO or device, no open), then on the open descriptor,
-    and the read stops one byte past the bound whatever the file claims."""
+    Checked by path first (one line for a FIFO or device, no open), then opened non-blocking and
+    checked again on the descriptor, so a path swapped for a FIFO in between cannot hang the reader.
+    For readers that need part of a file (an image's header); :func:`read_bounded` reads it whole."""
     path = Path(path)
     check_regular(path, what, error, max_bytes, hint)
     try:
@@ -72,6 +76,17 @@ def read_bounded(path: str | Path, max_bytes: int, what: str = "file", error: ty
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):  # swapped after the check
             raise _not_regular(path, mode, what, error)
+        yield f
+
+
+def read_bounded(path: str | Path, max_bytes: int, what: str = "file", error: type[TrtInferError] = TrtInferError,
+                 hint: str | None = None) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them; ``error`` otherwise.
+
+    Opened by :func:`open_regular` (a FIFO or device is one line, never a hang), and the read stops
+    one byte past the bound whatever the file claims."""
+    path = Path(path)
+    with open_regular(path, what, error, max_bytes, hint) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise _too_large(path, len(data), max_bytes, what, error, hint)
