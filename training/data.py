@@ -1,10 +1,12 @@
 """Training data for ``trtinfer finetune``: the readers the build uses, a seeded class-balanced
 validation split, augmentation, and batches preprocessed exactly as the artifact will be.
 
-Images stay uint8 at their native size; each batch is augmented there (random crop with padding,
-horizontal flip: the CIFAR recipe, as the tutorials apply it before upsampling) and then turned into
-the model's tensor by :func:`trtinfer.pixels.images_to_tensor` with the checkpoint's preprocessing,
-so training, validation, the build's accuracy check and serving all see one preprocessing.
+Images stay uint8 at their native size; an image folder's rows stay paths until a batch needs them.
+Each row of a batch is decoded, augmented at its native size (random crop with padding, horizontal
+flip: the CIFAR recipe, as the tutorials apply it before upsampling) and turned into the model's
+tensor by :func:`trtinfer.pixels.images_to_tensor` with the checkpoint's preprocessing before the
+next is decoded, so one native-size image is held at a time whatever the batch size, and training,
+validation, the build's accuracy check and serving all see one preprocessing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from trtinfer import pixels
 from trtinfer.calibration.cifar import LabeledImages
-from trtinfer.calibration.sources import load_labeled, take
+from trtinfer.calibration.sources import largest_pixels, load_labeled, take
 from trtinfer.errors import DataError, TrtInferError
 from trtinfer.manifest import PreprocessSpec
 
@@ -44,6 +46,12 @@ class TrainData:
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == images.shape[2]:
             return int(images.shape[1])
         return None
+
+    def largest_pixels(self) -> int:
+        """Width x height of the largest image training or evaluation decodes (image folders: from the
+        headers), for the memory check."""
+        splits = [self.train, self.val] + ([self.test] if self.test is not None else [])
+        return max(largest_pixels(split.images) for split in splits)
 
 
 def download_cifar10(cache: Path) -> Path:
@@ -116,10 +124,6 @@ def load_train_data(path: Path, val_fraction: float, seed: int) -> TrainData:
                      class_names=names, source=str(train.source), kind=kind)
 
 
-def _image(images: Any, index: int) -> np.ndarray:
-    return pixels.to_uint8_rgb(images[index])
-
-
 def augment(image: np.ndarray, generator: torch.Generator) -> np.ndarray:
     """Random crop after zero padding by an eighth of the side (4 px at 32), and a horizontal flip."""
     h, w = image.shape[:2]
@@ -143,9 +147,19 @@ def to_tensor(images: list[np.ndarray], spec: PreprocessSpec) -> torch.Tensor:
     return torch.from_numpy(x)
 
 
+def _row(images: Any, index: int, spec: PreprocessSpec, generator: torch.Generator | None) -> torch.Tensor:
+    """Row ``index`` decoded, augmented with ``generator`` (if any) and preprocessed: its (1, 3, H, W) tensor.
+    A function of its own so that its native-size images are freed before the next row is decoded."""
+    image = pixels.to_uint8_rgb(images[index])
+    if generator is not None:
+        image = augment(image, generator)
+    return to_tensor([image], spec)
+
+
 def batches(data: LabeledImages, spec: PreprocessSpec, batch_size: int, generator: torch.Generator | None,
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(x, y) batches: shuffled and augmented with ``generator``, in order and plain without it."""
+    """(x, y) batches: shuffled and augmented with ``generator``, in order and plain without it. Rows are
+    decoded one at a time (:func:`_row`), so memory holds one native-size image, not a batch of them."""
     n = len(data)
     order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
     labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
@@ -153,10 +167,8 @@ def batches(data: LabeledImages, spec: PreprocessSpec, batch_size: int, generato
         rows = order[start:start + batch_size]
         if generator is not None and len(rows) < 2:
             continue  # BatchNorm cannot train on a batch of one
-        images = [_image(data.images, int(i)) for i in rows]
-        if generator is not None:
-            images = [augment(img, generator) for img in images]
-        yield to_tensor(images, spec), labels[torch.from_numpy(rows)]
+        x = torch.cat([_row(data.images, int(i), spec, generator) for i in rows])
+        yield x, labels[torch.from_numpy(rows)]
 
 
 def check_classes(data: TrainData, num_classes: int | None) -> None:

@@ -97,7 +97,8 @@ def run_finetune(options: FinetuneOptions, reporter: Reporter | None = None) -> 
     report.info(f"input {spec.input_size}x{spec.input_size} (resize {spec.resize}), {spec.normalize} normalisation; "
                 f"{o.optimizer} lr {o.lr:g} (backbone x{o.backbone_lr_scale:g}), wd {o.weight_decay:g}, {o.schedule}, "
                 f"label smoothing {o.label_smoothing:g}, {o.freeze_epochs} frozen epoch(s), batch {o.batch_size}")
-    need = check_fits(model, spec.input_size, o.batch_size, o.optimizer, precision.autocast is not None, device)
+    need = check_fits(model, spec.input_size, o.batch_size, o.optimizer, precision.autocast is not None, device,
+                      data.largest_pixels())
     report.info(f"{device.type}, {precision.describe()}, channels-last {o.channels_last}; "
                 f"about {need / 2**30:.2f} GiB to train")
 

@@ -1,6 +1,11 @@
 """Will a training batch fit? Estimated before the first step: on Linux without swap the kernel kills
 a process that runs out of memory instead of raising, so a too-large ``--batch-size`` must be refused
-with the estimate, not discovered by the OOM killer minutes in."""
+with the estimate, not discovered by the OOM killer minutes in.
+
+The estimate counts the model's training state and a batch at the model's input size, and the one
+image decoded at its native size at a time (:func:`trtinfer.training.data.batches`): a folder of
+4000x4000 photos costs far more to decode than the 224x224 tensors they become. That decode is host
+memory, checked against the host's even when the model trains on a GPU."""
 
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ from trtinfer.errors import TrtInferError
 BACKWARD_FACTOR = 3.0
 #: Fraction of the available memory a training run may plan to use.
 USABLE_FRACTION = 0.8
+#: Host bytes per pixel of the largest image while it is decoded, augmented and resized at its native size:
+#: the encoded file, the decoded image (up to 4 bytes a pixel: RGBA, 16-bit, 32-bit), its 8-bit RGB copy and
+#: the padded copy augmentation makes (3 x 1.25^2), alive together at worst.
+DECODE_BYTES_PER_PIXEL = 16
 
 
 def available_bytes(device: torch.device) -> int:
@@ -65,26 +74,50 @@ def activation_bytes_per_sample(model: nn.Module, input_size: int, bytes_per_ele
     return int(total * bytes_per_element)
 
 
+def decode_bytes(largest_pixels: int) -> int:
+    """Host memory to decode, augment and resize the largest image (``largest_pixels`` = width x height)."""
+    return DECODE_BYTES_PER_PIXEL * max(0, int(largest_pixels))
+
+
 def estimate_training_bytes(model: nn.Module, input_size: int, batch_size: int, optimizer: str,
-                            mixed_precision: bool) -> int:
-    """Parameters, gradients and optimizer state, plus a batch's saved activations and input."""
+                            mixed_precision: bool, largest_pixels: int = 0) -> int:
+    """Parameters, gradients and optimizer state, plus a batch's saved activations and input, plus the
+    native-size decode of the largest image (``largest_pixels``, width x height; 0 leaves it out)."""
     params = sum(p.numel() for p in model.parameters()) * 4
     states = 1 if optimizer == "sgd" else 2  # momentum; AdamW's two moments
     per_sample = activation_bytes_per_sample(model, input_size, 2 if mixed_precision else 4) * BACKWARD_FACTOR
-    return int(params * (2 + states) + batch_size * (per_sample + 3 * input_size * input_size * 4))
+    return int(params * (2 + states) + batch_size * (per_sample + 3 * input_size * input_size * 4)) \
+        + decode_bytes(largest_pixels)
 
 
 def check_fits(model: nn.Module, input_size: int, batch_size: int, optimizer: str, mixed_precision: bool,
-               device: torch.device) -> int:
-    """The estimate; TrtInferError naming it and a batch size that fits when it does not."""
-    need = estimate_training_bytes(model, input_size, batch_size, optimizer, mixed_precision)
+               device: torch.device, largest_pixels: int = 0) -> int:
+    """The estimate; TrtInferError naming it and a batch size that fits when it does not. The decode of the
+    largest image (``largest_pixels``) is host memory: on a GPU it is checked against the host's."""
+    decode = decode_bytes(largest_pixels)
+    decoding = (f"decoding the largest image ({largest_pixels:,} pixels) at its native size takes about "
+                f"{decode / 2**30:.1f} GiB of it")
+    downscale = "downscale the images (the model sees them at its input size anyway)"
+    gpu = device.type == "cuda"
+    if gpu:
+        host = int(available_bytes(torch.device("cpu")) * USABLE_FRACTION)
+        if decode > host:
+            raise TrtInferError(f"{decoding}; host memory available for it is {host / 2**30:.1f} GiB", hint=downscale)
+    counted = 0 if gpu else largest_pixels
+    need = estimate_training_bytes(model, input_size, batch_size, optimizer, mixed_precision, counted)
     have = int(available_bytes(device) * USABLE_FRACTION)
     if need > have:
-        fixed = estimate_training_bytes(model, input_size, 0, optimizer, mixed_precision)
+        fixed = estimate_training_bytes(model, input_size, 0, optimizer, mixed_precision, counted)
         per_sample = max(1, (need - fixed) // max(1, batch_size))
         fits = max(0, (have - fixed) // per_sample)
+        if fits >= 1:
+            hint = f"use --batch-size {fits} or less"
+        elif counted and fixed - decode < have:  # the model fits; the decode is what does not
+            hint = downscale
+        else:
+            hint = "use a smaller --input-size or model"
         raise TrtInferError(
-            f"--batch-size {batch_size} at {input_size}x{input_size} needs about {need / 2**30:.1f} GiB to train, "
-            f"{device.type} memory available for it is {have / 2**30:.1f} GiB",
-            hint=f"use --batch-size {fits} or less" if fits >= 1 else "use a smaller --input-size or model")
+            f"--batch-size {batch_size} at {input_size}x{input_size} needs about {need / 2**30:.1f} GiB to train"
+            + (f" ({decoding})" if counted else "")
+            + f", {device.type} memory available for it is {have / 2**30:.1f} GiB", hint=hint)
     return need
