@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,11 +266,17 @@ def match_arch(state_dict: Mapping[str, torch.Tensor], arch: str | None = None,
                                "or timm:NAME for a timm model, e.g. timm:efficientnet_b0)")
 
 
+def unsaved_buffers(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Buffers of ``model`` the checkpoint does not hold (non-persistent ones such as BlurPool's filter or
+    Swin's relative position index), ``num_batches_tracked`` aside: the constructor alone computes them."""
+    return [name for name, _ in model.named_buffers() if name not in state_dict and not name.endswith(IGNORED_SUFFIXES)]
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
-    """Load ``state_dict`` into ``model`` (built on ``meta``) strictly: every key present and used, only
-    ``num_batches_tracked`` (absent from old checkpoints) may be missing; returns the float32 eval model."""
+    """Copy ``state_dict`` into ``model`` (built for real by its library) strictly: every key present and
+    used; only ``num_batches_tracked`` (absent from old checkpoints) may be missing. Returns ``model``."""
     try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # size mismatches
         lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
         raise CheckpointError(f"weights do not fit {what}: {'; '.join(lines[:2]) or str(exc).splitlines()[0][:200]}",
@@ -279,27 +285,59 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit {what}: missing {missing[:3]}, unexpected {unexpected[:3]}",
                               hint="pass the --arch the checkpoint was trained with")
-    for name, buf in model.named_buffers():
-        if buf.is_meta:  # e.g. num_batches_tracked absent from old checkpoints
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            parent._buffers[name.rpartition(".")[2]] = torch.zeros(buf.shape, dtype=buf.dtype)
+    return model
+
+
+def _seeded(construct: Callable[[], nn.Module], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        return construct()
+
+
+def build_loaded(construct: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+    """The model as its own library builds it, with the checkpoint's weights: the float32 eval module.
+
+    ``construct`` is the source library's constructor (torchvision's ``get_model``, ``timm.create_model``,
+    transformers' model class), run for real on the CPU, never on ``meta``: every buffer the checkpoint
+    lacks is then what the library computes. Such a buffer is kept only when a second construction under
+    another random seed computes it bit for bit again (a fixed blur filter, an index table, a mask); one
+    that depends on the random initialisation cannot be known from the weights, and the model is refused
+    naming it. Nothing is zero-filled or guessed.
+    """
+    model = load_weights(_seeded(construct, 0), state_dict, what)
+    unsaved = unsaved_buffers(model, state_dict)
+    if unsaved:
+        twin = dict(_seeded(construct, 1).named_buffers())
+        for name in unsaved:
+            mine, other = model.get_buffer(name), twin.get(name)
+            if other is None or other.shape != mine.shape or not torch.equal(mine, other):
+                raise CheckpointError(
+                    f"{what} has a buffer {name} that the checkpoint does not hold and that its constructor does not "
+                    "compute the same way twice (it depends on the random initialisation), so its trained value is "
+                    "unknown", hint="save the model with that buffer registered persistent "
+                                    "(register_buffer(..., persistent=True)), or export it to ONNX yourself")
+        log.debug("%s: %d buffers not in the checkpoint, recomputed by the constructor: %s", what, len(unsaved),
+                  ", ".join(unsaved[:5]))
     return model.float().eval()
 
 
 def build_model(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Instantiate the matched architecture and load the weights strictly."""
+    """Instantiate the matched architecture with its library's constructor and load the weights strictly
+    (:func:`build_loaded`); the same module is the export's source and the export check's reference."""
     from . import hub_models
 
     if match.hf_config is not None:
         return hub_models.build_hf(match, state_dict)
     if match.arch.startswith(hub_models.TIMM_PREFIX):
         return hub_models.build_timm(match, state_dict)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with _ParamsOnMeta():  # weights come from the checkpoint: skip random init
-            model = _construct(match.arch, match.num_classes)
-            if match.cifar_stem:
-                apply_cifar_stem(model)
-            if match.dropout_head:
-                wrap_head(model, classifier_key(model))
-    return load_weights(model, state_dict, match.arch)
+
+    def construct() -> nn.Module:
+        model = _construct(match.arch, match.num_classes)
+        if match.cifar_stem:
+            apply_cifar_stem(model)
+        if match.dropout_head:
+            wrap_head(model, classifier_key(model))
+        return model
+
+    return build_loaded(construct, state_dict, match.arch)

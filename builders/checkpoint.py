@@ -19,6 +19,7 @@ from typing import Any, TypeGuard
 import torch
 
 from trtinfer.errors import CheckpointError
+from trtinfer.files import check_regular
 from trtinfer.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
             return hub_models.load_hf_directory(path)
         raise CheckpointError(f"{path} is a directory, not a checkpoint file (no {hub_models.HF_CONFIG})",
                               hint="pass the .pth/.pt/.safetensors file, or a Hugging Face save_pretrained directory")
-    if path.stat().st_size == 0:
+    if check_regular(path, "checkpoint", CheckpointError) == 0:  # a FIFO or device is one line, never a read
         raise CheckpointError(f"{path} is empty", hint="save the checkpoint again")
     sha = sha256_file(path)
     if hub_models.is_safetensors(path):

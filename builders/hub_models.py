@@ -9,6 +9,7 @@ extras (``trtinfer[hf]``, ``trtinfer[timm]``), imported only when such a checkpo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -25,9 +26,10 @@ import torch
 from torch import nn
 
 from trtinfer.errors import BackendUnavailable, CheckpointError
+from trtinfer.files import read_bounded
 from trtinfer.hashing import sha256_file
 
-from .archs import ArchMatch, Signature, _ParamsOnMeta, _relevant, load_weights, mismatches, signature_of
+from .archs import ArchMatch, Signature, _ParamsOnMeta, _relevant, build_loaded, mismatches, signature_of
 from .checkpoint import Checkpoint, _is_tensor_dict, _torch_load
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 HF_OTHER_WEIGHTS = ("tf_model.h5", "flax_model.msgpack")
 HF_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+#: config.json and shard indexes: a few kB (an ImageNet-21k id2label is about 1 MB); refused above this unread
+MAX_JSON_BYTES = 16 << 20
+SAVE_PRETRAINED_HINT = "save the model again with model.save_pretrained(directory)"
 
 TIMM_PREFIX = "timm:"
 #: timm models ``--arch`` may be left out for. Each one's key names and shapes are its own among timm's
@@ -63,6 +68,8 @@ TIMM_CANDIDATES = (
     "efficientnet_b2", "tf_efficientnet_b2", "efficientnet_b3", "tf_efficientnet_b3",
     "efficientnet_lite0", "tf_efficientnet_lite0",
 )
+#: class count timm models are built with for their signature (the classifier's rows come from the checkpoint)
+SIGNATURE_CLASSES = 1000
 #: keys one of the candidates' state dicts always has (timm stems): anything else is not looked at
 TIMM_STEM_KEYS = ("conv_stem.weight", "conv1.0.weight", "conv1.weight")
 
@@ -107,19 +114,20 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 # -- Hugging Face save_pretrained directories --------------------------------------------------------
 
 def is_hf_directory(path: Path) -> bool:
-    return path.is_dir() and (path / HF_CONFIG).is_file()
+    return path.is_dir() and (path / HF_CONFIG).exists()  # a config.json that is no regular file: refused on reading
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / HF_CONFIG
+    data = read_bounded(path, MAX_JSON_BYTES, HF_CONFIG, CheckpointError, hint=SAVE_PRETRAINED_HINT)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        config = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not readable JSON ({str(exc)[:120]})",
-                              hint="save the model again with model.save_pretrained(directory)") from None
+                              hint=SAVE_PRETRAINED_HINT) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} holds a {type(config).__name__}, not a model config",
-                              hint="save the model again with model.save_pretrained(directory)")
+                              hint=SAVE_PRETRAINED_HINT)
     model_type = config.get("model_type")
     if model_type is None and isinstance(config.get("architecture"), str):  # timm's push_to_hub layout
         weights = next((w for w in HF_WEIGHTS if (directory / w).is_file()), HF_WEIGHTS[0])
@@ -143,10 +151,11 @@ def hf_weight_files(directory: Path) -> list[Path]:
     for name in HF_INDEXES:
         index = directory / name
         if index.is_file():
+            data = read_bounded(index, MAX_JSON_BYTES, "shard index", CheckpointError, hint=SAVE_PRETRAINED_HINT)
             try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                weight_map = json.loads(data.decode("utf-8"))["weight_map"]
                 shards = sorted({str(f) for f in weight_map.values()})
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
                 raise CheckpointError(f"{index} is not a readable shard index ({type(exc).__name__})",
                                       hint="save the model with model.save_pretrained(directory)") from None
             for shard in shards:
@@ -225,15 +234,73 @@ class LogitsOnly(nn.Module):
         return self.model(pixel_values=x).logits
 
 
-def _hf_model(config: Mapping[str, Any]) -> tuple[nn.Module, int]:
-    """ResNetForImageClassification built from ``config`` on ``meta``, and the number of labels it names."""
+_HF_STAGE_KEY = re.compile(r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.convolution\.weight")
+_HF_EMBEDDER = "resnet.embedder.embedder.convolution.weight"
+_HF_CLASSIFIER = "classifier.1.weight"
+
+
+def _hf_weight_sizes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The sizes a ResNetForImageClassification's weights fix, in ResNetConfig's terms (absent: not in them)."""
+    layers: dict[int, int] = {}
+    widths: dict[int, tuple[int, int]] = {}  # stage -> (last conv index of its first layer, its output channels)
+    for key, tensor in state_dict.items():
+        m = _HF_STAGE_KEY.fullmatch(key)
+        if m is None or tensor.ndim != 4:
+            continue
+        stage, layer, conv = (int(g) for g in m.groups())
+        layers[stage] = max(layers.get(stage, 0), layer + 1)
+        if layer == 0 and conv >= widths.get(stage, (-1, 0))[0]:
+            widths[stage] = (conv, int(tensor.shape[0]))
+    sizes: dict[str, Any] = {}
+    if layers and sorted(layers) == list(range(len(layers))):
+        sizes["depths"] = [layers[i] for i in range(len(layers))]
+        sizes["hidden_sizes"] = [widths.get(i, (0, 0))[1] for i in range(len(layers))]
+    for key, names in ((_HF_EMBEDDER, ("embedding_size", "num_channels")), (_HF_CLASSIFIER, ("num_labels",))):
+        weight = state_dict.get(key)
+        if weight is not None and weight.ndim >= len(names):
+            sizes.update({name: int(weight.shape[i]) for i, name in enumerate(names)})
+    return sizes
+
+
+def check_hf_sizes(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a config.json whose sizes the weights do not have, before transformers builds anything from it.
+
+    transformers spends memory and time in proportion to the config's numbers: a 98-byte config with
+    ``"num_labels": 20000000`` builds a 20-million-entry label table (past 8 GiB), ``"depths": [20000]``
+    20,000 layers (2 GiB, 83 s). Each size is compared with what the weights fix (stages, layers per stage,
+    widths, stem, classes), and ``id2label``/``label2id`` must name as many classes as the classifier has.
+    """
+    hint = "save config.json and the weights together with model.save_pretrained(directory)"
+    have = _hf_weight_sizes(state_dict)
+    for name in ("num_labels", "depths", "hidden_sizes", "embedding_size", "num_channels"):
+        if name not in config:
+            continue
+        if name not in have:
+            raise CheckpointError(f"{HF_CONFIG} sets {name} but the weights hold no {HF_CLASS} layers it sizes",
+                                  hint=hint)
+        value, want = config[name], have[name]
+        if value != want or isinstance(value, bool):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise CheckpointError(f"{HF_CONFIG} sets {name} {shown}, but the weights have {want}", hint=hint)
+    for name in ("id2label", "label2id"):
+        table = config.get(name)
+        classes = have.get("num_labels")
+        if table is not None and (not isinstance(table, Mapping) or (classes is not None and len(table) != classes)):
+            size = len(table) if isinstance(table, Mapping) else type(table).__name__
+            raise CheckpointError(f"{HF_CONFIG} {name} names {size} classes, but the classifier has {classes} outputs",
+                                  hint=hint)
+
+
+def _hf_model(config: Mapping[str, Any], on_meta: bool = True) -> tuple[nn.Module, int]:
+    """ResNetForImageClassification built from ``config`` (on ``meta``: key names and shapes only; else for
+    real), and the number of labels it names. The config's sizes must have passed :func:`check_hf_sizes`."""
     transformers = require("transformers", "hf", f"reading a Hugging Face {HF_CLASS} directory")
     try:
         resnet_config = transformers.ResNetConfig.from_dict(dict(config))
     except Exception as exc:  # transformers validates in the constructor: ValueError, TypeError...
         raise CheckpointError(f"{HF_CONFIG} is not a valid ResNetConfig ({str(exc).splitlines()[0][:160]})",
-                              hint="save the model again with model.save_pretrained(directory)") from None
-    with warnings.catch_warnings(), _ParamsOnMeta():
+                              hint=SAVE_PRETRAINED_HINT) from None
+    with warnings.catch_warnings(), _ParamsOnMeta() if on_meta else contextlib.nullcontext():
         warnings.simplefilter("ignore")
         return transformers.ResNetForImageClassification(resnet_config), int(resnet_config.num_labels)
 
@@ -243,6 +310,7 @@ def match_hf(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any], 
     if arch and arch not in (HF_ARCH, HF_PREFIX + HF_MODEL_TYPE):
         raise CheckpointError(f"--arch {arch} does not apply: the checkpoint is a Hugging Face {HF_CLASS} "
                               f"directory, whose {HF_CONFIG} names the architecture", hint="leave --arch out")
+    check_hf_sizes(config, state_dict)
     model, num_labels = _hf_model(config)
     num_classes, problems = mismatches(signature_of(HF_ARCH, model), state_dict)
     if not problems and num_classes != num_labels:
@@ -258,7 +326,8 @@ def build_hf(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Mod
     """The transformers model, weights loaded strictly, wrapped to return the logits tensor."""
     if match.hf_config is None:
         raise CheckpointError(f"{match.arch} needs the directory's {HF_CONFIG}")
-    model = load_weights(_hf_model(match.hf_config)[0], state_dict, HF_ARCH)
+    config = match.hf_config
+    model = build_loaded(lambda: _hf_model(config, on_meta=False)[0], state_dict, HF_ARCH)
     return LogitsOnly(model).eval()
 
 
@@ -268,10 +337,11 @@ def _timm() -> ModuleType:
     return require("timm", "timm", "a timm model (--arch timm:NAME)")
 
 
-def _timm_model(name: str, num_classes: int | None = None) -> nn.Module:
+def _timm_model(name: str, num_classes: int | None = None, on_meta: bool = True) -> nn.Module:
+    """``timm.create_model(name)``: on ``meta`` for key names and shapes, else for real (what is exported)."""
     timm = _timm()
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    with warnings.catch_warnings(), _ParamsOnMeta():
+    with warnings.catch_warnings(), _ParamsOnMeta() if on_meta else contextlib.nullcontext():
         warnings.simplefilter("ignore")
         return timm.create_model(name, pretrained=False, **kwargs)
 
@@ -285,7 +355,9 @@ def _timm_classifier(model: nn.Module) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def timm_signature(name: str) -> Signature:
-    model = _timm_model(name)
+    """Key names and shapes of timm's ``name`` with a classifier (some, such as EVA-02's pre-training configs,
+    default to ``num_classes=0``: no head, which no fine-tuned classifier's checkpoint matches)."""
+    model = _timm_model(name, SIGNATURE_CLASSES)
     return signature_of(TIMM_PREFIX + name, model, _timm_classifier(model))
 
 
@@ -336,6 +408,7 @@ def infer_timm(state_dict: Mapping[str, torch.Tensor]) -> ArchMatch | None:
 
 
 def build_timm(match: ArchMatch, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """``timm.create_model(NAME, pretrained=False, num_classes=N)`` with the weights loaded strictly."""
-    name = match.arch[len(TIMM_PREFIX):]
-    return load_weights(_timm_model(name, match.num_classes), state_dict, match.arch)
+    """``timm.create_model(NAME, pretrained=False, num_classes=N)`` built for real, the weights loaded strictly
+    (:func:`.archs.build_loaded`: timm's own non-persistent buffers, never zero-filled ones)."""
+    name, num_classes = match.arch[len(TIMM_PREFIX):], match.num_classes
+    return build_loaded(lambda: _timm_model(name, num_classes, on_meta=False), state_dict, match.arch)

@@ -6,6 +6,8 @@ all 846 shared CIFAR-10 test rows; bad input is one line, exit code 1 and no art
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -224,8 +226,41 @@ def test_hf_labels_and_config_checks(cases, tmp_path):
     with pytest.raises(CheckpointError, match="does not apply.*Hugging Face"):
         match_arch(ckpt.state_dict, "resnet18", hf_config=ckpt.hf_config)
     fewer = dict(ckpt.hf_config or {}, id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1})
-    with pytest.raises(CheckpointError, match="10 outputs, config.json names 2 labels"):
+    with pytest.raises(CheckpointError, match="id2label names 2 classes, but the classifier has 10 outputs"):
         match_arch(ckpt.state_dict, hf_config=fewer)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_labels", 20_000_000, "sets num_labels 20000000, but the weights have 10"),
+    ("depths", [20_000], r"sets depths \[20000\], but the weights have \[1, 1\]"),
+    ("hidden_sizes", [8, 1 << 30], r"sets hidden_sizes \[8, 1073741824\], but the weights have"),
+    ("embedding_size", 1 << 30, "sets embedding_size 1073741824"),
+    ("label2id", {str(i): i for i in range(3)}, "label2id names 3 classes"),
+])
+def test_hf_config_sizes_are_checked_against_the_weights_before_transformers_builds(cases, monkeypatch, field, value,
+                                                                                    message):
+    """A 98-byte config.json with num_labels 20,000,000 took `trtinfer build` past 8 GiB (transformers built
+    the label table), depths [20000] cost 2 GiB and 83 s: sizes are held to the weights before any of that."""
+    ckpt = load_checkpoint(cases["hf-safetensors"].checkpoint)
+    config = {k: v for k, v in (ckpt.hf_config or {}).items() if k not in ("id2label", "label2id", "num_labels")}
+    config[field] = value
+    import transformers
+
+    def never(*args, **kwargs):
+        raise AssertionError("transformers built a config before its sizes were checked")
+
+    monkeypatch.setattr(transformers.ResNetConfig, "from_dict", never)
+    with pytest.raises(CheckpointError, match=message):
+        match_arch(ckpt.state_dict, hf_config=config)
+
+
+def test_hf_config_json_is_read_bounded_and_regular_only(cases, tmp_path):
+    directory = tmp_path / "hf"
+    shutil.copytree(cases["hf-safetensors"].checkpoint, directory)
+    (directory / "config.json").unlink()
+    os.mkfifo(directory / "config.json")
+    with pytest.raises(CheckpointError, match="FIFO"):
+        load_checkpoint(directory)
 
 
 def test_bench_loads_hf_reference(cases):
