@@ -16,9 +16,11 @@ from typing import Any
 
 from trtinfer.atomic import atomic_file
 from trtinfer.errors import DataError
+from trtinfer.files import read_bounded
 
 SCHEMA = "trtinfer-bench"
 SCHEMA_VERSION = 1
+MAX_RESULTS_BYTES = 64 << 20  # a results.json is tens of kB; refused above this unread
 SCENARIOS = ("single-stream", "offline", "server")
 STATUSES = ("ok", "unstable", "failed", "skipped")
 #: A ratio between two runs counts as a change only beyond this, or beyond the cases' own noise.
@@ -121,11 +123,11 @@ class BenchResults:
 
     @classmethod
     def read(cls, path: Path) -> BenchResults:
+        raw = read_bounded(path, MAX_RESULTS_BYTES, "bench results", DataError,
+                           hint="pass a results.json written by `trtinfer bench --out DIR`")
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path} not found", hint="pass a results.json written by `trtinfer bench --out DIR`") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise DataError(f"cannot read {path}: {exc}", hint="pass a results.json written by `trtinfer bench`") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise DataError(f"{path} is not a trtinfer bench results file",

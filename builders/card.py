@@ -19,6 +19,7 @@ from typing import Any
 
 from trtinfer.atomic import atomic_file
 from trtinfer.errors import CheckpointError
+from trtinfer.files import read_bounded
 from trtinfer.preprocess import normalization_problem
 
 CARD_SUFFIX = ".trtinfer.json"
@@ -62,14 +63,13 @@ class CheckpointCard:
     def read(cls, checkpoint: str | Path) -> CheckpointCard | None:
         """The card beside ``checkpoint``, or None when there is none; a damaged card is an error."""
         path = card_path(checkpoint)
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return None
         hint = f"delete {path.name} or write it again with trtinfer finetune"
-        if path.stat().st_size > MAX_CARD_BYTES:
-            raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes; a checkpoint card is a few kB", hint=hint)
+        raw = read_bounded(path, MAX_CARD_BYTES, "checkpoint card", CheckpointError, hint=hint)  # FIFOs: one line
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}", hint=hint) from None
         if not isinstance(data, dict) or data.get("card_version") != CARD_VERSION:
             raise CheckpointError(f"{path} is not a version-{CARD_VERSION} checkpoint card", hint=hint)

@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,15 @@ def test_a_stream_is_read_up_to_its_bound_only():
     with pytest.raises(TrtInferError, match="more than 100 bytes"):
         read_stream_bounded(stream, 100)
     assert stream.tell() == 101  # stopped one byte past the bound
+
+
+def test_a_label_file_that_is_a_fifo_or_device_is_one_line(tmp_path):
+    """`--labels PIPE` hung reading it (its stat size, 0, passed the bound)."""
+    from trtinfer.labels import read_label_file
+
+    fifo = tmp_path / "labels.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(TrtInferError, match="label file.*FIFO"):
+        read_label_file(fifo, str(fifo))
+    with pytest.raises(TrtInferError, match="character device"):
+        read_label_file(Path("/dev/zero"), "/dev/zero")

@@ -6,6 +6,7 @@ import codecs
 from pathlib import Path
 
 from .errors import TrtInferError
+from .files import read_bounded
 
 # A label file is one short name per class (ImageNet's 1000 names are ~10 KB): anything near this is a wrong file.
 MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
@@ -37,15 +38,8 @@ def read_label_file(path: Path, spec: str) -> list[str]:
     The names end up in the manifest and in every prediction, so a file that would give mojibake,
     two classes under one name, or an unbounded read is refused with the fix.
     """
-    try:
-        size = path.stat().st_size
-        if size > MAX_LABEL_FILE_BYTES:
-            raise TrtInferError(f"--labels {spec} is {size:,} bytes, over the {MAX_LABEL_FILE_BYTES:,}-byte bound "
-                                "for a label file", hint="pass a text file with one class name per line")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TrtInferError(f"--labels {spec}: cannot read it ({exc.strerror or exc})",
-                            hint="check that the file exists and is readable") from exc
+    raw = read_bounded(path, MAX_LABEL_FILE_BYTES, "label file (--labels)",
+                       hint="pass a text file with one class name per line")  # no FIFO, device or endless read
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # a BOM is not part of the first name
     try:
         text = raw[skip:].decode("utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -111,3 +112,10 @@ def test_option_defaults_said_once_agree_with_the_library():
 
     assert set(o.CALIB_METHODS) == {m for t in tools("int8") for m in t.methods}
     assert set(defaults.NORMALIZE_PRESETS) == set(NORMALIZATIONS) and defaults.NORMALIZE in NORMALIZATIONS
+
+
+def test_a_results_path_that_is_a_fifo_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "results.json"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO"):
+        BenchResults.read(fifo)

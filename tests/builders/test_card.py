@@ -79,3 +79,22 @@ def test_mean_and_std_flags_are_held_to_the_same_bounds_up_front(tmp_path, capsy
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines() == [f"error: {shown} (hint: means lie within -255..255 and stds within "
                                         "0.001..1000, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet))"]
+
+
+def test_a_card_that_is_a_fifo_or_too_large_is_one_line(tmp_path):
+    """A FIFO as the card was silently skipped (is_file() is false for it); now it is named, never read."""
+    import os
+
+    from trtinfer.builders.card import MAX_CARD_BYTES, card_path
+    from trtinfer.errors import CheckpointError
+
+    checkpoint = tmp_path / "model.pth"
+    os.mkfifo(card_path(checkpoint))
+    with pytest.raises(CheckpointError, match="checkpoint card .* is a FIFO"):
+        CheckpointCard.read(checkpoint)
+    card_path(checkpoint).unlink()
+    card_path(checkpoint).write_bytes(b" " * (MAX_CARD_BYTES + 1))
+    with pytest.raises(CheckpointError, match="over the .*-byte bound"):
+        CheckpointCard.read(checkpoint)
+    card_path(checkpoint).unlink()
+    assert CheckpointCard.read(checkpoint) is None
