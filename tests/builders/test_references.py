@@ -181,7 +181,7 @@ def compare_with_torchvision(arch: str) -> tuple[float, int, int]:
     reference = make_model(arch)
     state = reference.state_dict()
     ours = build_model(match_arch(state, arch), state)
-    size = 224 if arch.startswith(("vit", "swin", "maxvit")) else 64
+    size = 224 if arch.startswith(("vit", "swin", "maxvit")) else 299 if arch == "inception_v3" else 64
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         return (*agreement(reference(x), ours(x)), len(x))
