@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from decode_counter import DecodeCounter
 from trtinfer.calibration.sources import decode_image, load_labeled
 from trtinfer.errors import DataError
 
@@ -165,26 +166,12 @@ def test_only_the_listed_formats_are_decoded(tmp_path: Path):
 
 def test_calibration_and_evaluation_sets_decode_one_image_at_a_time(tmp_path: Path, monkeypatch):
     """A folder of large photos must not be held at native size a chunk (256 images) at a time."""
-    import weakref
-
-    from trtinfer.calibration import sources
     from trtinfer.calibration.calibset import make_calibration_set, make_eval_set
     from trtinfer.preprocess import make_spec
 
     for i in range(6):
         _png(tmp_path / "data" / ("cat" if i % 2 else "dog") / f"{i}.png", i)
-    alive: list[weakref.ref] = []
-    most = 0
-    decode = sources.decode_image
-
-    def counted(path: Path) -> np.ndarray:
-        nonlocal most
-        image = decode(path)
-        alive.append(weakref.ref(image))
-        most = max(most, sum(ref() is not None for ref in alive))
-        return image
-
-    monkeypatch.setattr(sources, "decode_image", counted)
+    counter = DecodeCounter().install(monkeypatch)
     make_calibration_set(tmp_path / "data", make_spec(8, "imagenet"), samples=6)
     make_eval_set(tmp_path / "data", make_spec(8, "imagenet"))
-    assert len(alive) == 12 and most <= 2  # the one being preprocessed, and the last one until it is replaced
+    assert counter.decoded == 12 and counter.most <= 2  # the one being preprocessed, and the last one until it is replaced

@@ -4,11 +4,12 @@ sized from the image headers."""
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from decode_counter import DecodeCounter
 
 torch = pytest.importorskip("torch")
 
@@ -39,27 +40,16 @@ def _folder(root: Path, sizes: list[tuple[int, int]], per_class: int = 4) -> Pat
 
 def test_folder_rows_are_paths_and_one_image_is_decoded_at_a_time(tmp_path: Path, monkeypatch):
     root = _folder(tmp_path / "data", [(40, 30), (24, 36)])
-    alive: list[weakref.ref] = []
-    most = 0
-    decode = sources.decode_image
-
-    def counted(path: Path) -> np.ndarray:
-        nonlocal most
-        image = decode(path)
-        alive.append(weakref.ref(image))
-        most = max(most, sum(ref() is not None for ref in alive))  # native-size images held right now
-        return image
-
-    monkeypatch.setattr(sources, "decode_image", counted)
+    counter = DecodeCounter().install(monkeypatch)  # native-size images decoded, and held at once
     data = load_train_data(root, 0.25, seed=0)
-    assert alive == [], f"reading the folder decoded {len(alive)} images up front"
+    assert counter.decoded == 0, f"reading the folder decoded {counter.decoded} images up front"
     assert isinstance(data.train.images, ImageFiles) and isinstance(data.val.images, ImageFiles)
     assert len(data.train) == 9 and len(data.val) == 3
     shapes = [tuple(x.shape) for x, _ in batches(data.train, SPEC, 4, torch.Generator().manual_seed(0))]
     assert shapes == [(4, 3, 16, 16), (4, 3, 16, 16)]  # the last row alone is skipped (BatchNorm)
-    assert len(alive) == 8 and most == 1
+    assert counter.decoded == 8 and counter.most == 1
     [(x, y)] = list(batches(data.val, SPEC, 256, None))  # the evaluation batch: 256 rows, still one image at a time
-    assert x.shape == (3, 3, 16, 16) and len(alive) == 11 and most == 1
+    assert x.shape == (3, 3, 16, 16) and counter.decoded == 11 and counter.most == 1
 
 
 def test_plain_batches_are_the_images_preprocessed_one_by_one(tmp_path: Path):
