@@ -24,6 +24,7 @@ import numpy as np
 
 from trtinfer.atomic import atomic_file
 from trtinfer.errors import DataError
+from trtinfer.files import check_regular
 from trtinfer.hashing import sha256_bytes
 from trtinfer.manifest import Manifest, PreprocessSpec
 from trtinfer.preprocess import preprocess
@@ -285,8 +286,9 @@ def _kind(src: LabeledImages) -> str:
 def load_calibration_set(path: str | Path) -> CalibrationSet:
     """Read a calibration .npz and verify its tensors against the sha256 in its manifest."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"calibration set not found: {path}", hint="make one with `trtinfer calib make`")
+    check_regular(path, "calibration set", DataError)  # a FIFO or device: one line, not "not found"
     try:
         with np.load(path, allow_pickle=False) as npz:
             files = set(npz.files)

@@ -175,3 +175,15 @@ def test_calibration_and_evaluation_sets_decode_one_image_at_a_time(tmp_path: Pa
     make_calibration_set(tmp_path / "data", make_spec(8, "imagenet"), samples=6)
     make_eval_set(tmp_path / "data", make_spec(8, "imagenet"))
     assert counter.decoded == 12 and counter.most <= 2  # the one being preprocessed, and the last one until it is replaced
+
+
+def test_a_calibration_set_that_is_a_fifo_is_named_as_one(tmp_path: Path):
+    """It was reported as "calibration set not found" (is_file() is false for a FIFO)."""
+    from trtinfer.calibration.calibset import load_calibration_set
+
+    fifo = tmp_path / "calib.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="calibration set .* is a FIFO"):
+        load_calibration_set(fifo)
+    with pytest.raises(DataError, match="calibration set not found"):
+        load_calibration_set(tmp_path / "absent.npz")
