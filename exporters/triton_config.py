@@ -53,7 +53,7 @@ TRT_EP_CACHE = "/tmp/trtinfer-ort-trt-cache"
 #: OpenVINO models' default max_batch_size: the backend pads every batch to it (module docstring).
 OPENVINO_MAX_BATCH = 8
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")  # fullmatch only: "$" matches before a final newline
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,14 @@ class TritonOptions:
             raise TrtInferError(f"--max-queue-delay-us {self.max_queue_delay_us} must be 0 or more")
 
 
+def is_model_name(name: str) -> bool:
+    """A plain folder name: letters, digits, '_', '.', '-', no leading dot, the whole string."""
+    return _NAME.fullmatch(name) is not None
+
+
 def check_model_name(name: str) -> str:
     """Triton model names become folder names and ensemble references: plain ones only."""
-    if not _NAME.match(name):
+    if not is_model_name(name):
         raise TrtInferError(f"model name {name!r} is not a plain folder name (letters, digits, '_', '.', '-')",
                             hint="rebuild the artifact with a plain --name")
     return name

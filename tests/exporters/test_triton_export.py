@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ from fakes.tensorrt import make_plan_artifact
 from trtinfer.cli import main
 from trtinfer.exporters.triton_config import OPENVINO_MAX_BATCH, TRT_EP_CACHE, TritonOptions, parse_pbtxt
 from trtinfer.runtime.options import DEFAULT_CPU_MAX_BATCH
-from trtinfer.exporters.triton_repo import export_triton
+from trtinfer.exporters.triton_repo import MAX_JOURNAL_BYTES, export_triton
 from trtinfer.manifest import BatchProfile, Manifest
 
 pytest.importorskip("tritonclient.grpc")
@@ -278,3 +282,180 @@ def test_a_python_environment_is_copied_into_the_preprocessing_model(artifacts, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--python-env" in err and "not found" in err
     assert not (tmp_path / "other").exists()
+
+
+# --- the repository is the export's and nothing else's: journals, links and names (issue 26) ---
+
+
+def _export_force(artifact: Path, repo: Path) -> int:
+    return main(["export", "triton", str(artifact), "--repo", str(repo), "--kind", "gpu", "--force"])
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "hint: " in err, err
+    return err
+
+
+def _planted_records(real: Path) -> dict[str, dict]:
+    """Journals naming what a commit never stages or sets aside: others' models and files, outside paths."""
+    model, other = str(real / "resnet-fp32"), str(real / "other_model")
+    ours = {"staged": {model: str(real / ".resnet-fp32.tmp-abcd1234")},
+            "backups": {model: str(real / ".resnet-fp32.old-999")}}
+    return {
+        "others' folder and file": {"pid": 999, "artifacts": [model], "staged": {model: str(real / "other_model")},
+                                    "backups": {model: str(real / "README")}},
+        "another model as the artifact": {"pid": 999, "artifacts": [other],
+                                          "staged": {other: str(real / ".other_model.tmp-abcd1234")},
+                                          "backups": {other: str(real / "README")}},
+        "a path outside": {"pid": 999, "artifacts": [model], "staged": ours["staged"],
+                           "backups": {model: str(real.parent / "outside")}},
+        "a path climbing out": {"pid": 999, "artifacts": [model], "staged": {model: str(real / ".." / "outside")},
+                                "backups": ours["backups"]},
+        "another pid's backup": {"pid": 999, "artifacts": [model], "staged": ours["staged"],
+                                 "backups": {model: str(real / ".resnet-fp32.old-1")}},
+        "a pid that is not the file's": {"pid": 998, **ours, "artifacts": [model]},
+        "wrong types": {"pid": 999, "artifacts": 5, "staged": [], "backups": "x"},
+    }
+
+
+@pytest.mark.parametrize("case", list(_planted_records(Path("/r"))))
+def test_a_planted_journal_cannot_make_force_delete_anything(artifacts, tmp_path, capsys, case):
+    """A journal that names anything but this repository's own staging and set-aside folders is refused in
+    one line, and nothing it names is removed (a planted one made --force delete REPO/other_model and README)."""
+    repo = tmp_path / "repo"
+    (repo / "other_model" / "1").mkdir(parents=True)
+    (repo / "README").write_text("the team's notes")
+    (tmp_path / "outside").mkdir()
+    (repo / ".resnet-fp32.old-1").mkdir()
+    journal = repo / ".trtinfer-commit-999.json"
+    journal.write_text(json.dumps(_planted_records(repo.resolve())[case]))
+    before = snapshot(tmp_path)
+    code = _export_force(artifacts["fp32"], repo)
+    assert snapshot(tmp_path) == before
+    assert code == 1
+    err = _one_line_error(capsys)
+    assert str(journal) in err and "not a commit journal" in err and f"rm {journal}" in err
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _huge(path: Path) -> None:
+    with path.open("wb") as f:
+        f.truncate(MAX_JOURNAL_BYTES + 1)
+
+
+def _link_to_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.timeout(60, func_only=True)  # the fixtures train a model first
+@pytest.mark.parametrize("make, problem", [
+    (_fifo, "not a regular file"),
+    (_link_to_zero, "symbolic link"),
+    (_huge, "bound"),
+    (lambda p: p.write_text('{"pid": 999, "artifacts": ['), "Expecting"),
+    (lambda p: p.write_text("[" * 200_000), "recursion"),
+    (lambda p: p.write_bytes(b"\xff\xfe{}"), "utf-8"),
+    (lambda p: p.write_text("[1, 2]"), "pid"),
+], ids=["fifo", "link-to-dev-zero", "huge", "truncated", "deeply-nested", "not-utf8", "not-a-record"])
+def test_a_journal_that_is_no_file_or_no_record_is_one_line(artifacts, tmp_path, capsys, make, problem):
+    """A FIFO, /dev/zero, a file past the bound or malformed JSON in a journal's place neither hangs nor
+    crashes the export: one line naming the file and its removal, and the file is left where it is."""
+    repo = tmp_path / "repo"
+    (repo / "other_model").mkdir(parents=True)
+    journal = repo / ".trtinfer-commit-999.json"
+    make(journal)
+    assert _export_force(artifacts["fp32"], repo) == 1
+    err = _one_line_error(capsys)
+    assert str(journal) in err and problem in err and f"rm {journal}" in err
+    assert sorted(p.name for p in repo.iterdir()) == [journal.name, "other_model"]
+    assert journal.is_symlink() or journal.exists()
+
+
+def test_a_killed_exports_own_journal_is_put_right(artifacts, tmp_path, capsys):
+    """A real commit SIGKILLed between setting a model's old version aside and moving the new one in: the
+    next export (of another model) puts the old version back instead of deleting the only copy, and removes
+    the staging folder and the journal."""
+    repo = tmp_path / "repo"
+    (repo / "resnet-fp32").mkdir(parents=True)
+    (repo / "resnet-fp32" / "config.pbtxt").write_text("old")
+    code = """
+import os, signal, sys
+from pathlib import Path
+from trtinfer import atomic
+real = os.replace
+def replace_then_die(src, dst):
+    real(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)
+atomic.os.replace = replace_then_die
+staging = atomic.StagedDirectories(overwrite=True)
+(staging.stage(Path(sys.argv[1]) / "resnet-fp32") / "config.pbtxt").write_text("new")
+staging.commit()
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(repo)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (repo / "resnet-fp32").exists() and any(p.name.startswith(".trtinfer-commit-") for p in repo.iterdir())
+    assert main(["export", "triton", str(artifacts["fp16"]), "--repo", str(repo), "--kind", "gpu"]) == 0
+    assert (repo / "resnet-fp32" / "config.pbtxt").read_text() == "old"
+    err = capsys.readouterr().err
+    assert "killed while committing" in err and "resnet-fp32: old version, put back" in err
+    assert sorted(p.name for p in repo.iterdir()) == ["resnet-fp16", "resnet-fp32"]
+
+
+def test_a_model_folder_that_is_a_link_is_refused_and_nothing_outside_changes(artifacts, tmp_path, capsys):
+    """REPO/<name> a link to a folder outside (its target was replaced) or a dangling link (the export
+    wrote beside its target): refused in one line; neither the link nor anything outside changes."""
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (outside / "target").mkdir(parents=True)
+    (outside / "target" / "keep").write_text("someone's model")
+    repo.mkdir()
+    link = repo / "resnet-fp32"
+    for target in (outside / "target", outside / "nowhere" / "resnet-fp32"):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        before = snapshot(tmp_path)
+        code = _export_force(artifacts["fp32"], repo)
+        assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == ["target", "target/keep"]
+        assert snapshot(tmp_path) == before and link.is_symlink()
+        assert code == 1
+        err = _one_line_error(capsys)
+        assert str(link) in err and "symbolic link" in err and f"rm {link}" in err
+
+
+def test_links_inside_a_replaced_model_folder_are_removed_never_followed(artifacts, tmp_path, capsys):
+    """--force over a model folder whose version folder and labels file are links: the links go with the old
+    folder, their targets stay as they were."""
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (outside / "v1").mkdir(parents=True)
+    (outside / "v1" / "model.onnx").write_text("someone's model")
+    (outside / "labels.txt").write_text("someone's labels")
+    (repo / "resnet-fp32").mkdir(parents=True)
+    (repo / "resnet-fp32" / "1").symlink_to(outside / "v1")
+    (repo / "resnet-fp32" / "labels.txt").symlink_to(outside / "labels.txt")
+    before = snapshot(outside)
+    assert _export_force(artifacts["fp32"], repo) == 0
+    assert snapshot(outside) == before
+    assert not (repo / "resnet-fp32" / "1").is_symlink() and not (repo / "resnet-fp32" / "labels.txt").is_symlink()
+    assert (repo / "resnet-fp32" / "1" / "model.onnx").read_bytes() == (artifacts["fp32"] / "model.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["evil\n", "evil\r\n", "a\nb", "\nevil"])
+def test_a_name_with_a_line_break_is_not_a_plain_folder_name(artifacts, tmp_path, capsys, name):
+    """``$`` matches before a trailing newline: ``"evil\\n"`` passed the name check and became a folder."""
+    from trtinfer.errors import TrtInferError
+    from trtinfer.exporters.triton_config import check_model_name
+
+    with pytest.raises(TrtInferError, match="not a plain folder name"):
+        check_model_name(name)
+    artifact = tmp_path / "artifact"
+    shutil.copytree(artifacts["fp32"], artifact)
+    manifest = Manifest.read(artifact)
+    manifest.name = name
+    manifest.write(artifact)
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", str(artifact), "--repo", str(repo), "--kind", "gpu"]) == 1
+    assert "not a plain folder name" in _one_line_error(capsys)
+    assert not repo.exists() or not any(repo.iterdir())
