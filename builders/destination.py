@@ -1,15 +1,12 @@
 """Where a build will write, checked before any work: a build that can only fail at the end (a
 file in the way, a read-only folder, a name too long, an artifact that exists) fails first.
-
-Also finds what a build killed outright (SIGKILL) while committing left behind, and says which
-artifacts of that set hold the new build and which the old."""
+(What a build killed while committing left behind is put right by :func:`trtinfer.atomic.recover_killed_commits`.)"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from trtinfer.atomic import clean_interrupted_commit, describe_split_set, interrupted_commits
 from trtinfer.errors import ArtifactError
 
 #: Longest artifact directory name: the staging name adds ``.`` + ``.tmp-`` + 8 random characters,
@@ -43,13 +40,3 @@ def check_destination(out_dir: Path, names: list[str], force: bool, flag: str = 
         final = out_dir / name
         if (final.exists() or final.is_symlink()) and not force:
             raise ArtifactError(f"{final} already exists", hint=f"pass --force to replace it, or choose another {flag}")
-
-
-def recover_interrupted_commits(out_dir: Path, warn) -> None:
-    """Report (via ``warn``) and clean what killed commits left in ``out_dir``."""
-    for journal_file, journal in interrupted_commits(Path(out_dir)):
-        state = describe_split_set(journal) if journal else "its record is unreadable"
-        warn(f"a build (pid {journal.get('pid', '?')}) was killed while committing its artifacts in {out_dir}, "
-             f"leaving a split set: {state}; its leftovers are removed now. Rebuild those artifacts together "
-             "(--force) so that they come from one checkpoint and one build")
-        clean_interrupted_commit(journal_file, journal)

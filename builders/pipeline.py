@@ -107,7 +107,9 @@ class Builder:
 
     def check_options(self) -> None:
         """Everything that can be refused without loading anything, refused first."""
-        from .destination import check_destination, recover_interrupted_commits
+        from trtinfer.atomic import recover_killed_commits
+
+        from .destination import check_destination
 
         opts = self.opts
         for p in opts.precisions:
@@ -137,7 +139,7 @@ class Builder:
             if opts.calib_method not in tool.methods:
                 raise TrtInferError(f"--calib-method {opts.calib_method} is not a method of {tool.name}",
                                     hint=f"{tool.name} offers {', '.join(tool.methods)}; leave it out to try each")
-        recover_interrupted_commits(opts.out_dir, self.report.warn)
+        recover_killed_commits(opts.out_dir, self.report.warn)
         check_destination(opts.out_dir, [artifact_name(opts, p) for p in opts.precisions], opts.force)
 
     def run(self) -> list[Path]:

@@ -14,24 +14,20 @@ as it was, and models of the repository that this export does not name are never
 The export writes and removes only inside the repository: a model folder that is a symbolic link is
 refused (replacing it would replace its target, or write beside a dangling link's), and what an export
 killed mid-commit left is put right from its journal only where the journal names exactly this
-repository's own staging and set-aside folders (:func:`journal_leftovers`).
+repository's own staging and set-aside folders (:func:`trtinfer.atomic.recover_killed_commits`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtinfer.atomic import JOURNAL_PREFIX, StagedDirectories
+from trtinfer.atomic import StagedDirectories, recover_killed_commits
 from trtinfer.errors import ArtifactError, TrtInferError
-from trtinfer.files import read_bounded
 from trtinfer.hashing import sha256_file
 from trtinfer.manifest import ONNX_NAME, Manifest
 
@@ -39,11 +35,6 @@ from . import triton_config as tc
 from .triton_config import TritonOptions
 
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess") / "model.py"
-#: A commit journal holds three paths per model; a file past this bound is not one.
-MAX_JOURNAL_BYTES = 1 << 22
-#: The names a commit gives its journal, and the random part ``tempfile.mkdtemp`` adds to a staging folder.
-_JOURNAL_NAME = re.compile(re.escape(JOURNAL_PREFIX) + r"([1-9][0-9]{0,9})\.json")
-_STAGING_RANDOM = "[a-z0-9_]{8}"
 
 
 @dataclass
@@ -217,94 +208,6 @@ def check_no_links(repo: Path, names: Sequence[str]) -> None:
                                 hint=f"remove the link (rm {folder}) or choose another --repo")
 
 
-def journal_leftovers(record: object, pid: int, repo: Path) -> list[tuple[Path, Path, Path]]:
-    """(model folder, its staging folder, its old version set aside) for each model that the journal
-    ``record`` of the killed commit ``pid`` names, when every entry is what :class:`StagedDirectories` writes
-    for models of ``repo`` (resolved): ``REPO/<name>``, ``REPO/.<name>.tmp-<8 random>``, ``REPO/.<name>.old-<pid>``.
-    ValueError, naming the first entry that is not, otherwise: such a journal names nothing to remove."""
-    if not isinstance(record, dict):
-        raise ValueError("it is not a record of pid, artifacts, staged and backups")
-    if type(record.get("pid")) is not int or record["pid"] != pid:
-        raise ValueError(f"its pid {record.get('pid')!r} is not the {pid} of its file name")
-    finals, staged, backups = record.get("artifacts"), record.get("staged"), record.get("backups")
-    if not (isinstance(finals, list) and isinstance(staged, dict) and isinstance(backups, dict)
-            and all(isinstance(f, str) for f in finals) and set(staged) == set(backups) == set(finals)):
-        raise ValueError("its artifacts, staged and backups entries do not name the same models")
-    leftovers = []
-    for final in finals:
-        name = Path(final).name
-        if not tc.is_model_name(name) or final != str(repo / name):
-            raise ValueError(f"it names {final!r}, not a model folder of {repo}")
-        stage, backup = staged[final], backups[final]
-        if not (isinstance(stage, str) and stage == str(repo / Path(stage).name)
-                and re.fullmatch(re.escape(f".{name}.tmp-") + _STAGING_RANDOM, Path(stage).name)):
-            raise ValueError(f"it names {stage!r}, not a staging folder of {name}")
-        if backup != str(repo / f".{name}.old-{pid}"):
-            raise ValueError(f"it names {backup!r}, not the old version of {name} that pid {pid} set aside")
-        leftovers.append((repo / name, Path(stage), Path(backup)))
-    return leftovers
-
-
-def read_journal(path: Path, pid: int, repo: Path) -> list[tuple[Path, Path, Path]]:
-    """:func:`journal_leftovers` of the journal file ``path``, read as a regular file of bounded size;
-    one line (ArtifactError) for anything else, which then stays where it is."""
-    try:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("it is a symbolic link" if stat.S_ISLNK(info.st_mode) else "it is not a regular file")
-        if info.st_size > MAX_JOURNAL_BYTES:
-            raise ValueError(f"it is {info.st_size:,} bytes, over the {MAX_JOURNAL_BYTES:,}-byte bound of a journal")
-        record = json.loads(read_bounded(path, MAX_JOURNAL_BYTES, "the journal", ArtifactError).decode("utf-8"))
-        return journal_leftovers(record, pid, repo)
-    except TrtInferError as exc:
-        why = exc.message
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
-        why = str(exc)
-    raise ArtifactError(f"{path} is not a commit journal an export wrote ({why}); nothing it names was touched",
-                        hint=f"remove it (rm {path}) once no export into {repo} is running")
-
-
-def _lexists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
-
-
-def _remove_leftover(path: Path) -> None:
-    """A staging folder or set-aside old version: a link is unlinked, a folder removed without following links."""
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def put_right(final: Path, staged: Path, backup: Path) -> str:
-    """Undo what a killed commit left of one model; says what its folder holds now. An old version set aside
-    whose new one never moved in is put back: it is the model's only copy."""
-    moved_in = not _lexists(staged)
-    _remove_leftover(staged)
-    if not _lexists(final) and backup.is_dir() and not backup.is_symlink():
-        os.rename(backup, final)
-        return "old version, put back (the new one was never moved in)"
-    _remove_leftover(backup)
-    if not _lexists(final):
-        return "missing (it was new and never moved in)"
-    return "new version" if moved_in else "old version (the new one was never moved in)"
-
-
-def recover_killed_exports(repo: Path, say: Callable[[str], None]) -> None:
-    """Put right what exports killed while committing (SIGKILL, power loss) left in ``repo``. Every journal is
-    read and checked before anything is touched."""
-    if not repo.is_dir():
-        return
-    real = repo.resolve()
-    journals = [(path, int(match[1])) for path in sorted(repo.glob(f"{JOURNAL_PREFIX}*"))
-                if (match := _JOURNAL_NAME.fullmatch(path.name))]
-    for path, pid, leftovers in [(path, pid, read_journal(path, pid, real)) for path, pid in journals]:
-        states = "; ".join(f"{final.name}: {put_right(final, staged, backup)}" for final, staged, backup in leftovers)
-        path.unlink()
-        say(f"an export (pid {pid}) was killed while committing its models in {repo}, leaving a split set: "
-            f"{states}. Export those models together again (--force) so that they come from one export")
-
-
 def export_triton(artifacts: Sequence[str | Path], repo: str | Path, options: TritonOptions,
                   report: Callable[[str], None] | None = None) -> list[ExportedModel]:
     """Write the artifacts' models into the repository ``repo``; returns what was written."""
@@ -317,7 +220,8 @@ def export_triton(artifacts: Sequence[str | Path], repo: str | Path, options: Tr
     models = plan_models(read_sources(artifacts), options)
     check_destination(repo, [m.name for m in models], options.force, flag="--repo",
                       layout="each model goes to REPO/<name>/")
-    recover_killed_exports(repo, say)
+    recover_killed_commits(repo, say, "an export", "Export those models together again (--force) so that they "
+                                                   "come from one export")
     check_no_links(repo, [m.name for m in models])
     with StagedDirectories(overwrite=options.force) as staging:
         for model in models:

@@ -4,6 +4,7 @@ a multi-artifact commit is all-or-nothing, and a build killed mid-commit is repo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,36 @@ def test_a_real_signal_mid_build_removes_every_temporary(ckpt, tmp_path, sig):
     assert f"interrupted ({signal.Signals(sig).name}): nothing was written, temporaries removed" in text
     assert not out.exists() or list(out.iterdir()) == []
     assert list(tmp.iterdir()) == []  # no trtinfer-build-*, no ModelOpt or ONNX Runtime scratch
+
+
+def test_a_planted_journal_in_the_output_folder_deletes_nothing(tmp_path):
+    """The build's recovery trusted any path whose parent was the output folder: a planted journal naming
+    OUT/other and OUT/README made the next build delete both. Only our own staging and set-aside names count."""
+    from trtinfer.atomic import recover_killed_commits
+    from trtinfer.errors import ArtifactError
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "README").write_text("keep")
+    out = tmp_path.resolve()
+    journal = tmp_path / ".trtinfer-commit-999.json"
+    journal.write_text(json.dumps({"pid": 999, "artifacts": [str(out / "m-fp32")],
+                                   "staged": {str(out / "m-fp32"): str(out / "other")},
+                                   "backups": {str(out / "m-fp32"): str(out / "README")}}))
+    with pytest.raises(ArtifactError, match="not a commit journal trtinfer wrote .*not a staging folder"):
+        recover_killed_commits(tmp_path, print)
+    assert (tmp_path / "other").is_dir() and (tmp_path / "README").read_text() == "keep" and journal.exists()
+
+
+def test_an_artifact_folder_that_is_a_link_is_replaced_as_a_link(tmp_path):
+    """--force over OUT/m-fp32 -> elsewhere replaced the link's target; now the link itself is replaced."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m-fp32").symlink_to(elsewhere)
+    staged = StagedDirectories(overwrite=True)
+    (staged.stage(out / "m-fp32") / "which").write_text("new")
+    staged.commit()
+    assert not (out / "m-fp32").is_symlink() and (out / "m-fp32" / "which").read_text() == "new"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"] and sorted(p.name for p in out.iterdir()) == ["m-fp32"]

@@ -25,7 +25,8 @@ from fakes.tensorrt import make_plan_artifact
 from trtinfer.cli import main
 from trtinfer.exporters.triton_config import OPENVINO_MAX_BATCH, TRT_EP_CACHE, TritonOptions, parse_pbtxt
 from trtinfer.runtime.options import DEFAULT_CPU_MAX_BATCH
-from trtinfer.exporters.triton_repo import MAX_JOURNAL_BYTES, export_triton
+from trtinfer.atomic import MAX_JOURNAL_BYTES
+from trtinfer.exporters.triton_repo import export_triton
 from trtinfer.manifest import BatchProfile, Manifest
 
 pytest.importorskip("tritonclient.grpc")
