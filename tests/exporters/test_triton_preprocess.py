@@ -186,3 +186,41 @@ def test_it_runs_where_trtinfer_cannot_be_imported(repo, artifacts, blobs, tmp_p
     expected = preprocess([decode_image_bytes(b) for b in blobs[:4]], Manifest.read(artifacts["fp32"]).preprocess)
     np.testing.assert_array_equal(np.load(out), expected)
     assert json.loads(config.read_text())["backend"] == "python"
+
+
+def test_a_bad_image_is_an_invalid_argument_not_an_internal_error(repo, blobs):
+    """TritonError(str(exc)) defaulted to INTERNAL: clients saw a 500 and retried a request that cannot succeed."""
+    model = load_model(repo / "resnet-fp32_preprocess")
+    [response] = model.execute([pb.InferenceRequest(image=pb.bytes_tensor([b"GIF89a not accepted"]))])
+    assert response.error().code() == pb.TritonError.INVALID_ARG
+
+
+@pytest.mark.parametrize("pillow, problem", [
+    (None, "needs Pillow, which the Python running it cannot import"),
+    ("9.0.1", "needs Pillow >= 9.1 (Image.Resampling); this Python has Pillow 9.0.1"),
+])
+def test_the_load_fails_without_a_usable_pillow_instead_of_every_request(repo, monkeypatch, pillow, problem):
+    """Pillow was imported at the first request: a container without it loaded READY and failed every request."""
+    import PIL
+    from PIL import Image
+
+    if pillow is None:
+        monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` raises ImportError, as where it is absent
+    else:
+        monkeypatch.setattr(PIL, "__version__", pillow)
+        monkeypatch.delattr(Image, "Resampling")
+    with pytest.raises(RuntimeError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        load_model(repo / "resnet-fp32_preprocess")
+
+
+def test_a_python_path_parameter_is_appended_after_the_stubs_own_packages(repo, tmp_path, monkeypatch):
+    folder = tmp_path / "resnet-fp32_preprocess"
+    shutil.copytree(repo / "resnet-fp32_preprocess", folder)
+    config = parse_pbtxt((folder / "config.pbtxt").read_text())
+    config.parameters["python_path"].string_value = str(tmp_path / "site-packages")
+    from google.protobuf import text_format
+
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    load_model(folder)
+    assert sys.path[-1] == str(tmp_path / "site-packages")

@@ -25,11 +25,19 @@ class Tensor:
 
 
 class TritonError:
-    def __init__(self, message: str) -> None:
-        self._message = message
+    """python_backend's error: a message and a code (its ``TritonError.<CODE>`` constants; INTERNAL when left out,
+    which HTTP clients see as a 500 and retry)."""
+
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = INTERNAL) -> None:
+        self._message, self._code = message, code
 
     def message(self) -> str:
         return self._message
+
+    def code(self) -> int:
+        return self._code
 
 
 class InferenceResponse:
