@@ -3,8 +3,9 @@
 Per artifact (or per group of plan-bearing artifacts of one model built on different GPU kinds):
 
     REPO/<name>/config.pbtxt, labels.txt, 1/model.plan | 1/model.onnx | 1/model.xml + model.bin
+                                          | 1/model.py + model.onnx               (--cpu-backend python)
     REPO/<name>_preprocess/config.pbtxt, 1/model.py, 1/trtinfer_pixels.py      (--with-preprocess)
-    REPO/<name>_image/config.pbtxt, labels.txt, 1/                             (--with-preprocess)
+    REPO/<name>_image/config.pbtxt, labels.txt, 1/placeholder.txt              (--with-preprocess)
 
 Every source file is checked against its manifest's sha256 before it is used and every copy after
 it is written; every folder is staged beside its final place and all of them are renamed in
@@ -35,6 +36,7 @@ from . import triton_config as tc
 from .triton_config import TritonOptions
 
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess") / "model.py"
+CLASSIFIER_MODEL = Path(__file__).with_name("triton_classifier") / "model.py"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ExportedModel:
     kind: str  # "cpu" | "gpu"
     platform: str  # tensorrt_plan, onnxruntime_onnx, openvino, python, ensemble
     sources: list[Source]
+    role: str = "classifier"  # "classifier" | "preprocess" | "ensemble"
     config: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # relative to the model folder
 
@@ -116,7 +119,7 @@ def plan_models(sources: list[Source], options: TritonOptions) -> list[ExportedM
     for name, group in _group(sources).items():
         if len(group) > 1:
             _check_plan_group(name, group)
-        kind, platform = tc.choose_format(group[0].manifest, options.kind)
+        kind, platform = tc.choose_format(group[0].manifest, options)
         if len(group) > 1 and platform != tc.PLAN:
             raise TrtInferError(f"{len(group)} artifacts named {name!r} go to {kind} nodes as {platform}, which "
                                 "takes one model file", hint="export one of them, or --kind gpu for their plans")
@@ -124,13 +127,13 @@ def plan_models(sources: list[Source], options: TritonOptions) -> list[ExportedM
         plan_files = {m.engine.compute_capability: plan_file_name(m.engine.compute_capability)
                       for m in manifests if m.engine is not None} if len(group) > 1 else None
         config = tc.classifier_config(name, manifests, kind, platform, options, plan_files)
-        models.append(ExportedModel(name, kind, platform, group, config))
+        models.append(ExportedModel(name, kind, platform, group, config=config))
         if options.with_preprocess:
             max_batch = config["max_batch_size"]
-            models.append(ExportedModel(name + tc.PREPROCESS_SUFFIX, "cpu", "python", group[:1],
-                                        tc.preprocess_config(name, group[0].manifest, max_batch, options)))
-            models.append(ExportedModel(name + tc.IMAGE_SUFFIX, kind, "ensemble", group[:1],
-                                        tc.ensemble_config(name, group[0].manifest, max_batch)))
+            models.append(ExportedModel(name + tc.PREPROCESS_SUFFIX, "cpu", tc.PYTHON, group[:1], role="preprocess",
+                                        config=tc.preprocess_config(name, group[0].manifest, max_batch, options)))
+            models.append(ExportedModel(name + tc.IMAGE_SUFFIX, kind, "ensemble", group[:1], role="ensemble",
+                                        config=tc.ensemble_config(name, group[0].manifest, max_batch)))
     names = [m.name for m in models]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -153,7 +156,7 @@ def _write_openvino_ir(onnx: Path, xml: Path) -> None:
     try:
         import openvino as ov
     except ImportError as exc:
-        raise TrtInferError(f"CPU nodes run FP16/INT8 artifacts on Triton's OpenVINO backend, and converting to its "
+        raise TrtInferError(f"--cpu-backend openvino runs models on Triton's OpenVINO backend, and converting to its "
                             f"IR needs OpenVINO ({exc})", hint='pip install "trtinfer[triton]"') from exc
     xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov.convert_model(str(onnx)), str(xml), compress_to_fp16=False)
@@ -181,17 +184,24 @@ def _write_model(model: ExportedModel, folder: Path, options: TritonOptions) -> 
             assert engine is not None
             target = plan_files.get(engine.compute_capability, "model.plan")
             _copy_verified(m.file_path(source.directory, engine.plan), version / target, m.files[engine.plan]["sha256"])
-    elif model.platform == tc.ONNX:
+    elif model.platform == tc.ONNX or (model.platform == tc.PYTHON and model.role == "classifier"):
         m = first.manifest
         _copy_verified(m.file_path(first.directory, ONNX_NAME), version / ONNX_NAME, m.files[ONNX_NAME]["sha256"])
+        if model.platform == tc.PYTHON:  # runs that ONNX with ONNX Runtime's or OpenVINO's Python API
+            shutil.copyfile(CLASSIFIER_MODEL, version / "model.py")
     elif model.platform == tc.OPENVINO:
         _write_openvino_ir(first.manifest.file_path(first.directory, ONNX_NAME), version / "model.xml")
-    elif model.platform == "python":
+    elif model.role == "preprocess":
         shutil.copyfile(PREPROCESS_MODEL, version / "model.py")
         shutil.copyfile(_pixels_source(), version / "trtinfer_pixels.py")
         if options.python_env:
             shutil.copyfile(options.python_env, folder / tc.python_env_name(options))
-    if model.platform not in ("python",):
+    elif model.role == "ensemble":  # no model file; an empty folder is dropped by S3/GCS syncs
+        (version / tc.ENSEMBLE_PLACEHOLDER).write_text(
+            "Placeholder: an ensemble has no model file, and object-store syncs drop empty folders, after which "
+            "Triton refuses the ensemble (no version available). Written by trtinfer export triton.\n",
+            encoding="utf-8")
+    if model.role != "preprocess":
         _write_labels(folder, first.manifest)
     (folder / "config.pbtxt").write_text(tc.to_pbtxt(model.config), encoding="utf-8")
     model.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())

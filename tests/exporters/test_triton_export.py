@@ -23,7 +23,7 @@ import pytest
 
 from fakes.tensorrt import make_plan_artifact
 from trtinfer.cli import main
-from trtinfer.exporters.triton_config import OPENVINO_MAX_BATCH, TRT_EP_CACHE, TritonOptions, parse_pbtxt
+from trtinfer.exporters.triton_config import DEFAULT_ENGINE_CACHE_DIR, TritonOptions, parse_pbtxt
 from trtinfer.runtime.options import DEFAULT_CPU_MAX_BATCH
 from trtinfer.atomic import MAX_JOURNAL_BYTES
 from trtinfer.exporters.triton_repo import export_triton
@@ -56,17 +56,13 @@ def test_cpu_repository_from_real_artifacts(artifacts, tmp_path, capsys):
         name = f"resnet-{precision}"
         config = found[name]
         assert config.name == name
-        if precision == "fp32":  # ONNX Runtime's CPU provider for FP32
-            assert config.platform == "onnxruntime_onnx" and not config.backend
-            assert config.max_batch_size == DEFAULT_CPU_MAX_BATCH
-            assert sha256(repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
-        else:  # OpenVINO runs FP16 / INT8 on CPUs (ONNX Runtime's CPU provider runs Q/DQ slower than FP32)
-            assert config.backend == "openvino" and not config.platform
-            assert {p.name for p in (repo / name / "1").iterdir()} == {"model.xml", "model.bin"}
-            # its backend fixes the batch at max_batch_size: smaller batches need padding, kept small
-            assert config.max_batch_size == OPENVINO_MAX_BATCH
-            assert config.parameters["ENABLE_BATCH_PADDING"].string_value == "YES"
-            assert config.parameters["NUM_STREAMS"].string_value == "1"
+        # ONNX Runtime on every precision; FP16/INT8 through its OpenVINO execution accelerator, never the
+        # OpenVINO backend's batch padding (issue 27)
+        assert config.platform == "onnxruntime_onnx" and not config.backend
+        assert config.max_batch_size == DEFAULT_CPU_MAX_BATCH and "ENABLE_BATCH_PADDING" not in config.parameters
+        assert sha256(repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
+        accelerators = [a.name for a in config.optimization.execution_accelerators.cpu_execution_accelerator]
+        assert accelerators == ([] if precision == "fp32" else ["openvino"])
         [inp], [out] = config.input, config.output
         assert (inp.name, list(inp.dims), inp.data_type) == ("input", [3, 32, 32], 11)  # TYPE_FP32 = 11
         assert (out.name, list(out.dims), out.data_type) == ("logits", [10], 11)
@@ -104,7 +100,7 @@ def test_openvino_ir_computes_what_the_artifact_computes(artifacts, tmp_path, ci
     from trtinfer.preprocess import preprocess
 
     repo = tmp_path / "repo"
-    export_triton([artifacts["int8"], artifacts["fp16"]], repo, TritonOptions(kind="cpu"))
+    export_triton([artifacts["int8"], artifacts["fp16"]], repo, TritonOptions(kind="cpu", cpu_backend="openvino"))
     images = load_cifar(cifar_dir, "test").images[:256]
     core = ov.Core()
     for precision in ("int8", "fp16"):
@@ -122,7 +118,8 @@ def test_openvino_ir_computes_what_the_artifact_computes(artifacts, tmp_path, ci
 
 def test_max_batch_size_and_instances_are_the_users(artifacts, tmp_path):
     repo = tmp_path / "repo"
-    export_triton([artifacts["int8"]], repo, TritonOptions(max_batch_size=32, instances=4, with_preprocess=True))
+    export_triton([artifacts["int8"]], repo, TritonOptions(max_batch_size=32, instances=4, with_preprocess=True,
+                                                           cpu_backend="openvino"))
     found = configs(repo)
     config = found["resnet-int8"]
     assert config.max_batch_size == found["resnet-int8_image"].max_batch_size == 32
@@ -131,9 +128,20 @@ def test_max_batch_size_and_instances_are_the_users(artifacts, tmp_path):
     assert config.parameters["NUM_STREAMS"].string_value == "4" and "PERFORMANCE_HINT" not in config.parameters
 
 
+def gpu_target(artifact: Path, tmp_path: Path) -> Path:
+    """The artifact as ``trtinfer build --target gpu`` records it (the fixtures' INT8 is ModelOpt Q/DQ)."""
+    copy = tmp_path / f"{artifact.name}-gpu"
+    shutil.copytree(artifact, copy)
+    manifest = Manifest.read(copy)
+    manifest.target = "gpu"
+    manifest.write(copy)
+    return copy
+
+
 def test_gpu_nodes_without_a_plan_get_onnx_runtime_with_tensorrt(artifacts, tmp_path):
     repo = tmp_path / "repo"
-    export_triton(list(artifacts.values()), repo, TritonOptions(kind="gpu", max_batch_size=64, instances=2))
+    export_triton([gpu_target(a, tmp_path) for a in artifacts.values()], repo,
+                  TritonOptions(kind="gpu", max_batch_size=64, instances=2))
     for precision, mode in (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8")):
         config = configs(repo)[f"resnet-{precision}"]
         assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 64
@@ -142,7 +150,8 @@ def test_gpu_nodes_without_a_plan_get_onnx_runtime_with_tensorrt(artifacts, tmp_
         assert accelerator.name == "tensorrt"
         assert accelerator.parameters["precision_mode"] == mode
         assert accelerator.parameters["trt_engine_cache_enable"] == "1"
-        assert accelerator.parameters["trt_engine_cache_path"] == TRT_EP_CACHE
+        onnx_sha256 = Manifest.read(artifacts[precision]).files["model.onnx"]["sha256"]
+        assert accelerator.parameters["trt_engine_cache_path"] == f"{DEFAULT_ENGINE_CACHE_DIR}/{onnx_sha256}-b64"
         assert [accelerator.parameters[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")] == \
             ["input:1x3x32x32", "input:64x3x32x32", "input:64x3x32x32"]
         assert (repo / f"resnet-{precision}" / "1" / "model.onnx").is_file()
@@ -155,8 +164,8 @@ def plans(artifacts, tmp_path):
     return {
         "8.0": make_plan_artifact(src, tmp_path / "sm80", [BatchProfile(1, 8, 16), BatchProfile(17, 64, 128)],
                                   compute_capability="8.0", plan=b"plan for sm80"),
-        "9.0": make_plan_artifact(src, tmp_path / "sm90", [BatchProfile(1, 32, 256)], compute_capability="9.0",
-                                  plan=b"plan for sm90"),
+        "9.0": make_plan_artifact(src, tmp_path / "sm90", [BatchProfile(1, 16, 32), BatchProfile(33, 64, 256)],
+                                  compute_capability="9.0", plan=b"plan for sm90"),
     }
 
 
@@ -179,6 +188,7 @@ def test_plans_for_several_gpu_kinds_become_one_model(plans, tmp_path):
     config = configs(repo)["resnet-fp16"]
     assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "9.0": "model_sm90.plan"}
     assert config.max_batch_size == 128  # every GPU kind's plan must take any batch Triton forms
+    assert list(config.instance_group[0].profile) == ["0", "1"]  # every profile gets a context
     assert (repo / "resnet-fp16" / "1" / "model_sm80.plan").read_bytes() == b"plan for sm80"
     assert (repo / "resnet-fp16" / "1" / "model_sm90.plan").read_bytes() == b"plan for sm90"
 
@@ -186,7 +196,7 @@ def test_plans_for_several_gpu_kinds_become_one_model(plans, tmp_path):
 def test_plan_groups_that_cannot_be_one_model_are_refused(plans, artifacts, tmp_path, capsys):
     from trtinfer.errors import TrtInferError
 
-    other = make_plan_artifact(artifacts["fp16"], tmp_path / "sm90b", [BatchProfile(1, 8, 8)],
+    other = make_plan_artifact(artifacts["fp16"], tmp_path / "sm90b", [BatchProfile(1, 8, 8), BatchProfile(9, 9, 16)],
                                compute_capability="9.0", trt_version="11.1.0.1")
     cases = {
         "compute capability 9.0": [plans["8.0"], plans["9.0"], other],
@@ -230,7 +240,8 @@ def test_a_failure_midway_leaves_the_repository_as_it_was(artifacts, tmp_path, m
 
     monkeypatch.setattr(triton_repo, "_write_openvino_ir", broken)
     with pytest.raises(OSError, match="disk full"):
-        export_triton([artifacts["fp32"], artifacts["int8"]], repo, TritonOptions(force=True, with_preprocess=True))
+        export_triton([artifacts["fp32"], artifacts["int8"]], repo,
+                      TritonOptions(force=True, with_preprocess=True, cpu_backend="openvino"))
     assert snapshot(repo) == before and sorted(p.name for p in repo.iterdir()) == ["resnet-fp32"]
 
 
@@ -460,3 +471,110 @@ def test_a_name_with_a_line_break_is_not_a_plain_folder_name(artifacts, tmp_path
     assert main(["export", "triton", str(artifact), "--repo", str(repo), "--kind", "gpu"]) == 1
     assert "not a plain folder name" in _one_line_error(capsys)
     assert not repo.exists() or not any(repo.iterdir())
+
+
+# --- issue 27: what a real Triton loads: the ensemble's version folder, the Python-backend classifier ---
+
+
+def test_the_ensembles_version_folder_is_never_empty(artifacts, tmp_path):
+    """S3/GCS syncs drop empty folders, and Triton then refuses the ensemble ("at least one version must be
+    available"): the export puts a placeholder file in ``<name>_image/1/``."""
+    repo = tmp_path / "repo"
+    export_triton([artifacts["fp32"]], repo, TritonOptions(with_preprocess=True))
+    assert [p.name for p in (repo / "resnet-fp32_image" / "1").iterdir()] == ["placeholder.txt"]
+
+
+def _site_packages() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
+def _load_classifier(folder: Path):
+    """The exported Python-backend ``model.py`` as Triton's stub would load it (with the labelled stand-in for
+    ``triton_python_backend_utils``), initialised with its own config.pbtxt as JSON."""
+    import importlib.util
+
+    from google.protobuf import json_format
+
+    from fakes import triton_pb_utils as pb
+
+    pb.install()
+    spec = importlib.util.spec_from_file_location(f"classifier_{folder.name.replace('-', '_')}",
+                                                  folder / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    config = parse_pbtxt((folder / "config.pbtxt").read_text())
+    model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+                      "model_version": "1", "model_repository": str(folder), "model_name": folder.name})
+    return model
+
+
+@pytest.fixture(scope="module")
+def python_repo(artifacts, tmp_path_factory) -> Path:
+    """``--kind cpu --cpu-backend python --with-preprocess --python-path <this venv's site-packages>``: the
+    repository the real-Triton tests load (tests/exporters/test_real_triton.py)."""
+    repo = tmp_path_factory.mktemp("python-repo") / "repo"
+    assert main(["export", "triton", *map(str, artifacts.values()), "--repo", str(repo), "--kind", "cpu",
+                 "--cpu-backend", "python", "--with-preprocess", "--python-path", _site_packages()]) == 0
+    return repo
+
+
+def test_the_python_backend_repository_layout(python_repo, artifacts):
+    found = configs(python_repo)
+    for precision, artifact in artifacts.items():
+        name = f"resnet-{precision}"
+        manifest = Manifest.read(artifact)
+        config = found[name]
+        assert config.backend == "python" and config.parameters["runtime"].string_value == "onnxruntime"
+        assert config.parameters["python_path"].string_value == _site_packages()
+        assert found[name + "_preprocess"].parameters["python_path"].string_value == _site_packages()
+        assert sorted(p.name for p in (python_repo / name / "1").iterdir()) == ["model.onnx", "model.py"]
+        assert sha256(python_repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
+        assert (python_repo / name / "labels.txt").read_text().splitlines() == manifest.labels
+        assert [s.model_name for s in found[name + "_image"].ensemble_scheduling.step] == [name + "_preprocess", name]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_python_backend_classifier_returns_the_runtimes_logits(python_repo, artifacts, cifar_dir, tmp_path,
+                                                                   runtime, precision):
+    """Two requests batched together by Triton's dynamic batcher: each gets its own rows' logits, equal to
+    what trtinfer's runtime computes on the same runtime."""
+    from fakes import triton_pb_utils as pb
+    from trtinfer.calibration.cifar import load_cifar
+    from trtinfer.preprocess import preprocess
+    from trtinfer.runtime import load
+
+    folder = python_repo / f"resnet-{precision}"
+    if runtime == "openvino":  # the same export, asking for OpenVINO's Python API
+        folder = tmp_path / folder.name
+        shutil.copytree(python_repo / f"resnet-{precision}", folder)
+        config = (folder / "config.pbtxt").read_text().replace('string_value: "onnxruntime"', 'string_value: "openvino"')
+        (folder / "config.pbtxt").write_text(config)
+    model = _load_classifier(folder)
+    manifest = Manifest.read(artifacts[precision])
+    x = preprocess(load_cifar(cifar_dir, "test").images[:48], manifest.preprocess)
+    responses = model.execute([pb.InferenceRequest(input=x[:5]), pb.InferenceRequest(input=x[5:])])
+    assert not any(r.has_error() for r in responses)
+    got = [pb.response_array(r) for r in responses]
+    assert [g.shape for g in got] == [(5, 10), (43, 10)]
+    with load(artifacts[precision], backend=runtime, threads=1) as reference:
+        expected = np.asarray(reference.infer(x))
+    got_all = np.concatenate(got)
+    np.testing.assert_allclose(got_all, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert (got_all.argmax(1) == expected.argmax(1)).all()
+
+
+def test_the_python_backend_classifier_fails_its_load_without_its_runtime(python_repo, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # "import onnxruntime" raises ImportError
+    with pytest.raises(ImportError, match="onnxruntime.*cannot be imported.*--python-path"):
+        _load_classifier(python_repo / "resnet-fp32")
+    monkeypatch.delitem(sys.modules, "onnxruntime")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != _site_packages()])
+    _load_classifier(python_repo / "resnet-fp32")
+    assert sys.path[-1] == _site_packages()  # appended: the stub's own numpy stays first
