@@ -2,7 +2,9 @@
 # extras named in TRTINFER_EXTRAS (default: build,openvino,bench,serve,triton,dev, plus on a host where
 # nvidia-smi sees a GPU the TensorRT extra that fits its driver: scripts/tensorrt_extra.sh). Sourced by
 # quickstart.sh, test.sh and gpu_check.sh. Reinstalls only when setup.py or the extras change (a stamp
-# file records what was installed).
+# file records what was installed). Then installs the real Triton server the tests run against
+# (scripts/triton_server.sh: idempotent, milliseconds once installed; never fails, the tests skip naming
+# what it could not install).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TRTINFER_VENV:-$ROOT/.venv}"
@@ -30,4 +32,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
+bash "$ROOT/scripts/triton_server.sh"
 export PATH="$VENV/bin:$PATH"
