@@ -51,6 +51,7 @@ def _launcher() -> Any:
     spec = importlib.util.spec_from_file_location("trtinfer_test_triton_server", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     problems = module.missing()
     if problems:
