@@ -37,10 +37,9 @@ _INSTALL = "bash scripts/triton_server.sh (as root: it also apt-installs python3
 
 def missing() -> list[str]:
     """What this machine lacks to run the real server, each with the fix; empty when it can run."""
-    gaps = [f"{path} ({what})" for path, what in ((BINARY, "tritonserver"), (STUB, "the Python-backend stub"))
-            if not path.is_file()]
+    gaps = [what for path, what in ((BINARY, "tritonserver"), (STUB, "its Python-backend stub")) if not path.is_file()]
     if gaps:
-        return [f"{gap}: run {_INSTALL}" for gap in gaps]
+        return [f"{' and '.join(gaps)} under {TRITON_DIR}: run {_INSTALL}"]
     if not SYSTEM_PYTHON.is_file():
         return [f"{SYSTEM_PYTHON}, whose Python the backend stub embeds"]
     probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import numpy, PIL.Image"], capture_output=True, text=True,
