@@ -32,11 +32,12 @@ pyver="$("$SYSTEM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version
 want="$WHEEL stub-python$pyver"
 
 # 1. The system Python's packages for the Python-backend models (apt, as root).
-packages="python3-numpy python3-pil libpython$pyver"
-need_apt=""
-"$SYSTEM_PY" -c 'import numpy, PIL.Image' >/dev/null 2>&1 || need_apt=1
-ldconfig -p 2>/dev/null | grep "libpython$pyver.so.1.0" >/dev/null || need_apt=1  # no -q: an early exit would SIGPIPE ldconfig
-if [ -n "$need_apt" ]; then
+# (libpython only where it is missing: naming an installed package would upgrade it and its Python.)
+packages=""
+"$SYSTEM_PY" -c 'import numpy, PIL.Image' >/dev/null 2>&1 || packages="python3-numpy python3-pil"
+compgen -G "/usr/lib/*/libpython$pyver.so.1.0" >/dev/null || compgen -G "/usr/lib/libpython$pyver.so.1.0" >/dev/null \
+  || packages="$packages libpython$pyver"
+if [ -n "$packages" ]; then
   mkdir -p "$ROOT/build"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing $packages (apt)"
