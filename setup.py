@@ -67,7 +67,7 @@ setup(
         "trtinfer.exporters": "exporters",
         "trtinfer.training": "training",
     },
-    package_data={"trtinfer.serve": ["page.html"], "trtinfer.exporters": ["triton_preprocess/model.py"]},
+    package_data={"trtinfer.serve": ["page.html"], "trtinfer.exporters": ["triton_preprocess/model.py", "triton_classifier/model.py"]},
     install_requires=["numpy>=1.24", "click>=8.1"],
     extras_require={
         "build": BUILD,

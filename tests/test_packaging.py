@@ -28,7 +28,8 @@ def test_wheel_has_only_the_trtinfer_namespace(wheel):
     for sub in ("builders", "calibration", "benchmarks", "runtime", "commands", "serve", "exporters"):
         assert f"trtinfer/{sub}/__init__.py" in names
     # files shipped as data: the page, and the Triton preprocessing model with the pixels it copies
-    for data in ("serve/page.html", "exporters/triton_preprocess/model.py", "pixels.py"):
+    for data in ("serve/page.html", "exporters/triton_preprocess/model.py", "exporters/triton_classifier/model.py",
+                 "pixels.py"):
         assert f"trtinfer/{data}" in names
     assert "trtinfer/builders/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
