@@ -240,3 +240,15 @@ def test_the_example_client_runs_unchanged_against_both_servers(triton, python_c
     for (path, _, triton_top), (_, _, serve_top) in zip(on_triton, on_serve):
         labels = [[entry.rsplit(" (", 1)[0] for entry in top.split(", ")] for top in (triton_top, serve_top)]
         assert labels[0][0] == labels[1][0], (path, triton_top, serve_top)
+
+
+def test_a_bad_image_is_a_client_error_in_the_real_server(triton, python_classifier, tmp_path):
+    """The preprocessing model's INVALID_ARG reaches the client as HTTP 400 (was INTERNAL: a 500 clients retry)."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"GIF89a not accepted")
+    with pytest.raises(InferenceServerException) as caught:
+        infer_images(httpclient, triton.url, "pyclf-fp32", [bad])
+    assert caught.value.status() == "400" and "not a complete JPEG, PNG or WebP image" in caught.value.message()

@@ -121,14 +121,9 @@ class TritonServer:
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (Triton unloads every model and exits); its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+        from trtinfer.serve.process import terminate
+
+        return terminate(self.process, timeout)
 
 
 def start_triton(repository: Path, log_dir: Path, *args: str) -> TritonServer:

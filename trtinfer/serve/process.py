@@ -42,13 +42,20 @@ class Server:
         return request(self.url + path, body, headers or {})
 
     def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        return terminate(self.process, timeout)
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM a server process and wait for its exit code; one that outlives ``timeout`` is killed (and the
+    TimeoutExpired raised)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
 
 
 def request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
