@@ -60,6 +60,15 @@ def _release(fifo: Path) -> None:
         pass
 
 
+def _refused_on_fifo(fifo: Path, call: Callable[[], object]) -> DataError:
+    """Make ``fifo``, then :func:`_refused` of ``call``; a reader left waiting on it is released either way."""
+    os.mkfifo(fifo)
+    try:
+        return _refused(call)
+    finally:
+        _release(fifo)
+
+
 def test_class_folder_linked_outside_the_root_is_refused(tmp_path: Path):
     root = _data(tmp_path)
     (root / "eel").symlink_to(tmp_path / "elsewhere")
@@ -114,31 +123,19 @@ def test_links_inside_the_root_are_followed_and_loops_end(tmp_path: Path):
 def test_fifo_in_a_class_folder_is_refused_in_one_line(tmp_path: Path):
     root = _data(tmp_path)
     fifo = root / "cat" / "pipe.png"
-    os.mkfifo(fifo)
-    try:
-        err = _refused(lambda: load_labeled(root, "train"))
-    finally:
-        _release(fifo)
+    err = _refused_on_fifo(fifo, lambda: load_labeled(root, "train"))
     assert f"image {fifo} is a FIFO (named pipe), not a regular file" in str(err)
 
 
 def test_decoding_a_fifo_is_refused_without_hanging(tmp_path: Path):
     fifo = tmp_path / "pipe.png"
-    os.mkfifo(fifo)
-    try:
-        err = _refused(lambda: decode_image(fifo))
-    finally:
-        _release(fifo)
+    err = _refused_on_fifo(fifo, lambda: decode_image(fifo))
     assert "is a FIFO (named pipe)" in str(err)
 
 
 def test_array_file_that_is_a_fifo_is_refused(tmp_path: Path):
     fifo = tmp_path / "images.npy"
-    os.mkfifo(fifo)
-    try:
-        err = _refused(lambda: load_labeled(fifo, "train"))
-    finally:
-        _release(fifo)
+    err = _refused_on_fifo(fifo, lambda: load_labeled(fifo, "train"))
     assert f"{fifo} is a FIFO (named pipe), not a regular file" in str(err)
 
 
@@ -148,11 +145,7 @@ def test_cifar_batch_that_is_a_fifo_is_refused_not_skipped(tmp_path: Path):
     rows = np.zeros((2, 3072), np.uint8)
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": rows, "labels": [0, 1]}, protocol=2))
-    os.mkfifo(folder / "data_batch_2")
-    try:
-        err = _refused(lambda: load_labeled(tmp_path, "train"))
-    finally:
-        _release(folder / "data_batch_2")
+    err = _refused_on_fifo(folder / "data_batch_2", lambda: load_labeled(tmp_path, "train"))
     assert f"{folder / 'data_batch_2'} is a FIFO (named pipe), not a regular file" in str(err)
 
 
