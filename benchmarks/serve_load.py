@@ -156,7 +156,7 @@ def measure_artifact(artifact: Path, images: np.ndarray, seconds: float, soak_s:
     from trtinfer.preprocess import preprocess
     from trtinfer.serve.registry import IMAGE_SUFFIX  # noqa: F401 -- the serve extra must be present
 
-    from trtinfer.serve.process import start_server
+    from trtinfer.benchmarks.serve_process import start_server
 
     with trtinfer.load(artifact) as model:
         name = model.manifest.name

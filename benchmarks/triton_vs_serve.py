@@ -113,7 +113,7 @@ def run_triton(launcher: Any, repo: Path, logs: Path, pool: ProcessPoolExecutor,
 
 def run_serve(artifact: Path, logs: Path, pool: ProcessPoolExecutor, model: str, output: str, images: list[bytes],
               seconds: float) -> dict[str, float]:
-    from trtinfer.serve.process import start_server
+    from trtinfer.benchmarks.serve_process import start_server
 
     server = start_server([artifact], logs, "--backend", "onnxruntime")
     try:

@@ -13,7 +13,7 @@ import pytest
 
 import trtinfer
 from trtinfer.preprocess import decode_image_bytes, preprocess
-from trtinfer.serve.process import start_server
+from trtinfer.benchmarks.serve_process import start_server
 
 pytest.importorskip("tritonclient.http")
 pytest_plugins = ["conftest_trained"]

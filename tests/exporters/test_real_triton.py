@@ -190,7 +190,7 @@ def python_classifier(triton, onnx_files, trained_model, tmp_path_factory) -> Pa
 
 @pytest.fixture(scope="module")
 def trtinfer_serve(python_classifier, tmp_path_factory):
-    from trtinfer.serve.process import start_server
+    from trtinfer.benchmarks.serve_process import start_server
 
     server = start_server([python_classifier], tmp_path_factory.mktemp("serve"))
     yield server

@@ -60,7 +60,7 @@ def _die_with_parent() -> None:
 
 
 def _free_port() -> int:
-    from trtinfer.serve.process import free_port
+    from trtinfer.benchmarks.serve_process import free_port
 
     return free_port()
 
@@ -121,7 +121,7 @@ class TritonServer:
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (Triton unloads every model and exits); its exit code."""
-        from trtinfer.serve.process import terminate
+        from trtinfer.benchmarks.serve_process import terminate
 
         return terminate(self.process, timeout)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.helpers import export_artifact, resnet18_cifar, tiny_net
-from trtinfer.serve.process import Server, request, start_server  # noqa: F401 -- the tests' launcher
+from trtinfer.benchmarks.serve_process import Server, request, start_server  # noqa: F401 -- the tests' launcher
 
 @pytest.fixture(scope="session")
 def tiny_served(tmp_path_factory) -> Path:

@@ -3,12 +3,16 @@ and Prometheus metrics for one or more artifacts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from ..errors import TrtInferError
 
+from ..serve.options import DEFAULT_METRICS_PORT, Limits, ServeOptions, Shutdown
+
+_LIMITS, _SHUTDOWN = Limits(), Shutdown()
 
 @click.command("serve")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -22,17 +26,30 @@ from ..errors import TrtInferError
 @click.option("--max-queue", type=click.IntRange(1), help="Requests waiting at most; beyond, 503 with Retry-After.")
 @click.option("--timeout-ms", type=click.FloatRange(0, min_open=True),
               help="A request not started within this time gets 504.")
-@click.option("--grace-seconds", default=30.0, show_default=True, type=click.FloatRange(0),
-              help="On SIGTERM/SIGINT: time for requests in flight to finish before exit.")
-@click.option("--max-body-mb", default=64, show_default=True, type=click.IntRange(1, 4096),
-              help="Largest request body accepted (413 beyond).")
+@click.option("--grace-seconds", default=_SHUTDOWN.grace_s, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM/SIGINT: the whole stop (drain delay included) ends within this time.")
+@click.option("--drain-delay-seconds", default=_SHUTDOWN.drain_delay_s, show_default=True,
+              type=click.FloatRange(0),
+              help="On SIGTERM: readiness answers 503 for this long while requests are still served, so load "
+                   "balancers stop routing here before the listeners close.")
+@click.option("--metrics-port", default=DEFAULT_METRICS_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Also serve metrics (Triton's names too) on this port, as Triton does; 0: only /metrics.")
+@click.option("--max-body-mb", default=_LIMITS.max_body_bytes >> 20, show_default=True,
+              type=click.IntRange(1, 4096), help="Largest request body or gRPC message accepted (413 beyond).")
+@click.option("--max-images", default=_LIMITS.max_images, show_default=True, type=click.IntRange(1, 65536),
+              help="Most encoded images in one request (400 beyond).")
+@click.option("--max-request-mpixels", default=_LIMITS.max_request_pixels / 2**20, show_default=True,
+              type=click.FloatRange(0, 4096, min_open=True),
+              help="Most decoded pixels (MiP) of one request's images together, checked from each image's header "
+                   "before any is decoded (413 beyond).")
 def serve(artifacts: tuple[Path, ...], host: str, port: int, grpc_port: int | None, name: str | None, backend: str,
           max_batch: int | None, max_delay_ms: float | None, max_queue: int | None, timeout_ms: float | None,
-          grace_seconds: float, max_body_mb: int) -> None:
+          grace_seconds: float, drain_delay_seconds: float, metrics_port: int, max_body_mb: int, max_images: int,
+          max_request_mpixels: float) -> None:
     """Serve ARTIFACTS over the Open Inference Protocol (what Triton and KServe clients speak)."""
     try:
         from trtinfer.serve.registry import ModelSet
-        from trtinfer.serve.server import ServeOptions, serve as run
+        from trtinfer.serve.server import serve as run
     except ImportError as exc:
         raise TrtInferError(f"trtinfer serve needs {exc.name}", hint="pip install 'trtinfer[serve]'") from exc
     runtime = {k: v for k, v in {"max_batch": max_batch, "max_delay_ms": max_delay_ms, "max_queue": max_queue,
@@ -43,5 +60,8 @@ def serve(artifacts: tuple[Path, ...], host: str, port: int, grpc_port: int | No
                    f"{served.name}_image from {served.directory}", err=True)
     grpc_text = f", gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
     click.echo(f"listening on http://{host}:{port}{grpc_text} (web page at /, metrics at /metrics)", err=True)
-    run(models, ServeOptions(host=host, port=port, grpc_port=grpc_port, grace_seconds=grace_seconds,
-                             max_body_bytes=max_body_mb << 20))
+    limits = replace(_LIMITS, max_body_bytes=max_body_mb << 20, max_images=max_images,
+                     max_request_pixels=int(max_request_mpixels * 2**20))
+    shutdown = Shutdown(drain_delay_s=drain_delay_seconds, grace_s=grace_seconds)
+    run(models, ServeOptions(host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port or None,
+                             limits=limits, shutdown=shutdown))

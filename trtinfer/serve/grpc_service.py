@@ -4,6 +4,7 @@ high rates. A thread-pool gRPC server beside uvicorn; each call waits on the dyn
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent import futures
 from typing import Any
@@ -13,37 +14,24 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from .._version import __version__
-from ..errors import DataError, OverloadedError
-from ..runtime import ModelClosedError, RequestTimeout
-from . import protocol
-from .app import HttpError, ServerState, images_to_tensor, input_tensor, model_config, model_metadata
+from ..errors import DataError
+from . import protocol, service
 from .protocol import ProtocolError
 from .registry import VERSION, ServedModel
+from .service import ServeError, ServerState, failure
 
-MAX_MESSAGE_BYTES = 256 << 20
+log = logging.getLogger(__name__)
+
 _CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents",
              "UINT32": "uint_contents", "UINT64": "uint64_contents", "BOOL": "bool_contents",
              "BYTES": "bytes_contents"}
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-           415: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE,
-           504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def _status(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, HttpError):
-        return exc.status, exc.message
-    if isinstance(exc, ProtocolError):
-        return exc.status, exc.message
-    if isinstance(exc, OverloadedError):
-        return 503, exc.one_line()
-    if isinstance(exc, RequestTimeout):
-        return 504, exc.one_line()
-    if isinstance(exc, ModelClosedError):
-        return 503, "the server is shutting down"
-    if isinstance(exc, DataError):
-        return 400, exc.one_line()
-    return 500, f"internal error: {type(exc).__name__}: {exc}"
+def _abort(context: Any, exc: BaseException) -> None:
+    answer = failure(exc)
+    if answer.internal:
+        log.error("internal error", exc_info=exc)
+    context.abort(getattr(grpc.StatusCode, answer.code), answer.message)
 
 
 def parse_grpc_request(request: Any) -> protocol.InferRequest:
@@ -95,13 +83,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.state, self.timeout_s = state, timeout_s
 
     def _find(self, name: str, version: str, context: Any) -> tuple[ServedModel, bool]:
-        found = self.state.models.find(name)
-        if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; this server has "
-                                                     f"{', '.join(self.state.models.names())}")
-        if version not in ("", VERSION):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} has no version {version!r} (it has {VERSION})")
-        return found  # type: ignore[return-value]  # abort() raises
+        try:
+            return service.find(self.state, name, version)
+        except ServeError as exc:
+            _abort(context, exc)
+            raise  # abort() raises; this line is for the type checker
 
     def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 -- the protocol's names
         return service_pb2.ServerLiveResponse(live=True)
@@ -110,17 +96,16 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=self.state.ready())
 
     def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        served, _ = self._find(request.name, request.version, context)
-        return service_pb2.ModelReadyResponse(ready=served.ready.is_set() and not self.state.draining)
+        return service_pb2.ModelReadyResponse(ready=service.model_ready(self.state, request.name, request.version))
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return service_pb2.ServerMetadataResponse(
-            name="trtinfer", version=__version__,
-            extensions=["classification", "binary_tensor_data", "model_configuration"])
+        meta = service.server_metadata()
+        return service_pb2.ServerMetadataResponse(name=meta["name"], version=meta["version"],
+                                                  extensions=meta["extensions"])
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         served, image = self._find(request.name, request.version, context)
-        meta = model_metadata(served, image)
+        meta = service.model_metadata(served, image)
         tensor = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -129,31 +114,45 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         served, image = self._find(request.name, request.version, context)
-        config = json_format.ParseDict(model_config(served, image), model_config_pb2.ModelConfig(),
+        config = json_format.ParseDict(service.model_config(served, image), model_config_pb2.ModelConfig(),
                                        ignore_unknown_fields=True)
         return service_pb2.ModelConfigResponse(config=config)
+
+    def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        name = None
+        if request.name:
+            served, _ = self._find(request.name, request.version, context)
+            name = served.name
+        return json_format.ParseDict(self.state.statistics.document(name), service_pb2.ModelStatisticsResponse(),
+                                     ignore_unknown_fields=True)
 
     def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         start = time.perf_counter()
         name = request.model_name
-        if self.state.draining:
-            self.state.metrics.record(name, "grpc_infer", 503)
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        served, image = self._find(name, request.model_version, context)
+        label = self.state.metric_name(name)
+        served = None
+        ok = False
         self.state.enter()
         try:
+            self.state.check_accepting()
+            served, image = service.find(self.state, name, request.model_version)
             parsed = parse_grpc_request(request)
-            value = input_tensor(served, image, parsed)
-            x = value if isinstance(value, np.ndarray) else images_to_tensor(value, served)
-            logits = np.asarray(served.model.submit(x).result(timeout=self.timeout_s))
+            x = service.model_input(self.state, served, image, parsed)
+            input_s = time.perf_counter() - start
+            logits = np.asarray(service.submit(served, x, parsed).result(timeout=self.timeout_s))
+            built = time.perf_counter()
             response = _infer_response(name, parsed, logits, served)
+            ok = True
         except Exception as exc:  # noqa: BLE001 -- every failure is a status the client can read
-            status, message = _status(exc)
-            self.state.metrics.record(name, "grpc_infer", status)
-            context.abort(_STATUS.get(status, grpc.StatusCode.INTERNAL), message)
+            self.state.metrics.record(label, "grpc_infer", failure(exc).status, time.perf_counter() - start)
+            _abort(context, exc)
         finally:
             self.state.leave()
-        self.state.metrics.record(name, "grpc_infer", 200, time.perf_counter() - start)
+            if served is not None:
+                now = time.perf_counter()
+                self.state.statistics.record(served.name, ok, now - start, input_s if ok else 0.0,
+                                             now - built if ok else 0.0)
+        self.state.metrics.record(label, "grpc_infer", 200, time.perf_counter() - start)
         return response
 
 
@@ -176,9 +175,10 @@ def _infer_response(name: str, parsed: protocol.InferRequest, logits: np.ndarray
 
 
 def start_grpc(state: ServerState, host: str, port: int, workers: int = 64) -> grpc.Server:
-    """A started gRPC server for ``state``'s models; ``stop(grace)`` ends it."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    """A started gRPC server for ``state``'s models; ``stop(grace)`` ends it. A message is bounded as an HTTP
+    body is (``--max-body-mb``)."""
+    options = [("grpc.max_receive_message_length", state.limits.max_body_bytes),
+               ("grpc.max_send_message_length", state.limits.max_body_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trtinfer-grpc"),
                          options=options)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)

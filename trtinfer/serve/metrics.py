@@ -67,5 +67,12 @@ class Metrics:
         if seconds is not None:
             self.request_seconds.labels(model, endpoint).observe(seconds)
 
+    def serve_triton(self, host: str, port: int) -> None:
+        """Serve Triton's metric names on their own port (as Triton does on 8002)."""
+        # TODO(issue 28): Triton's names; for now the same exposition
+        from prometheus_client import start_http_server
+
+        start_http_server(port, host, registry=self.registry)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -56,6 +56,7 @@ class InferRequest:
     inputs: list[InputTensor]
     outputs: list[OutputRequest] = field(default_factory=list)
     binary_output_default: bool = False  # the request's "binary_data_output" parameter
+    timeout_us: int = 0  # the schedule-policy "timeout" parameter (microseconds, as Triton's); 0: the server's
 
 
 def _check_shape(name: str, shape: Any) -> list[int]:
@@ -177,7 +178,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if binary is not None and offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} binary bytes after the last input's binary_data_size")
     params = header.get("parameters") or {}
-    default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    if not isinstance(params, dict):
+        raise ProtocolError("the request's \"parameters\" must be an object")
+    default_binary = bool(params.get("binary_data_output", False))
+    timeout_us = schedule_policy(params.get("timeout"), params.get("priority"))
     outputs = []
     for spec in header.get("outputs") or []:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -189,7 +193,27 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                                 f"0..{MAX_CLASSIFICATION}")
         outputs.append(OutputRequest(spec["name"], bool(p.get("binary_data", default_binary)), k))
     request_id = header.get("id")
-    return InferRequest(request_id if isinstance(request_id, str) else None, inputs, outputs, default_binary)
+    return InferRequest(request_id if isinstance(request_id, str) else None, inputs, outputs, default_binary,
+                        timeout_us)
+
+
+MAX_TIMEOUT_US = 3600 * 10**6
+
+
+def schedule_policy(timeout: Any, priority: Any) -> int:
+    """The request's schedule-policy parameters (Triton's ``schedule_policy`` extension): ``timeout`` in
+    microseconds (0 or absent: the server's own), ``priority`` (one level here: 0 or absent). Returns the
+    timeout."""
+    if priority not in (None, 0) and not (isinstance(priority, int) and not isinstance(priority, bool)
+                                          and priority == 0):
+        raise ProtocolError(f"parameter priority {priority!r} is not supported: this server has one priority "
+                            "level (send 0 or leave it out)")
+    if timeout is None:
+        return 0
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= MAX_TIMEOUT_US:
+        raise ProtocolError(f"parameter timeout {timeout!r} must be a whole number of microseconds, "
+                            f"0..{MAX_TIMEOUT_US}")
+    return timeout
 
 
 def classify(values: np.ndarray, labels: list[str], k: int) -> np.ndarray:

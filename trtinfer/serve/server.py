@@ -14,29 +14,18 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from .app import DrainGuard, ServerState, create_app
+from .app import DrainGuard, create_app
 from .metrics import Metrics
 from .registry import ModelSet
+from .options import ServeOptions
+from .service import ServerState
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GRACE_SECONDS = 30.0
-
-
-@dataclass
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    grpc_port: int | None = None
-    grace_seconds: float = DEFAULT_GRACE_SECONDS
-    max_body_bytes: int = 64 << 20
-    log_level: str = "warning"
 
 
 class _Server(uvicorn.Server):
@@ -55,7 +44,7 @@ class _Server(uvicorn.Server):
             return
         log.warning("received %s: draining (readiness 503, new requests refused, %d in flight)",
                     signal.Signals(sig).name, self.state.inflight)
-        self.state.draining = True
+        self.state.draining = self.state.refusing = True
         self.drain_deadline = time.monotonic() + self.grace_seconds
 
     async def on_tick(self, counter: int) -> bool:
@@ -74,12 +63,12 @@ class _Server(uvicorn.Server):
 
 def serve(models: ModelSet, options: ServeOptions) -> int:
     """Serve until a signal; returns the exit code (0 after a graceful shutdown)."""
-    state = ServerState(models=models, metrics=Metrics(models), max_body=options.max_body_bytes)
+    state = ServerState(models=models, metrics=Metrics(models), limits=options.limits)
     app = DrainGuard(create_app(state), state)
+    grace = options.shutdown.grace_s
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level=options.log_level,
-                            lifespan="off", timeout_graceful_shutdown=int(options.grace_seconds) or 1,
-                            access_log=False)
-    server = _Server(config, state, options.grace_seconds)
+                            lifespan="off", timeout_graceful_shutdown=int(grace) or 1, access_log=False)
+    server = _Server(config, state, grace)
     warm = threading.Thread(target=models.warm_up, name="trtinfer-warm-up", daemon=True)
     warm.start()
     grpc_server = None
@@ -87,6 +76,8 @@ def serve(models: ModelSet, options: ServeOptions) -> int:
         from .grpc_service import start_grpc
 
         grpc_server = start_grpc(state, options.host, options.grpc_port)
+    if options.metrics_port is not None:
+        state.metrics.serve_triton(options.host, options.metrics_port)
     try:
         server.run()
     finally:

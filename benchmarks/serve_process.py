@@ -1,4 +1,4 @@
-"""``trtinfer serve`` as a child process on free loopback ports, for the tests and the load benchmark:
+"""``trtinfer serve`` as a child process on free loopback ports (HTTP, gRPC and metrics), for the tests and the load benchmark:
 started, waited on until ready, spoken to over plain HTTP, and stopped with SIGTERM."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Server:
     port: int
     grpc_port: int
     log: Path
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
@@ -69,13 +70,15 @@ def request(url: str, body: bytes | None = None, headers: dict[str, str] | None 
 
 
 def start_server(artifacts: list[Path], tmp: Path, *args: str) -> Server:
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log = tmp / f"server-{port}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "trtinfer.cli", "serve", *map(str, artifacts),
-                                "--port", str(port), "--grpc-port", str(grpc_port), *args],
+    ports = ["--port", str(port), "--grpc-port", str(grpc_port)]
+    if "--metrics-port" not in args:
+        ports += ["--metrics-port", str(metrics_port)]
+    process = subprocess.Popen([sys.executable, "-m", "trtinfer.cli", "serve", *map(str, artifacts), *ports, *args],
                                stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    server = Server(process, port, grpc_port, log)
+    server = Server(process, port, grpc_port, log, metrics_port)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

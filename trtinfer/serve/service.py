@@ -1,0 +1,220 @@
+"""What serving means, with no transport in it: the limits (said once), the shared server state, model
+lookup, the protocol's metadata and configuration documents, inference from parsed tensors, and one
+table from a failure to the HTTP status and the gRPC code it is answered with.
+
+``app.py`` (HTTP) and ``grpc_service.py`` (gRPC) move bytes and call this module; neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import DataError, OverloadedError, TrtInferError
+from ..runtime import ModelClosedError, RequestTimeout
+from . import protocol
+from .metrics import Metrics
+from .protocol import ProtocolError
+from .registry import IMAGE_SUFFIX, VERSION, ModelSet, ServedModel
+from .options import Limits
+from .statistics import Statistics
+
+log = logging.getLogger(__name__)
+
+IMAGE_INPUT = "image"
+EXTENSIONS = ("classification", "binary_tensor_data", "model_configuration", "statistics", "schedule_policy")
+
+
+# -- failures: one table from what went wrong to how each transport says it --------------------------------
+class ServeError(Exception):
+    """A request the server refuses: the HTTP ``status`` names the failure (the table maps it to gRPC)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: int            # HTTP
+    code: str              # gRPC status code name (grpc.StatusCode.<code>)
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # a server bug: logged with its traceback; client errors are not
+
+
+#: HTTP status -> gRPC status code name.
+GRPC_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
+              415: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+              500: "INTERNAL"}
+SHUTTING_DOWN = "the server is shutting down"
+
+
+def failure(exc: BaseException) -> Failure:
+    """How a failure is answered: its status, its gRPC code, one line, and extra headers."""
+    if isinstance(exc, ServeError):
+        status, message, headers = exc.status, exc.message, exc.headers
+    elif isinstance(exc, ProtocolError):
+        status, message, headers = exc.status, exc.message, {}
+    elif isinstance(exc, OverloadedError):
+        status, message, headers = 503, exc.one_line(), {"Retry-After": "1"}
+    elif isinstance(exc, RequestTimeout):
+        status, message, headers = 504, exc.one_line(), {}
+    elif isinstance(exc, ModelClosedError):
+        status, message, headers = 503, SHUTTING_DOWN, {"Retry-After": "5"}
+    elif isinstance(exc, DataError):
+        status, message, headers = 400, exc.one_line(), {}
+    elif isinstance(exc, TrtInferError):
+        return Failure(500, "INTERNAL", exc.one_line(), internal=True)
+    else:
+        return Failure(500, "INTERNAL", f"internal error: {type(exc).__name__}", internal=True)
+    return Failure(status, GRPC_CODES.get(status, "INTERNAL"), message, headers)
+
+
+# -- the state every transport shares -------------------------------------------------------------------------
+@dataclass
+class ServerState:
+    """The models, their metrics and statistics, the limits, and the drain."""
+
+    models: ModelSet
+    metrics: Metrics
+    limits: Limits = field(default_factory=Limits)
+    statistics: Statistics = field(init=False)
+    draining: bool = False   # readiness answers 503 (set on the first SIGTERM, before the listeners close)
+    refusing: bool = False   # new requests are refused (after the drain delay)
+    inflight: int = 0        # HTTP and gRPC requests being served (the drain waits for 0)
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.statistics = Statistics(self.models)
+
+    def ready(self) -> bool:
+        return not self.draining and self.models.ready()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+
+    def check_accepting(self) -> None:
+        if self.refusing:
+            raise ServeError(503, SHUTTING_DOWN, {"Retry-After": "5", "Connection": "close"})
+
+    def metric_name(self, name: str) -> str:
+        """The model label for metrics: a served name, or one value for every unknown one."""
+        return name if self.models.find(name) is not None else "unknown"
+
+
+def find(state: ServerState, name: str, version: str | None = None) -> tuple[ServedModel, bool]:
+    """The model a protocol name means and whether it is the image twin; 404 when unknown."""
+    found = state.models.find(name)
+    if found is None:
+        raise ServeError(404, f"unknown model {name!r}; this server has {', '.join(state.models.names())}")
+    if version not in (None, "", VERSION):
+        raise ServeError(404, f"model {name!r} has no version {version!r} (it has {VERSION})")
+    return found
+
+
+def model_ready(state: ServerState, name: str, version: str | None = None) -> bool:
+    """The same answer on every transport: False for an unknown model or version, or while draining."""
+    try:
+        served, _ = find(state, name, version)
+    except ServeError:
+        return False
+    return served.ready.is_set() and not state.draining
+
+
+# -- protocol documents ------------------------------------------------------------------------------------
+def server_metadata() -> dict[str, Any]:
+    return {"name": "trtinfer", "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def _platform(served: ServedModel) -> str:
+    return {"tensorrt": "tensorrt_plan", "onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}.get(
+        served.model.backend, served.model.backend)
+
+
+def model_metadata(served: ServedModel, image: bool) -> dict[str, Any]:
+    m = served.manifest
+    name = served.name + (IMAGE_SUFFIX if image else "")
+    inputs = [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1, 1]}] if image else \
+        [{"name": m.input.name, "datatype": "FP32", "shape": [-1, *served.model.row_shape]}]
+    return {"name": name, "versions": [VERSION], "platform": _platform(served), "inputs": inputs,
+            "outputs": [{"name": m.output.name, "datatype": "FP32", "shape": [-1, m.num_classes]}]}
+
+
+def model_config(served: ServedModel, image: bool) -> dict[str, Any]:
+    """Triton's model-configuration extension (the JSON form of its ModelConfig)."""
+    m, model = served.manifest, served.model
+    inputs = [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}] if image else \
+        [{"name": m.input.name, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": list(model.row_shape)}]
+    return {
+        "name": served.name + (IMAGE_SUFFIX if image else ""), "platform": _platform(served),
+        "backend": model.backend, "max_batch_size": int(model.max_batch), "input": inputs,
+        "output": [{"name": m.output.name, "data_type": "TYPE_FP32", "dims": [m.num_classes]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(model.options.max_delay_ms * 1000)},
+        "instance_group": [{"count": int(model.concurrency),
+                            "kind": "KIND_GPU" if model.backend == "tensorrt" else "KIND_CPU"}],
+        "parameters": {"precision": {"string_value": m.precision}, "arch": {"string_value": m.arch}},
+    }
+
+
+# -- inference from parsed tensors ----------------------------------------------------------------------------
+def input_tensor(served: ServedModel, image: bool, parsed: protocol.InferRequest) -> np.ndarray | list[bytes]:
+    """The request's one input, checked against the model: the FP32 batch, or (``<name>_image``) the
+    encoded images to decode."""
+    expected = IMAGE_INPUT if image else served.manifest.input.name
+    if len(parsed.inputs) != 1 or parsed.inputs[0].name != expected:
+        raise ProtocolError(f"the model takes one input named {expected!r}; got {[t.name for t in parsed.inputs]}")
+    tensor = parsed.inputs[0]
+    if image:
+        if tensor.datatype != "BYTES" or tensor.array.ndim not in (1, 2) or \
+                (tensor.array.ndim == 2 and tensor.array.shape[1] != 1):
+            raise ProtocolError(f"input {expected!r} must be BYTES of shape [N] or [N, 1] (one encoded image each), "
+                                f"got {tensor.datatype} {tensor.shape}")
+        return [bytes(b) for b in tensor.array.ravel()]
+    want = [-1, *served.model.row_shape]
+    if tensor.datatype != "FP32":
+        raise ProtocolError(f"input {expected!r} is {tensor.datatype}; the model takes FP32")
+    if tensor.array.ndim != len(want) or list(tensor.array.shape[1:]) != want[1:]:
+        raise ProtocolError(f"input {expected!r} has shape {tensor.shape}; the model takes {want}")
+    return np.ascontiguousarray(tensor.array)
+
+
+def model_input(state: ServerState, served: ServedModel, image: bool, parsed: protocol.InferRequest) -> np.ndarray:
+    """The FP32 batch the model runs: the request's tensor, or its images decoded within the limits (may take
+    a while for images: run it off an event loop)."""
+    from .images import images_to_tensor
+
+    value = input_tensor(served, image, parsed)
+    return value if isinstance(value, np.ndarray) else images_to_tensor(value, served, state.limits)
+
+
+def submit(served: ServedModel, x: np.ndarray, parsed: protocol.InferRequest) -> Future:
+    """Queue the batch on the model's dynamic batcher, with the request's own ``timeout`` when it has one."""
+    if x.dtype != np.float32:
+        raise ProtocolError(f"input is {x.dtype}; the model takes FP32")
+    timeout = parsed.timeout_us / 1e6 if parsed.timeout_us else None
+    return served.model.submit(x, timeout=timeout)
+
+
+def output_tensors(served: ServedModel, logits: np.ndarray) -> dict[str, np.ndarray]:
+    return {served.manifest.output.name: np.asarray(logits)}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
