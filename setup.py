@@ -78,13 +78,14 @@ setup(
         "bench": ["openvino>=2024.0", "nncf>=2.14", "torchao>=0.10"],
         # `trtinfer serve`: the ASGI app and server, metrics, multipart uploads, the gRPC protocol definitions
         "serve": ["starlette>=0.37", "uvicorn>=0.29", "prometheus-client>=0.20", "python-multipart>=0.0.9",
-                  "tritonclient[grpc]>=2.40", "pillow>=10"],
+                  "tritonclient[grpc]>=2.40", "grpcio-health-checking>=1.60", "pillow>=10"],
         # `trtinfer export triton`: Triton's ModelConfig protobuf (configs are checked as they are written),
         # OpenVINO's converter for CPU nodes' IR
         "triton": ["tritonclient[grpc]>=2.40", "openvino>=2024.0"],
         "hf": HF,
         "timm": TIMM,
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "pillow>=10", "mypy>=1.10", "tritonclient[http,grpc]>=2.40",
+                "kserve>=0.15",  # the KServe SDK's v2 REST and gRPC clients, spoken to trtinfer serve in the tests
                 "playwright>=1.40",  # drives Debian's chromium in the page test (never downloads a browser)
                 *HF, *TIMM],
     },
