@@ -143,9 +143,10 @@ def in_process(model: Any, x: np.ndarray, clients: int, seconds: float) -> LoadR
 
 
 # -- the server --------------------------------------------------------------------------------------------------
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident memory (``VmHWM``: its peak so far) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -191,6 +192,8 @@ def measure_artifact(artifact: Path, images: np.ndarray, seconds: float, soak_s:
         "tensors_b32_c64_vs_in_process": by[("tensors b32", 64)].per_second()[1] / peers[32].per_second()[1],
         "tensors_b1_c64_vs_in_process": by[("tensors b1", 64)].per_second()[1] / peers[1].per_second()[1],
         "png_c64_vs_c1_requests": by[("png upload", 64)].per_second()[0] / by[("png upload", 1)].per_second()[0],
+        # an upload also decodes and preprocesses its PNG in the server, which the in-process peer skips
+        "png_c64_vs_in_process_b1": by[("png upload", 64)].per_second()[1] / peers[1].per_second()[1],
         "errors": sum(r.errors for r in results), "server_exit_code": code,
     }
     return {"artifact": str(artifact), "model": name, "precision": model.manifest.precision,
@@ -215,13 +218,15 @@ def run_soak(pool: ProcessPoolExecutor, server: Any, name: str, png: bytes, head
     finally:
         stop.set()
         sampler.join()
+    peak = rss_mib(server.process.pid, "VmHWM")
     warm = [m for t, m in samples if t >= seconds * 0.25]
     growth = (warm[-1] - warm[0]) if len(warm) >= 2 else float("nan")
     server_errors = sum(n for s, n in result.statuses.items() if s.startswith("5") or s == "0")
     log(f"  {name} soak {seconds:.0f} s at 64 clients: {result.per_second()[0]:.1f} req/s, 5xx/failed "
-        f"{server_errors}, RSS {warm[0]:.0f} -> {warm[-1]:.0f} MiB after warm-up ({growth:+.1f} MiB)")
+        f"{server_errors}, RSS {warm[0]:.0f} -> {warm[-1]:.0f} MiB after warm-up ({growth:+.1f} MiB), "
+        f"peak {peak:.0f} MiB")
     return {"result": asdict(result), "rss_mib": samples, "rss_growth_after_warmup_mib": growth,
-            "server_errors": server_errors}
+            "peak_rss_mib": peak, "server_errors": server_errors}
 
 
 def plot(report: list[dict[str, Any]], path: Path) -> None:
@@ -281,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             s = report[-1]["summary"]
             print(f"  => tensors b32 c64 / in-process: {s['tensors_b32_c64_vs_in_process']:.3f}; "
                   f"b1 c64 / in-process: {s['tensors_b1_c64_vs_in_process']:.3f}; "
-                  f"PNG c64 / c1 requests/s: {s['png_c64_vs_c1_requests']:.2f}; errors {s['errors']}; "
+                  f"PNG c64 / c1 requests/s: {s['png_c64_vs_c1_requests']:.2f}; "
+                  f"PNG c64 / in-process b1 img/s: {s['png_c64_vs_in_process_b1']:.3f}; errors {s['errors']}; "
                   f"exit {s['server_exit_code']}", flush=True)
     (args.out / "serve-load.json").write_text(json.dumps(report, indent=2))
     plot(report, args.out / "serve-load.png")
