@@ -11,7 +11,9 @@
 #   * the stub built for /usr/bin/python3's version, copied into backends/python/ (the stub embeds that
 #     Python, so the server is started with PATH=/usr/bin:/bin: tests/exporters/triton_server.py);
 #   * Debian's python3-numpy and python3-pil (and libpython3.X, which the stub links against), which the
-#     exported preprocessing model needs inside that Python (apt, as root only).
+#     exported preprocessing model needs inside that Python (apt, as root only);
+#   * Debian's prometheus, for its promtool (`promtool check metrics` on serve's expositions:
+#     tests/serve/test_metrics.py), apt, as root only.
 #
 # Never fails the caller: what cannot be installed (not root, no registry, another Python) is printed,
 # and the tests that need it skip naming it (tests/exporters/triton_server.py: missing()).
@@ -31,20 +33,21 @@ fi
 pyver="$("$SYSTEM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 want="$WHEEL stub-python$pyver"
 
-# 1. The system Python's packages for the Python-backend models (apt, as root).
+# 1. The system Python's packages for the Python-backend models, and promtool (apt, as root).
 # (libpython only where it is missing: naming an installed package would upgrade it and its Python.)
 packages=""
 "$SYSTEM_PY" -c 'import numpy, PIL.Image' >/dev/null 2>&1 || packages="python3-numpy python3-pil"
 compgen -G "/usr/lib/*/libpython$pyver.so.1.0" >/dev/null || compgen -G "/usr/lib/libpython$pyver.so.1.0" >/dev/null \
   || packages="$packages libpython$pyver"
+command -v promtool >/dev/null || packages="$packages prometheus"
 if [ -n "$packages" ]; then
   mkdir -p "$ROOT/build"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing $packages (apt)"
+    say "installing ${packages# } (apt)"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages; } >"$ROOT/build/triton-apt.log" 2>&1 \
-      || say "apt-get install $packages failed (build/triton-apt.log); the real-Triton tests will skip"
+      || say "apt-get install $packages failed (build/triton-apt.log); the real-Triton and promtool tests will skip"
   else
-    say "$SYSTEM_PY lacks numpy/Pillow or libpython$pyver and this is not root with apt-get: install $packages; the real-Triton tests will skip"
+    say "this is not root with apt-get: install ${packages# } yourself; the real-Triton or promtool tests will skip"
   fi
 fi
 

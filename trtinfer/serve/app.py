@@ -127,7 +127,7 @@ def create_app(state: ServerState) -> Starlette:
         async def work() -> Response:
             started = time.perf_counter()
             served, image = find(state, p["name"], p.get("version"))
-            ok = False
+            ok, reason = False, "OTHER"
             try:
                 body = await read_body(request, state.limits.max_body_bytes)
                 header = request.headers.get(protocol.HEADER_LENGTH)
@@ -140,10 +140,13 @@ def create_app(state: ServerState) -> Starlette:
                 content, headers = protocol.build_infer_response(
                     p["name"], VERSION, parsed, service.output_tensors(served, logits), served.labels)
                 ok = True
+            except Exception as exc:
+                reason = failure(exc).reason
+                raise
             finally:
                 now = time.perf_counter()
                 state.statistics.record(served.name, ok, now - started, input_s if ok else 0.0,
-                                        now - built if ok else 0.0)
+                                        now - built if ok else 0.0, reason)
             media = "application/octet-stream" if headers else "application/json"
             return Response(content, headers=headers, media_type=media)
 
@@ -247,8 +250,14 @@ async def _upload(request: Request, limit: int) -> bytes:
 
 
 class DrainGuard:
-    """ASGI middleware: counts requests in flight, and refuses new ones (503) once the drain delay is over;
-    health and metrics keep answering so probes see the drain."""
+    """ASGI middleware for the life of a request: counts it while in flight, bounds the time its body may take
+    (``limits.body_timeout_s``: then 408), and carries the drain. Once draining (the first SIGTERM), every
+    response says ``Connection: close`` so clients reconnect elsewhere while still being served; once the drain
+    delay is over (``refusing``), new requests get 503 with Retry-After, what is being sent of their body read
+    first (up to :data:`REFUSED_BODY_BYTES`) so that the answer reaches the client rather than a reset. Health and
+    metrics keep answering, so probes see the drain."""
+
+    REFUSED_BODY_BYTES = 1 << 20
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app, self.state = app, state
@@ -259,11 +268,60 @@ class DrainGuard:
             return
         path = scope.get("path", "")
         if self.state.refusing and not path.startswith(("/v2/health", "/metrics")):
+            await self._discard_body(receive)
             response = error_response(503, SHUTTING_DOWN, {"Retry-After": "5", "Connection": "close"})
             await response(scope, receive, send)
             return
         self.state.enter()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, self._timed(receive), self._closing(send))
         finally:
             self.state.leave()
+
+    def _timed(self, receive: Any) -> Any:
+        """``receive`` with the body's deadline: a ServeError(408) once it passes before the body is complete."""
+        timeout = self.state.limits.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout
+        complete = False
+
+        async def receive_in_time() -> Any:
+            nonlocal complete
+            if complete:  # after the body: waiting for a disconnect is not bounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                raise ServeError(408, f"the request body did not arrive within {timeout:g} s "
+                                      "(--body-timeout-seconds)", {"Connection": "close"}) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return receive_in_time
+
+    def _closing(self, send: Any) -> Any:
+        """``send`` that adds ``Connection: close`` to a response started while the server drains."""
+
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start" and self.state.draining:
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"connection" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return send_closing
+
+    async def _discard_body(self, receive: Any) -> None:
+        """Read what the client sends of a refused request's body, up to a bound and for at most a second."""
+
+        async def discard() -> None:
+            size = 0
+            while size <= self.REFUSED_BODY_BYTES:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                size += len(message.get("body", b""))
+
+        try:
+            await asyncio.wait_for(discard(), 1.0)
+        except asyncio.TimeoutError:
+            pass

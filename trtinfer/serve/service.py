@@ -49,6 +49,7 @@ class Failure:
     message: str
     headers: dict[str, str] = field(default_factory=dict)
     internal: bool = False  # a server bug: logged with its traceback; client errors are not
+    reason: str = "OTHER"   # Triton's failure reason (statistics.FAILURE_REASONS), for nv_inference_request_failure
 
 
 #: HTTP status -> gRPC status code name.
@@ -59,24 +60,25 @@ SHUTTING_DOWN = "the server is shutting down"
 
 
 def failure(exc: BaseException) -> Failure:
-    """How a failure is answered: its status, its gRPC code, one line, and extra headers."""
+    """How a failure is answered: its status, its gRPC code, one line, extra headers, and Triton's reason."""
+    reason = "OTHER"
     if isinstance(exc, ServeError):
         status, message, headers = exc.status, exc.message, exc.headers
     elif isinstance(exc, ProtocolError):
         status, message, headers = exc.status, exc.message, {}
     elif isinstance(exc, OverloadedError):
-        status, message, headers = 503, exc.one_line(), {"Retry-After": "1"}
+        status, message, headers, reason = 503, exc.one_line(), {"Retry-After": "1"}, "REJECTED"
     elif isinstance(exc, RequestTimeout):
-        status, message, headers = 504, exc.one_line(), {}
+        status, message, headers, reason = 504, exc.one_line(), {}, "REJECTED"
     elif isinstance(exc, ModelClosedError):
-        status, message, headers = 503, SHUTTING_DOWN, {"Retry-After": "5"}
+        status, message, headers, reason = 503, SHUTTING_DOWN, {"Retry-After": "5"}, "CANCELED"
     elif isinstance(exc, DataError):
         status, message, headers = 400, exc.one_line(), {}
     elif isinstance(exc, TrtInferError):
-        return Failure(500, "INTERNAL", exc.one_line(), internal=True)
+        return Failure(500, "INTERNAL", exc.one_line(), internal=True, reason="BACKEND")
     else:
         return Failure(500, "INTERNAL", f"internal error: {type(exc).__name__}", internal=True)
-    return Failure(status, GRPC_CODES.get(status, "INTERNAL"), message, headers)
+    return Failure(status, GRPC_CODES.get(status, "INTERNAL"), message, headers, reason=reason)
 
 
 # -- the state every transport shares -------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.statistics = Statistics(self.models)
+        self.metrics.triton_collector(self.statistics)  # Triton's names on the metrics port, read from these
 
     def ready(self) -> bool:
         return not self.draining and self.models.ready()

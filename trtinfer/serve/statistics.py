@@ -8,10 +8,14 @@ Reference: Triton's ``docs/protocol/extension_statistics.md``: ``model_stats`` e
 ``compute_input`` is turning the request into the model's batch (parsing checks, image decoding),
 ``queue`` the wait in the dynamic batcher, ``compute_infer`` the batch that carried the request on the
 backend, and ``compute_output`` building the response.
+
+Failures are also counted by Triton's failure reason (its ``nv_inference_request_failure{reason}``, which
+``metrics.py`` mirrors; they are not part of the statistics document).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +24,9 @@ from typing import Any
 from .registry import VERSION, ModelSet
 
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+#: Triton's failure reasons (``service.Failure.reason``): REJECTED by the scheduler (queue full, timed out
+#: waiting), CANCELED, BACKEND (the model failed), OTHER (everything else, e.g. a malformed request).
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
 
 @dataclass
@@ -40,6 +47,7 @@ class ModelStatistics:
     last_inference_ms: int = 0
     durations: dict[str, _Duration] = field(default_factory=lambda: {k: _Duration() for k in DURATIONS})
     batches: dict[int, _Duration] = field(default_factory=dict)  # batch size -> compute_infer of those batches
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))  # by reason
 
     def document(self) -> dict[str, Any]:
         return {"name": self.name, "version": VERSION, "last_inference": self.last_inference_ms,
@@ -75,8 +83,10 @@ class Statistics:
 
         return observe
 
-    def record(self, model: str, ok: bool, total_s: float, input_s: float = 0.0, output_s: float = 0.0) -> None:
-        """One request to ``model`` (a served name, not its image twin's) has ended."""
+    def record(self, model: str, ok: bool, total_s: float, input_s: float = 0.0, output_s: float = 0.0,
+               reason: str = "OTHER") -> None:
+        """One request to ``model`` (a served name, not its image twin's) has ended; a failed one for ``reason``
+        (one of :data:`FAILURE_REASONS`)."""
         with self._lock:
             stats = self._models.get(model)
             if stats is None:
@@ -85,6 +95,13 @@ class Statistics:
             if ok:
                 stats.durations["compute_input"].add(input_s)
                 stats.durations["compute_output"].add(output_s)
+            else:
+                stats.failures[reason if reason in stats.failures else "OTHER"] += 1
+
+    def snapshot(self) -> list[ModelStatistics]:
+        """A consistent copy of every model's counters (for the metrics port's Triton names)."""
+        with self._lock:
+            return [copy.deepcopy(s) for s in self._models.values()]
 
     def document(self, name: str | None = None) -> dict[str, Any]:
         """``{"model_stats": [...]}`` for one model, or every model when ``name`` is None."""
