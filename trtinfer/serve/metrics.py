@@ -13,21 +13,22 @@ autoscalers work unchanged. They are read from the statistics extension's counte
 scrape, so they and ``/v2/models/<m>/stats`` never disagree. As Triton does, only the metrics port shows them:
 the main ``/metrics`` does not carry the same counters twice under two names.
 
-Triton's names, each mirrored from a model's statistics (``ModelStatistics``):
+Triton's names, each mirrored from a model's statistics (``ModelStatistics``; the durations are cumulative
+microseconds):
 
-=========================================  =======  ===========================================================
-``nv_inference_request_success``           counter  requests that succeeded (``success`` count)
-``nv_inference_request_failure``           counter  requests that failed, by ``reason``: REJECTED (queue full
-                                                    or timed out waiting), CANCELED, BACKEND, OTHER (``fail``)
-``nv_inference_count``                     counter  rows inferred (``inference_count``)
-``nv_inference_exec_count``                counter  batches run (``execution_count``)
-``nv_inference_request_duration_us``       counter  cumulative µs of the successful requests (``success`` ns)
-``nv_inference_queue_duration_us``         counter  cumulative µs waiting for a batch (``queue`` ns)
-``nv_inference_compute_input_duration_us`` counter  cumulative µs preparing inputs (``compute_input`` ns)
-``nv_inference_compute_infer_duration_us`` counter  cumulative µs on the backend (``compute_infer`` ns)
-``nv_inference_compute_output_duration_us`` counter cumulative µs building responses (``compute_output`` ns)
-``nv_inference_pending_request_count``     gauge    requests waiting for a batch now (the batcher's queue)
-=========================================  =======  ===========================================================
+===========================================  =======  ==============================================================
+``nv_inference_request_success``             counter  requests that succeeded (``success`` count)
+``nv_inference_request_failure``             counter  requests that failed (``fail`` count), by ``reason``: REJECTED
+                                                      (queue full, or timed out waiting), CANCELED, BACKEND, OTHER
+``nv_inference_count``                       counter  rows inferred (``inference_count``)
+``nv_inference_exec_count``                  counter  batches run (``execution_count``)
+``nv_inference_request_duration_us``         counter  µs of the successful requests (``success`` ns)
+``nv_inference_queue_duration_us``           counter  µs waiting for a batch (``queue`` ns)
+``nv_inference_compute_input_duration_us``   counter  µs preparing inputs (``compute_input`` ns)
+``nv_inference_compute_infer_duration_us``   counter  µs on the backend (``compute_infer`` ns)
+``nv_inference_compute_output_duration_us``  counter  µs building responses (``compute_output`` ns)
+``nv_inference_pending_request_count``       gauge    requests waiting for a batch now (the batcher's queue)
+===========================================  =======  ==============================================================
 
 References, for every name above (Triton 2.x):
 
@@ -36,8 +37,9 @@ References, for every name above (Triton 2.x):
   https://github.com/triton-inference-server/server/blob/main/docs/user_guide/metrics.md
 * triton-inference-server/core ``src/metrics.cc`` (each family's name and type: the durations are counters of
   microseconds, the pending count a gauge), ``src/metric_model_reporter.cc`` (the ``model`` and ``version``
-  labels; the four failure reasons, each series created at 0) and ``src/infer_stats.cc`` (the durations are
-  added on success, in whole microseconds),
+  labels; the four failure reasons, each series created at 0) and ``src/infer_stats.cc`` (Triton adds the
+  durations of successful requests, in whole microseconds; here the queue and compute_infer durations are
+  those of every request a batch ran, as the statistics count them),
   https://github.com/triton-inference-server/core/blob/main/src/metric_model_reporter.cc
 
 prometheus_client writes every counter as ``<name>_total``, which is not Triton's name, so Triton's families are
