@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 _CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents",
              "UINT32": "uint_contents", "UINT64": "uint64_contents", "BOOL": "bool_contents",
              "BYTES": "bytes_contents"}
-MAX_DIMS = 8
 #: Requests of one stream read and queued ahead of their answers; the stream's reader waits beyond.
 STREAM_WINDOW = 64
 #: How often readiness is looked at for health watchers, and an idle stream for the drain (seconds).
@@ -82,8 +81,8 @@ def _shape(name: str, dims: Any, limits: Limits) -> tuple[list[int], int]:
     """A checked shape and its element count, before anything is allocated for it: the count is an exact
     integer (``np.prod`` wraps 2^31 x 2^31 x 2^31 x 2^31 around to 0) and at most what one message carries."""
     shape = [int(d) for d in dims]
-    if not 1 <= len(shape) <= MAX_DIMS:
-        raise ProtocolError(f"input {name!r}: a shape of {len(shape)} dimensions; send 1 to {MAX_DIMS}")
+    if not 1 <= len(shape) <= protocol.MAX_DIMS:
+        raise ProtocolError(f"input {name!r}: a shape of {len(shape)} dimensions; send 1 to {protocol.MAX_DIMS}")
     if any(d < 0 for d in shape):
         raise ProtocolError(f"input {name!r}: shape {shape} has a negative dimension; send the tensor's actual "
                             "sizes")
@@ -403,7 +402,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     def _answer(self, call: _Call, endpoint: str) -> Any:
         """Wait for a queued call's logits and build its response (raises what failed); count it in the metrics
         and statistics either way."""
-        ok, status, built = False, 200, 0.0
+        ok, status, reason, built = False, 200, "OTHER", 0.0
         try:
             if call.error is not None:
                 raise call.error
@@ -418,7 +417,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             ok = True
             return response
         except Exception as exc:
-            status = failure(exc).status
+            answer = failure(exc)
+            status, reason = answer.status, answer.reason
             raise
         finally:
             now = time.perf_counter()
@@ -426,7 +426,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                                       now - call.started)
             if call.served is not None:
                 self.state.statistics.record(call.served.name, ok, now - call.started, call.input_s if ok else 0.0,
-                                             now - built if ok else 0.0)
+                                             now - built if ok else 0.0, reason)
 
     def _unsupported(self, method: str, context: Any) -> NoReturn:
         extension = UNSUPPORTED.get(method, f"{method} call")
