@@ -76,6 +76,8 @@ def start_server(artifacts: list[Path], tmp: Path, *args: str) -> Server:
     ports = ["--port", str(port), "--grpc-port", str(grpc_port)]
     if "--metrics-port" not in args:
         ports += ["--metrics-port", str(metrics_port)]
+    if "--drain-delay-seconds" not in args:  # tests and benchmarks stop at once unless they test the drain
+        ports += ["--drain-delay-seconds", "0"]
     process = subprocess.Popen([sys.executable, "-m", "trtinfer.cli", "serve", *map(str, artifacts), *ports, *args],
                                stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     server = Server(process, port, grpc_port, log, metrics_port)
