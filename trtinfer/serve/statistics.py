@@ -65,10 +65,15 @@ class Statistics:
         self._lock = threading.Lock()
         self._models = {name: ModelStatistics(name) for name in models.models}
         for served in models.models.values():
-            served.model.add_batch_observer(self._observer(served.name))
+            served.model.add_batch_observer(self._observer(served.name, served.ready))
 
-    def _observer(self, name: str) -> Any:
+    def _observer(self, name: str, ready: threading.Event) -> Any:
         def observe(rows: int, ok: bool, queued: list[float], compute_s: float | None) -> None:
+            # The warm-up's batch is not a request (Triton leaves model warm-up out of its statistics too). Its
+            # observer call runs in the batcher's thread right after the result is handed over, so it comes before
+            # the warm-up thread wakes and marks the model ready, but that order is likely, not guaranteed.
+            if not ready.is_set():
+                return
             with self._lock:
                 stats = self._models[name]
                 stats.execution_count += 1
