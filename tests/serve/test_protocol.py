@@ -137,7 +137,7 @@ HOSTILE = [
                                      b"\0" * 8), r"8 bytes of binary data for shape \[2147483648, .*\] FP32 \(\d{30,}"),
     ("absurd-shape-bytes-binary", *_binary(_doc(datatype="BYTES", shape=_HUGE, data=None,
                                                 parameters={"binary_data_size": 8}), b"\0" * 8),
-     r"input 'input': [\d,]{40,} BYTES elements, more than the 64 allowed"),
+     r"input 'input': [\d,]{40,} BYTES elements, more than the 64 allowed per request"),
     ("negative-dim", _json(_doc(shape=[-1, 2])), None, r"shape \[-1, 2\]"),
     ("nine-dims", _json(_doc(shape=[1] * 9)), None, "shape"),
     ("bool-dim", _json(_doc(shape=[True, 2])), None, "shape"),
@@ -241,7 +241,7 @@ def test_bytes_elements_are_bounded_before_they_are_built():
         b",".join([b'""'] * 3_000_000) + b"]}]}"
     started = time.perf_counter()
     with pytest.raises(ProtocolError, match="input 'image': 3,000,000 BYTES elements, more than the 64 "
-                                            "allowed in one request \\(--max-images\\)"):
+                                            "allowed per request; send them in several requests"):
         parse_infer_request(many, None, max_bytes_elements=64)
     lying = b'{"inputs":[{"name":"image","datatype":"BYTES","shape":[2],"data":[' + \
         b",".join([b'""'] * 300_000) + b"]}]}"

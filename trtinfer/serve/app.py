@@ -2,15 +2,23 @@
 image endpoint (``/v1/models/{name}/predict``), the web page (``/``) and Prometheus metrics.
 
 Every failure a client can cause is a JSON ``{"error": "..."}`` with the status that names it:
-400 bad tensor or image, 404 unknown model or version, 413 body too large, 415 not an image
-format we decode, 503 queue full (``Retry-After``), draining or not ready, 504 past the timeout.
+400 bad tensor or image, 404 unknown model or version, unrouted path or unimplemented extension, 405 wrong
+method, 408 body too slow, 413 body too large, 415 not an image format we decode, 503 queue full
+(``Retry-After``), draining or not ready, 504 past the timeout.
+
+Large JSON bodies are parsed in a worker process (:class:`BodyParser`): ``json.loads`` holds the GIL for the
+whole call, so in a thread a 20 MB body would still stall every other request, the health probes included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from typing import Any
 
@@ -33,6 +41,16 @@ from .service import SHUTTING_DOWN, Failure, ServeError, ServerState, failure, f
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 100
+#: JSON bodies up to this size are parsed on the event loop (a few milliseconds); larger ones in the parser
+#: process. Binary tensors after a small JSON header are views of the body and cost nothing to parse.
+INLINE_JSON_BYTES = 256 << 10
+#: Triton's extensions this server does not implement: path -> the extension's name (404 naming it).
+UNSUPPORTED = {"/v2/repository/{rest:path}": "model repository",
+               "/v2/systemsharedmemory{rest:path}": "system shared memory",
+               "/v2/cudasharedmemory{rest:path}": "CUDA shared memory",
+               "/v2/trace/setting": "trace", "/v2/models/{name}/trace/setting": "trace",
+               "/v2/logging": "logging",
+               "/v2/models/{name}/generate": "generate", "/v2/models/{name}/generate_stream": "generate"}
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -47,7 +65,8 @@ def _answer(exc: BaseException) -> Failure:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` (declared or streamed)."""
+    """The body, refused with 413 as soon as it passes ``limit`` (declared or streamed). The time it may take
+    is bounded by ``DrainGuard`` (``limits.body_timeout_s``, then 408) for every route at once."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServeError(413, f"the request body is {int(declared):,} bytes, more than the {limit:,} allowed")
@@ -60,9 +79,63 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BodyParser:
+    """Infer request bodies -> :class:`protocol.InferRequest`: small JSON on the event loop, large JSON in one
+    worker process (spawned on first use; it imports only ``trtinfer.serve.protocol``), so a large body never
+    holds this process's GIL. Its memory (12-14 times the JSON's size as Python objects) is the worker's, given
+    back after each request; what comes back is the arrays' data. ``close()`` stops the worker (idempotent)."""
+
+    def __init__(self, inline_bytes: int = INLINE_JSON_BYTES) -> None:
+        self.inline_bytes = inline_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def parse(self, body: bytes, header_length: str | None,
+                    max_bytes_elements: int | None) -> protocol.InferRequest:
+        if _json_bytes(body, header_length) <= self.inline_bytes:
+            return protocol.parse_infer_request(body, header_length, max_bytes_elements)
+        pool = self._started()
+        try:
+            return await asyncio.wrap_future(pool.submit(protocol.parse_in_worker, body, header_length,
+                                                         max_bytes_elements))
+        except BrokenProcessPool:  # the worker died (killed for memory?): the next request starts a new one
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise ServeError(503, "the JSON parser process ended while parsing this request (out of memory?); "
+                                  "retry, or send the tensors as binary data", {"Retry-After": "1"}) from None
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=protocol.parser_process_init)
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _json_bytes(body: bytes, header_length: str | None) -> int:
+    """The size of the body's JSON part (0 for a malformed header: the inline parse refuses it)."""
+    if header_length is None:
+        return len(body)
+    try:
+        return min(protocol.header_length_value(header_length), len(body))
+    except protocol.ProtocolError:
+        return 0
+
+
 # -- the app ---------------------------------------------------------------------------------------
 def create_app(state: ServerState) -> Starlette:
-    """The Starlette app over ``state`` (models loaded; warm-up and signals are ``server.py``'s)."""
+    """The Starlette app over ``state`` (models loaded; warm-up and signals are ``server.py``'s). Its
+    ``state.close()`` stops the JSON parser process: call it when the server stops."""
+    parser = BodyParser()
+    unsupported_logged: set[str] = set()
 
     async def handle(request: Request, model_name: str, endpoint: str, work: Any) -> Response:
         start = time.perf_counter()
@@ -131,8 +204,7 @@ def create_app(state: ServerState) -> Starlette:
             try:
                 body = await read_body(request, state.limits.max_body_bytes)
                 header = request.headers.get(protocol.HEADER_LENGTH)
-                parsed = (protocol.parse_infer_request(body, header) if header is not None or len(body) < 1 << 16
-                          else await run_in_threadpool(protocol.parse_infer_request, body, header))
+                parsed = await parser.parse(body, header, state.limits.max_images if image else 0)
                 x = await run_in_threadpool(service.model_input, state, served, image, parsed)
                 input_s = time.perf_counter() - started
                 logits = await asyncio.wrap_future(service.submit(served, x, parsed))
@@ -194,6 +266,20 @@ def create_app(state: ServerState) -> Starlette:
         routes += [Route(prefix, metadata), Route(prefix + "/ready", model_ready), Route(prefix + "/config", config),
                    Route(prefix + "/stats", statistics), Route(prefix + "/infer", infer, methods=["POST"])]
 
+    def unsupported(extension: str) -> Any:
+        async def answer(request: Request) -> Response:
+            if extension not in unsupported_logged:  # once per extension: clients probing at start-up repeat it
+                unsupported_logged.add(extension)
+                log.warning("a client asked for %s %s: trtinfer serve does not implement the %s extension "
+                            "(answered 404; logged once)", request.method, request.url.path, extension)
+            return error_response(404, f"trtinfer serve does not implement the {extension} extension "
+                                       f"({request.method} {request.url.path}); GET /v2 lists the extensions it has")
+
+        return answer
+
+    routes += [Route(path, unsupported(extension), methods=["GET", "POST", "PUT", "DELETE"])
+               for path, extension in UNSUPPORTED.items()]
+
     async def not_routed(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         if status == 405:
@@ -203,6 +289,7 @@ def create_app(state: ServerState) -> Starlette:
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_routed})
     app.state.server = state
+    app.state.close = parser.close
     return app
 
 

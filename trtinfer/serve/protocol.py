@@ -107,9 +107,12 @@ def encode_bytes_tensor(values: list[bytes]) -> bytes:
 
 
 def _check_bytes_count(name: str, count: int, max_elements: int | None) -> None:
+    if max_elements == 0 and count:
+        raise ProtocolError(f"input {name!r} is BYTES; this model takes no BYTES input (encoded images go to the "
+                            "model's _image twin)")
     if max_elements is not None and count > max_elements:
-        raise ProtocolError(f"input {name!r}: {count:,} BYTES elements, more than the {max_elements:,} allowed in one "
-                            "request (--max-images)")
+        raise ProtocolError(f"input {name!r}: {count:,} BYTES elements, more than the {max_elements:,} allowed per "
+                            "request; send them in several requests, or start the server with a higher --max-images")
 
 
 def _strings(name: str, data: Any, shape: list[int], count: int) -> list[bytes]:
@@ -279,7 +282,8 @@ def parse_infer_request(body: bytes, header_length: str | None,
                         max_bytes_elements: int | None = None) -> InferRequest:
     """An infer request body -> its tensors. ``header_length``: the ``Inference-Header-Content-Length``
     header (binary extension: JSON first, the tensors' bytes after it, in input order).
-    ``max_bytes_elements``: the most BYTES elements an input may declare (checked before any is built)."""
+    ``max_bytes_elements``: the most BYTES elements an input may declare (checked before any is built; 0: the
+    model takes no BYTES)."""
     binary = None
     if header_length is not None:
         length = header_length_value(header_length)
@@ -335,6 +339,14 @@ def parse_in_worker(body: bytes, header_length: str | None, max_bytes_elements: 
         return parse_infer_request(body, header_length, max_bytes_elements)
     finally:
         trim_heap()
+
+
+def parser_process_init() -> None:
+    """The parser process leaves SIGINT to its parent (a Ctrl-C in a terminal reaches the whole process group;
+    the parent shuts the worker down)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def trim_heap() -> None:
