@@ -1,6 +1,7 @@
 """`trtinfer serve` under pressure and at its end: a full queue answers 503 with Retry-After at once, a
-request past its timeout 504, and SIGTERM drains (readiness 503, new requests refused, requests in
-flight finish) and exits 0 within the grace period. Real processes, real signals, real threads."""
+request past its timeout 504, and SIGTERM with no drain delay refuses new requests at once while the requests
+in flight finish, and exits 0 within the grace period (test_drain.py: the drain delay under load). Real
+processes, real signals, real threads."""
 
 from __future__ import annotations
 
@@ -62,10 +63,12 @@ def test_a_request_past_its_timeout_is_504(resnet_served, tmp_path):
         assert server.stop() == 0, server.log.read_text()
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_0(resnet_served, tmp_path):
+def test_sigterm_with_no_drain_delay_refuses_at_once_and_finishes_in_flight_requests(resnet_served, tmp_path):
+    """``--drain-delay-seconds 0`` (a server behind no load balancer): new requests are refused from the signal
+    on, the ones in flight finish (test_drain covers the delay)."""
     grace = 20
-    server = start_server([resnet_served], tmp_path, "--grace-seconds", str(grace), "--max-batch", "1",
-                          "--max-delay-ms", "0")
+    server = start_server([resnet_served], tmp_path, "--grace-seconds", str(grace), "--drain-delay-seconds", "0",
+                          "--max-batch", "1", "--max-delay-ms", "0")
     body, length = tensor_body()
     results: list[int] = []
     started = threading.Barrier(9)

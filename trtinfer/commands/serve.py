@@ -42,10 +42,16 @@ _LIMITS, _SHUTDOWN = Limits(), Shutdown()
               type=click.FloatRange(0, 4096, min_open=True),
               help="Most decoded pixels (MiP) of one request's images together, checked from each image's header "
                    "before any is decoded (413 beyond).")
+@click.option("--header-timeout-seconds", default=_LIMITS.header_timeout_s, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="A connection must send a request's headers within this time (408 and closed beyond).")
+@click.option("--body-timeout-seconds", default=_LIMITS.body_timeout_s, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="A request's body must arrive within this time of its headers (408 beyond).")
 def serve(artifacts: tuple[Path, ...], host: str, port: int, grpc_port: int | None, name: str | None, backend: str,
           max_batch: int | None, max_delay_ms: float | None, max_queue: int | None, timeout_ms: float | None,
           grace_seconds: float, drain_delay_seconds: float, metrics_port: int, max_body_mb: int, max_images: int,
-          max_request_mpixels: float) -> None:
+          max_request_mpixels: float, header_timeout_seconds: float, body_timeout_seconds: float) -> None:
     """Serve ARTIFACTS over the Open Inference Protocol (what Triton and KServe clients speak)."""
     try:
         from trtinfer.serve.registry import ModelSet
@@ -61,7 +67,8 @@ def serve(artifacts: tuple[Path, ...], host: str, port: int, grpc_port: int | No
     grpc_text = f", gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
     click.echo(f"listening on http://{host}:{port}{grpc_text} (web page at /, metrics at /metrics)", err=True)
     limits = replace(_LIMITS, max_body_bytes=max_body_mb << 20, max_images=max_images,
-                     max_request_pixels=int(max_request_mpixels * 2**20))
+                     max_request_pixels=int(max_request_mpixels * 2**20), header_timeout_s=header_timeout_seconds,
+                     body_timeout_s=body_timeout_seconds)
     shutdown = Shutdown(drain_delay_s=drain_delay_seconds, grace_s=grace_seconds)
     run(models, ServeOptions(host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port or None,
                              limits=limits, shutdown=shutdown))
