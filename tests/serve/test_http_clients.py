@@ -337,6 +337,32 @@ def test_liveness_answers_while_a_20mb_json_body_is_parsed(served, reference):
             (headers, sorted(prober.latencies)[-5:])
 
 
+def test_the_parser_process_imports_only_the_protocol(tmp_path):
+    """A script embedding the app without a ``__main__`` guard: the spawned parser must not run it again (it
+    would start a second server), and it imports only ``trtinfer.serve.protocol``."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "embed.py"
+    script.write_text(
+        "import asyncio, json\n"
+        "from trtinfer.serve.app import BodyParser\n"
+        "print('main ran', flush=True)\n"
+        "body = json.dumps({'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [2], 'data': [1, 2]}]}).encode()\n"
+        "async def main():\n"
+        "    parser = BodyParser(inline_bytes=0)\n"
+        "    parsed = await parser.parse(body, None, 0)\n"
+        "    modules = parser._started().submit(eval, \"sorted(m for m in __import__('sys').modules \""
+        " \"if m.startswith(('trtinfer.', 'starlette', 'uvicorn', 'grpc', 'PIL')))\").result()\n"
+        "    print(parsed.inputs[0].array.tolist(), modules)\n"
+        "    parser.close(); parser.close()\n"
+        "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.count("main ran") == 1, done.stdout + done.stderr
+    assert "[1.0, 2.0]" in done.stdout and "trtinfer.serve.protocol" in done.stdout, done.stdout
+    assert "starlette" not in done.stdout.split("[1.0, 2.0]")[1] and "Traceback" not in done.stderr
+
+
 # -- a body that stops arriving ----------------------------------------------------------------------------------------
 def test_a_body_that_stops_arriving_is_cut_off_with_408(tiny_served):
     """The app as the server composes it, on a real uvicorn in this process, with a 0.5 s body timeout (the

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
@@ -109,8 +111,18 @@ class BodyParser:
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=protocol.parser_process_init)
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=protocol.parser_process_init)
+                # The worker starts with the first task. A spawned process re-runs the parent's __main__ (a
+                # user's script, perhaps without the __main__ guard, would start a second server): hide it, so
+                # the worker imports only trtinfer.serve.protocol.
+                main = sys.modules["__main__"]
+                sys.modules["__main__"] = types.ModuleType("__main__")
+                try:
+                    pool.submit(protocol.trim_heap)
+                finally:
+                    sys.modules["__main__"] = main
+                self._pool = pool
             return self._pool
 
     def close(self) -> None:
