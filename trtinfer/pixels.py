@@ -65,7 +65,10 @@ def check_image_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS
 
 def uint16_to_uint8(arr: np.ndarray) -> np.ndarray:
     """16-bit values to 8 bits, rounded (v / 257): 65535 -> 255, and an 8-bit value v stored as v * 257 -> v."""
-    return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    wide = arr.astype(np.uint32)  # one temporary, worked on in place
+    wide += 128
+    wide //= 257
+    return wide.astype(np.uint8)
 
 
 def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
@@ -88,13 +91,21 @@ def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
 
 
+def _is_pil(image: Any) -> bool:
+    return hasattr(image, "mode") and hasattr(image, "convert")  # PIL.Image without importing PIL
+
+
+def _is_high_depth(mode: str) -> bool:
+    return mode.startswith("I;16") or mode in ("I", "F")
+
+
 def to_uint8_rgb(image: Any) -> np.ndarray:
     """PIL image or HWC/HW array (uint8, or uint16 scaled down) -> uint8 HxWx3 RGB, size checked first."""
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL.Image without importing PIL
+    if _is_pil(image):
         width, height = image.size
         check_image_size(width, height)
         mode = image.mode
-        if mode.startswith("I;16") or mode in ("I", "F"):
+        if _is_high_depth(mode):
             gray = _high_depth_to_uint8(np.asarray(image), mode)
             return np.repeat(gray[:, :, None], 3, axis=2)
         if mode != "RGB":
@@ -134,27 +145,7 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     corrupt files and other formats become one-line ImageErrors instead of raw OSErrors. Pillow's
     own limit (``PIL.Image.MAX_IMAGE_PIXELS``) still applies when ``max_pixels`` is above it.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageError(f"decode_image_bytes takes bytes, got {type(data).__name__}",
-                         hint="pass the encoded file's contents (e.g. path.read_bytes())")
-    if not len(data):
-        raise ImageError("the image data is empty (0 bytes)", hint="send the encoded JPEG, PNG or WebP file")
-    from PIL import Image, UnidentifiedImageError
-
-    formats = "JPEG, PNG or WebP"
-    try:
-        image = Image.open(io.BytesIO(bytes(data)), formats=list(DECODE_FORMATS))  # reads the header only
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"the data ({len(data):,} bytes, starting {bytes(data[:8])!r}) is not a complete "
-                         f"{formats} image", hint=f"send a whole {formats} file") from exc
-    except Image.DecompressionBombError as exc:  # Pillow's own header check, for sizes far beyond max_pixels
-        raise ImageError(f"the image is {bomb_size(exc)}, more than the {max_pixels:,} allowed",
-                         hint="downscale it before sending") from exc
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- a corrupt header may raise anything from a decoder plugin
-        raise ImageError(f"the image data ({len(data):,} bytes) is corrupt: {type(exc).__name__}: {exc}",
-                         hint="send the file again, or re-encode it") from exc
+    image = open_image(data, max_pixels)
     try:
         check_image_size(image.size[0], image.size[1], max_pixels, what=f"the {image.format} image")
         try:
@@ -171,6 +162,34 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     return image
 
 
+def open_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
+    """Encoded JPEG, PNG or WebP bytes -> a ``PIL.Image`` whose header only has been read: its ``size``,
+    ``mode`` and ``format`` are known and no pixel is decoded yet (``load()`` decodes them). Data that is
+    no such image, or a header Pillow itself refuses as a decompression bomb, is an ImageError; the
+    caller checks the size (:func:`check_image_size`) and closes the image."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"decode_image_bytes takes bytes, got {type(data).__name__}",
+                         hint="pass the encoded file's contents (e.g. path.read_bytes())")
+    if not len(data):
+        raise ImageError("the image data is empty (0 bytes)", hint="send the encoded JPEG, PNG or WebP file")
+    from PIL import Image, UnidentifiedImageError
+
+    formats = "JPEG, PNG or WebP"
+    try:
+        return Image.open(io.BytesIO(bytes(data)), formats=list(DECODE_FORMATS))  # reads the header only
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"the data ({len(data):,} bytes, starting {bytes(data[:8])!r}) is not a complete "
+                         f"{formats} image", hint=f"send a whole {formats} file") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, for sizes far beyond max_pixels
+        raise ImageError(f"the image is {bomb_size(exc)}, more than the {max_pixels:,} allowed",
+                         hint="downscale it before sending") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a corrupt header may raise anything from a decoder plugin
+        raise ImageError(f"the image data ({len(data):,} bytes) is corrupt: {type(exc).__name__}: {exc}",
+                         hint="send the file again, or re-encode it") from exc
+
+
 def resize_crop(arr: np.ndarray, input_size: int, resize: int, interpolation: str = "bilinear") -> np.ndarray:
     """Shorter side resized to ``resize``, then the centre ``input_size`` square (uint8 HWC in and out)."""
     h, w = arr.shape[:2]
@@ -179,13 +198,50 @@ def resize_crop(arr: np.ndarray, input_size: int, resize: int, interpolation: st
         return arr
     from PIL import Image  # lazy: only needed when sizes differ
 
+    return _resize_crop_pil(Image.fromarray(arr), input_size, resize, interpolation)
+
+
+def _resize_crop_pil(image: Any, input_size: int, resize: int, interpolation: str) -> np.ndarray:
+    """:func:`resize_crop` of an RGB ``PIL.Image`` (the same pixels as ``Image.fromarray`` of its array)."""
+    from PIL import Image
+
+    w, h = image.size
+    size = input_size
+    if (h, w) == (size, size) and resize == size:
+        return np.asarray(image, dtype=np.uint8)
     scale = resize / min(h, w)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                 "nearest": Image.Resampling.NEAREST}[interpolation]
-    img = Image.fromarray(arr).resize((new_w, new_h), resample)
+    img = image.resize((new_w, new_h), resample)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def crop_image(image: Any, input_size: int, resize: int, interpolation: str = "bilinear") -> np.ndarray:
+    """One image (PIL or uint8/uint16 HWC array) -> its uint8 ``input_size`` x ``input_size`` x 3 crop: exactly
+    the row :func:`images_to_tensor` makes of it, size checked first. An 8-bit PIL image is converted and
+    resized as a PIL image, so it costs at most one RGB copy of itself, not the three that a round trip
+    through a numpy array takes (decoded RGB, its array, the array back as an image)."""
+    if _is_pil(image) and not _is_high_depth(image.mode):
+        check_image_size(*image.size)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        try:
+            return _resize_crop_pil(rgb, input_size, resize, interpolation)
+        finally:
+            if rgb is not image:
+                rgb.close()
+    return resize_crop(to_uint8_rgb(image), input_size, resize, interpolation)
+
+
+def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float],
+              scale: float = 1.0 / 255.0) -> np.ndarray:
+    """uint8 channels-last pixels (HWC or NHWC) -> float32 ``(x * scale - mean) / std``, same layout; the same
+    float32 operations whether it is given one image or a batch, so a row is bit-identical either way."""
+    x = pixels.astype(np.float32) * np.float32(scale)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    return x
 
 
 def images_to_tensor(images: Any, input_size: int, resize: int, mean: Sequence[float], std: Sequence[float],
@@ -215,8 +271,5 @@ def images_to_tensor(images: Any, input_size: int, resize: int, mean: Sequence[f
         if not images:
             batch = np.zeros((0, input_size, input_size, 3), np.uint8)
         else:
-            batch = np.stack([resize_crop(to_uint8_rgb(img), input_size, resize, interpolation) for img in images])
-    x = batch.astype(np.float32) * np.float32(scale)
-    x -= np.asarray(mean, np.float32)
-    x /= np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            batch = np.stack([crop_image(img, input_size, resize, interpolation) for img in images])
+    return np.ascontiguousarray(normalize(batch, mean, std, scale).transpose(0, 3, 1, 2))

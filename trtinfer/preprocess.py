@@ -21,7 +21,8 @@ from .manifest import PreprocessSpec
 from .pixels import DECODE_FORMATS, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, bomb_size
 
 __all__ = ["DECODE_FORMATS", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MEAN_RANGE", "NORMALIZATIONS", "STD_RANGE",
-           "bomb_size", "check_image_size", "decode_image_bytes", "make_spec", "normalization_problem", "preprocess"]
+           "bomb_size", "check_image_size", "decode_image_bytes", "make_spec", "normalization_problem", "open_image",
+           "preprocess", "preprocess_one"]
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -127,6 +128,21 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Encoded JPEG, PNG or WebP bytes -> a loaded ``PIL.Image``, size checked before the pixels are
     decoded (:func:`trtinfer.pixels.decode_image_bytes`); corrupt data is a DataError."""
     return pixels.decode_image_bytes(data, max_pixels)
+
+
+@_data_errors
+def open_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
+    """Encoded JPEG, PNG or WebP bytes -> a ``PIL.Image`` with only its header read (size, mode, format; no
+    pixel decoded yet) (:func:`trtinfer.pixels.open_image`); data that is no such image is a DataError."""
+    return pixels.open_image(data, max_pixels)
+
+
+@_data_errors
+def preprocess_one(image: Any, spec: PreprocessSpec) -> np.ndarray:
+    """One image (PIL or uint8 HWC array) -> its float32 CHW row, bit-identical to that image's row of
+    :func:`preprocess` (the same crop and the same float32 operations), without a batch around it."""
+    crop = pixels.crop_image(image, spec.input_size, spec.resize, spec.interpolation)
+    return pixels.normalize(crop, spec.mean, spec.std, spec.scale).transpose(2, 0, 1)
 
 
 @_data_errors

@@ -1,39 +1,137 @@
-"""Encoded images -> the model's FP32 batch, bounded by what decoding them costs."""
+"""Encoded images -> the model's FP32 batch, bounded by what decoding them costs, not by their bytes.
+
+A 10 KB PNG can declare 64 million pixels, so a request is judged by its images' headers before any pixel is
+decoded: at most ``limits.max_images`` images (400 beyond, ``--max-images``) and at most
+``limits.max_request_pixels`` decoded pixels all together (413 beyond, ``--max-request-mpixels``). Then the
+images are decoded and preprocessed one at a time into the preallocated batch, so a request holds one decoded
+image (and its RGB conversion) besides the batch, never all of them; each row is bit-identical to
+:func:`trtinfer.preprocess.preprocess` of that image.
+
+JPEG draft mode (decoding at 1/2, 1/4 or 1/8 scale) would decode large photos cheaper, but its pixels are not
+the full decode's, so the tensor would differ from what the model was calibrated and validated on: not used.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..preprocess import decode_image_bytes, preprocess
+from ..errors import DataError
+from ..preprocess import check_image_size, decode_image_bytes, open_image, preprocess_one
+from .service import ServeError
 
 if TYPE_CHECKING:
+    from .options import Limits
     from .registry import ServedModel
-    from .service import Limits
+
+log = logging.getLogger(__name__)
 
 #: File signatures of the formats decoded (anything else is 415 before a decoder sees it).
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"RIFF", "WebP"))
+#: After a request whose images came to more decoded pixels than this (4 MiP, 16 MiB as RGBX), the C heap's
+#: free memory is handed back to the system: glibc keeps large freed blocks in its arenas otherwise.
+TRIM_AFTER_PIXELS = 4 << 20
 
 
-def image_format(data: bytes) -> str:
-    from .service import ServeError
-
+def image_format(data: bytes, which: str = "") -> str:
+    """The format its signature names; anything else is a 415 (``which``: "image 3 of 8: " or "")."""
     for signature, name in _SIGNATURES:
         if data.startswith(signature) and (name != "WebP" or data[8:12] == b"WEBP"):
             return name
-    raise ServeError(415, f"the upload ({len(data):,} bytes, starting {data[:8]!r}) is not a JPEG, PNG or WebP "
-                          "image")
+    raise ServeError(415, f"{which}the upload ({len(data):,} bytes, starting {data[:8]!r}) is not a JPEG, PNG or "
+                          "WebP image")
+
+
+def check_images(blobs: list[bytes], limits: Limits) -> int:
+    """The request's decoded pixels, from each image's header (no pixel is decoded): 400 for more than
+    ``limits.max_images`` images or an unusable image, 415 for a format not taken, 413 once the images so far
+    come to more than ``limits.max_request_pixels``."""
+    count = len(blobs)
+    if count > limits.max_images:
+        raise ServeError(400, f"the request has {count:,} images, more than the {limits.max_images:,} allowed "
+                              "per request; send them in several requests, or start the server with a higher "
+                              "--max-images")
+    total = 0
+    for index, blob in enumerate(blobs):
+        which = _which(index, count)
+        image_format(blob, which)
+        with _numbered(which):
+            image = open_image(blob)
+            try:
+                width, height = image.size
+                kind = image.format
+            finally:
+                image.close()
+            check_image_size(width, height, what=f"the {kind} image")
+        total += width * height
+        if total > limits.max_request_pixels:
+            so_far = f"the first {index + 1} of {count} images come" if count > 1 else "the image comes"
+            raise ServeError(413, f"{which}the {kind} image is {width}x{height} pixels, and {so_far} to {total:,} "
+                                  f"decoded pixels, more than the {limits.max_request_pixels:,} "
+                                  f"({limits.max_request_pixels / 2**20:g} MiP) allowed per request; send fewer "
+                                  "or smaller images, or start the server with a higher --max-request-mpixels")
+    return total
 
 
 def images_to_tensor(blobs: list[bytes], served: ServedModel, limits: Limits) -> np.ndarray:
-    """Encoded images -> the model's float32 batch, preprocessed as its manifest says (runs in a thread)."""
-    images = []
+    """Encoded images -> the model's float32 batch, preprocessed as its manifest says (runs in a thread):
+    checked from their headers first (:func:`check_images`), then decoded one at a time."""
+    spec = served.manifest.preprocess
+    total = check_images(blobs, limits)
+    batch = np.empty((len(blobs), 3, spec.input_size, spec.input_size), np.float32)
     try:
-        for blob in blobs:
-            image_format(blob)
-            images.append(decode_image_bytes(blob))
-        return preprocess(images, served.manifest.preprocess)
+        for index, blob in enumerate(blobs):
+            with _numbered(_which(index, len(blobs))):
+                image = decode_image_bytes(blob)
+                try:
+                    batch[index] = preprocess_one(image, spec)
+                finally:
+                    image.close()
     finally:
-        for image in images:
-            image.close()
+        if total > TRIM_AFTER_PIXELS:
+            trim_memory()
+    return batch
+
+
+def _which(index: int, count: int) -> str:
+    return f"image {index + 1} of {count}: " if count > 1 else ""
+
+
+@contextmanager
+def _numbered(which: str) -> Iterator[None]:
+    """A DataError (an unusable image) as a 400 that says which image of the request it is."""
+    try:
+        yield
+    except DataError as exc:
+        raise ServeError(400, which + exc.one_line()) from None
+
+
+def trim_memory() -> bool:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim(0)``); False where the C
+    library has no such call (musl, macOS)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None).malloc_trim  # the C library the process already runs on
+    except (OSError, AttributeError):
+        log.debug("this C library has no malloc_trim; freed image memory stays with the process")
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
