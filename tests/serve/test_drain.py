@@ -255,3 +255,47 @@ def test_a_grpc_call_in_flight_completes_within_a_short_grace(short):
     assert code == 0, log
     assert elapsed < 5 + 0.5, elapsed
     assert float(result["at"]) - signalled > 1  # it was still in flight when the drain delay ended
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_the_header_timeout_on_either_parser(parser):
+    """Both protocol classes (httptools where installed, h11 otherwise): a connection that sends nothing, one that
+    stops inside its headers, and a keep-alive connection whose second request stops inside its headers each get
+    408 and are closed; a complete request is answered meanwhile."""
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+    import uvicorn
+
+    from trtinfer.benchmarks.serve_process import free_port
+    from trtinfer.serve.options import Limits
+    from trtinfer.serve.server import http_protocol
+
+    protocol, chosen = http_protocol(Limits(header_timeout_s=0.5), parser)
+    assert chosen == parser
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", loop="asyncio",
+                                           http=protocol, ws="none", log_level="warning"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+        partial = socket.create_connection(("127.0.0.1", port), timeout=5)
+        partial.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n")
+        second = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        second.request("GET", "/")
+        assert second.getresponse().read() == b"ok"
+        second.sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        assert request(f"http://127.0.0.1:{port}/", timeout=5)[2] == b"ok"
+        answers = [read_response(sock) for sock in (silent, partial, second.sock)]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert all(a.startswith(b"HTTP/1.1 408") and b"connection: close" in a for a in answers), answers

@@ -116,35 +116,44 @@ class _Timeouts:
             self.transport.close()
 
 
-def http_protocol(limits: Limits) -> tuple[type[asyncio.Protocol], str]:
+def http_protocol(limits: Limits, parser: str = "auto") -> tuple[type[asyncio.Protocol], str]:
     """uvicorn's HTTP protocol with :class:`_Timeouts`: httptools where it is installed (uvicorn's faster parser;
-    it is not a dependency of trtinfer), else h11 (a dependency of uvicorn). Returns the class and its name."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        HttpToolsProtocol = None  # type: ignore[assignment,misc]  # noqa: N806
-    if HttpToolsProtocol is not None:
-        class HttpTools(_Timeouts, HttpToolsProtocol):
-            header_timeout_s = limits.header_timeout_s
+    it is not a dependency of trtinfer), else h11 (a dependency of uvicorn); ``parser="h11"`` chooses h11.
+    Returns the class and the parser's name."""
+    if parser != "h11":
+        try:
+            return _httptools_protocol(limits), "httptools"
+        except ImportError:
+            pass
+    return _h11_protocol(limits), "h11"
 
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-                super().connection_made(transport)
-                self._arm_header_timer()
 
-            def connection_lost(self, exc: Exception | None) -> None:
-                self._disarm_header_timer()
-                super().connection_lost(exc)
+def _httptools_protocol(limits: Limits) -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-            def on_message_begin(self) -> None:
-                super().on_message_begin()
-                self._arm_header_timer()
+    class HttpTools(_Timeouts, HttpToolsProtocol):
+        header_timeout_s = limits.header_timeout_s
 
-            def on_headers_complete(self) -> None:
-                self._disarm_header_timer()
-                super().on_headers_complete()
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_timer()
 
-        return HttpTools, "httptools"
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_timer()
+            super().connection_lost(exc)
 
+        def on_message_begin(self) -> None:  # the first bytes of a request
+            super().on_message_begin()
+            self._arm_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_header_timer()
+            super().on_headers_complete()
+
+    return HttpTools
+
+
+def _h11_protocol(limits: Limits) -> type[asyncio.Protocol]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -166,7 +175,7 @@ def http_protocol(limits: Limits) -> tuple[type[asyncio.Protocol], str]:
             if self.conn.their_state is not h11.IDLE:
                 self._disarm_header_timer()  # its headers are complete
 
-    return H11, "h11"
+    return H11
 
 
 # -- the server and its stop ----------------------------------------------------------------------------------
