@@ -1,6 +1,7 @@
 """The web page in a real browser: headless Debian Chromium, driven by Playwright (which never downloads
-a browser of its own here), uploads a real CIFAR row on the page, reads the top 3 from the page, and
-saves a screenshot. Chromium is installed with apt-get when missing (CI runs as root)."""
+a browser of its own here), uploads a real CIFAR row on the page with the keyboard alone, reads the top 3
+from the page, uploads a text file and reads a plain error, and saves screenshots. Chromium is installed
+with apt-get when missing (CI runs as root)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,20 @@ def chromium_path() -> str:
     return found
 
 
-def test_upload_on_the_page_shows_the_top_3(server, tiny_served, cifar_images, tmp_path):
+BROKEN_IMAGES = """[...document.images].filter((i) => !i.hidden && i.offsetParent !== null &&
+                                             (!i.complete || i.naturalWidth === 0)).length"""
+
+
+def test_keyboard_upload_on_the_page_shows_the_top_3_and_a_plain_error_for_a_text_file(server, tiny_served,
+                                                                                        cifar_images, tmp_path):
+    """Only the keyboard: Tab to the upload button (its focus drawn), Enter opens the file chooser, the top 3 of a
+    real CIFAR row appear; Space opens it again, a text file gets a plain sentence and leaves no broken image."""
     playwright = pytest.importorskip("playwright.sync_api")
     png = encode(cifar_images[3], "PNG")
     image = tmp_path / "cifar-3.png"
     image.write_bytes(png)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image\n")
     with trtinfer.load(tiny_served) as model:
         expected = model.predict([decode_image_bytes(png)], top_k=3)[0]
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
@@ -51,18 +61,39 @@ def test_upload_on_the_page_shows_the_top_3(server, tiny_served, cifar_images, t
             page.goto(server.url + "/")
             page.wait_for_function("document.querySelectorAll('#model option').length > 0", timeout=30_000)
             assert "tiny" in page.inner_text("#facts")
-            page.set_input_files("#file", str(image))
+            for _ in range(5):  # the model list, then the upload button
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.id") == "pick":
+                    break
+            assert page.evaluate("document.activeElement.id") == "pick"
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+            with page.expect_file_chooser() as chooser:
+                page.keyboard.press("Enter")
+            chooser.value.set_files(str(image))
             page.wait_for_selector(".prediction", timeout=30_000)
             rows = page.locator(".prediction")
             labels = [rows.nth(i).locator(".label").inner_text() for i in range(rows.count())]
             percents = [float(rows.nth(i).locator(".pct").inner_text().split()[0]) for i in range(rows.count())]
             bars = [rows.nth(i).locator(".fill").bounding_box()["width"] / rows.nth(i).locator(".bar").bounding_box()["width"]
                     for i in range(rows.count())]
-            assert page.locator("#preview").is_visible()
+            page.wait_for_selector("#preview", state="visible", timeout=10_000)
             page.screenshot(path=str(SCREENSHOT_DIR / "serve-page.png"), full_page=True)
+
+            assert page.evaluate("document.activeElement.id") == "pick"  # focus came back to the button
+            with page.expect_file_chooser() as chooser:
+                page.keyboard.press(" ")
+            chooser.value.set_files(str(text))
+            page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+            error = page.inner_text("#error")
+            broken = page.evaluate(BROKEN_IMAGES)
+            predictions_left = page.locator(".prediction").count()
+            page.screenshot(path=str(SCREENSHOT_DIR / "serve-page-not-an-image.png"), full_page=True)
         finally:
             browser.close()
     assert labels == [label for label, _ in expected]
     assert percents == pytest.approx([100 * p for _, p in expected], abs=0.06)
     assert bars == pytest.approx([p for _, p in expected], abs=0.01)  # the confidence bars are drawn to scale
     assert (SCREENSHOT_DIR / "serve-page.png").stat().st_size > 1000
+    assert error.startswith("That file is not a JPEG, PNG or WebP image."), error
+    assert "b'" not in error and "{" not in error
+    assert broken == 0 and predictions_left == 0
