@@ -62,7 +62,7 @@ def test_decoded_pixels_beyond_the_request_limit_are_413_from_the_headers_alone(
     assert error.message.startswith("image 3 of 3: the PNG image is 2000x2000 pixels")
     assert "first 3 of 3 images come to 12,000,000" in error.message and "10,000,000" in error.message
     assert "--max-request-mpixels" in error.message
-    assert check_images([declared_png(2000, 2000)] * 2, limits) == 8_000_000  # at the limit's side of it: taken
+    assert check_images([declared_png(2000, 2000)] * 2, limits) == [4_000_000] * 2  # at the limit's side of it: taken
 
 
 def test_one_image_past_what_any_image_may_be_is_400():
@@ -158,3 +158,39 @@ def test_freed_memory_is_handed_back_where_the_c_library_can():
 
     has_trim = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "malloc_trim")
     assert trim_memory() is has_trim
+
+
+def test_the_pixel_budget_lets_small_images_through_and_large_ones_take_turns():
+    """Real threads: while one large image holds most of the budget, a second large one waits and small ones
+    do not; the second runs once the first is done."""
+    import threading
+
+    from trtinfer.serve.images import PixelBudget
+
+    budget = PixelBudget(100)
+    order: list[str] = []
+    holding = threading.Event()
+
+    def large(name: str, release: threading.Event | None) -> None:
+        with budget.hold(80):
+            order.append(name)
+            holding.set()
+            if release is not None:
+                release.wait(10)
+
+    release = threading.Event()
+    a = threading.Thread(target=large, args=("a", release))
+    a.start()
+    assert holding.wait(10)
+    b = threading.Thread(target=large, args=("b", None))
+    b.start()
+    with budget.hold(10):  # a small image does not wait behind the large ones
+        order.append("small")
+    b.join(0.3)
+    assert b.is_alive() and order == ["a", "small"]  # b waits for a's pixels
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert order == ["a", "small", "b"] and not b.is_alive()
+    with budget.hold(10_000):  # larger than the whole budget: runs alone once it is free
+        pass

@@ -244,7 +244,8 @@ def create_app(state: ServerState) -> Starlette:
             served, _ = find(state, name)
             top_k = _top_k(request.query_params.get("top_k", "3"), served)
             blob = await _upload(request, state.limits.max_body_bytes)
-            x = await run_in_threadpool(images_to_tensor, [blob], served, state.limits)
+            x = await run_in_threadpool(images_to_tensor, [blob], served, state.limits,
+                                       state.decode_budget)
             logits = await served.model.infer_async(x)
             probabilities = softmax(np.asarray(logits))[0]
             order = np.argsort(-probabilities, kind="stable")[:top_k]

@@ -17,6 +17,7 @@ import ctypes
 import functools
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..preprocess import check_image_size, decode_image_bytes, open_image, preprocess_one
-from .service import ServeError
+from .failures import ServeError
 
 if TYPE_CHECKING:
     from .options import Limits
@@ -49,8 +50,8 @@ def image_format(data: bytes, which: str = "") -> str:
                           "WebP image")
 
 
-def check_images(blobs: list[bytes], limits: Limits) -> int:
-    """The request's decoded pixels, from each image's header (no pixel is decoded): 400 for more than
+def check_images(blobs: list[bytes], limits: Limits) -> list[int]:
+    """Each image's decoded pixels, from its header (no pixel is decoded): 400 for more than
     ``limits.max_images`` images or an unusable image, 415 for a format not taken, 413 once the images so far
     come to more than ``limits.max_request_pixels``."""
     count = len(blobs)
@@ -58,7 +59,7 @@ def check_images(blobs: list[bytes], limits: Limits) -> int:
         raise ServeError(400, f"the request has {count:,} images, more than the {limits.max_images:,} allowed "
                               "per request; send them in several requests, or start the server with a higher "
                               "--max-images")
-    total = 0
+    total, pixels = 0, []
     for index, blob in enumerate(blobs):
         which = _which(index, count)
         image_format(blob, which)
@@ -70,6 +71,7 @@ def check_images(blobs: list[bytes], limits: Limits) -> int:
             finally:
                 image.close()
             check_image_size(width, height, what=f"the {kind} image")
+        pixels.append(width * height)
         total += width * height
         if total > limits.max_request_pixels:
             so_far = f"the first {index + 1} of {count} images come" if count > 1 else "the image comes"
@@ -77,18 +79,54 @@ def check_images(blobs: list[bytes], limits: Limits) -> int:
                                   f"decoded pixels, more than the {limits.max_request_pixels:,} "
                                   f"({limits.max_request_pixels / 2**20:g} MiP) allowed per request; send fewer "
                                   "or smaller images, or start the server with a higher --max-request-mpixels")
-    return total
+    return pixels
 
 
-def images_to_tensor(blobs: list[bytes], served: ServedModel, limits: Limits) -> np.ndarray:
+class PixelBudget:
+    """Decoded pixels in flight across the whole server. Each request is bounded by ``--max-request-mpixels``,
+    but HTTP's thread pool and gRPC's workers decode many requests at once; holding an image's pixels while it
+    is decoded bounds the server's decoded-image memory by this budget whatever the concurrency. Small images
+    never wait (a CIFAR row is 1,024 pixels); large ones take turns. An image larger than the whole budget
+    waits for it to be free and then runs alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._free = self.capacity
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        need = min(max(1, pixels), self.capacity)
+        with self._changed:
+            self._changed.wait_for(lambda: self._free >= need)
+            self._free -= need
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += need
+                self._changed.notify_all()
+
+
+def pixel_budget(limits: Limits) -> PixelBudget:
+    """The server's budget: two requests' worth of the largest images at once (about 2 x 16 MiP x 5 bytes of
+    decoded RGB and its conversion: 160 MiB at the defaults), while small images decode on every core."""
+    return PixelBudget(2 * limits.max_request_pixels)
+
+
+def images_to_tensor(blobs: list[bytes], served: ServedModel, limits: Limits,
+                     budget: PixelBudget | None = None) -> np.ndarray:
     """Encoded images -> the model's float32 batch, preprocessed as its manifest says (runs in a thread):
-    checked from their headers first (:func:`check_images`), then decoded one at a time."""
+    checked from their headers first (:func:`check_images`), then decoded one at a time, each holding its
+    pixels in the server's ``budget`` while it is decoded."""
     spec = served.manifest.preprocess
-    total = check_images(blobs, limits)
+    pixels = check_images(blobs, limits)
+    total = sum(pixels)
+    budget = budget or PixelBudget(limits.max_request_pixels)
     batch = np.empty((len(blobs), 3, spec.input_size, spec.input_size), np.float32)
     try:
         for index, blob in enumerate(blobs):
-            with _numbered(_which(index, len(blobs))):
+            with budget.hold(pixels[index]), _numbered(_which(index, len(blobs))):
                 image = decode_image_bytes(blob)
                 try:
                     batch[index] = preprocess_one(image, spec)

@@ -1,6 +1,6 @@
-"""What serving means, with no transport in it: the limits (said once), the shared server state, model
-lookup, the protocol's metadata and configuration documents, inference from parsed tensors, and one
-table from a failure to the HTTP status and the gRPC code it is answered with.
+"""What serving means, with no transport in it: the shared server state, model lookup, the protocol's
+metadata and configuration documents, and inference from parsed tensors. The limits are said once in
+``options.py``; the table from a failure to its HTTP status and gRPC code is ``failures.py``.
 
 ``app.py`` (HTTP) and ``grpc_service.py`` (gRPC) move bytes and call this module; neither imports the
 other.
@@ -18,67 +18,19 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import DataError, OverloadedError, TrtInferError
-from ..runtime import ModelClosedError, RequestTimeout
 from . import protocol
+from .failures import SHUTTING_DOWN, Failure, ServeError, failure  # noqa: F401 -- the transports' one import
+from .images import PixelBudget, images_to_tensor, pixel_budget
 from .metrics import Metrics
 from .protocol import ProtocolError
-from .registry import IMAGE_SUFFIX, VERSION, ModelSet, ServedModel
 from .options import Limits
+from .registry import IMAGE_SUFFIX, VERSION, ModelSet, ServedModel
 from .statistics import Statistics
 
 log = logging.getLogger(__name__)
 
 IMAGE_INPUT = "image"
 EXTENSIONS = ("classification", "binary_tensor_data", "model_configuration", "statistics", "schedule_policy")
-
-
-# -- failures: one table from what went wrong to how each transport says it --------------------------------
-class ServeError(Exception):
-    """A request the server refuses: the HTTP ``status`` names the failure (the table maps it to gRPC)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-@dataclass(frozen=True)
-class Failure:
-    status: int            # HTTP
-    code: str              # gRPC status code name (grpc.StatusCode.<code>)
-    message: str
-    headers: dict[str, str] = field(default_factory=dict)
-    internal: bool = False  # a server bug: logged with its traceback; client errors are not
-    reason: str = "OTHER"   # Triton's failure reason (statistics.FAILURE_REASONS), for nv_inference_request_failure
-
-
-#: HTTP status -> gRPC status code name.
-GRPC_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
-              415: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-              500: "INTERNAL"}
-SHUTTING_DOWN = "the server is shutting down"
-
-
-def failure(exc: BaseException) -> Failure:
-    """How a failure is answered: its status, its gRPC code, one line, extra headers, and Triton's reason."""
-    reason = "OTHER"
-    if isinstance(exc, ServeError):
-        status, message, headers = exc.status, exc.message, exc.headers
-    elif isinstance(exc, ProtocolError):
-        status, message, headers = exc.status, exc.message, {}
-    elif isinstance(exc, OverloadedError):
-        status, message, headers, reason = 503, exc.one_line(), {"Retry-After": "1"}, "REJECTED"
-    elif isinstance(exc, RequestTimeout):
-        status, message, headers, reason = 504, exc.one_line(), {}, "REJECTED"
-    elif isinstance(exc, ModelClosedError):
-        status, message, headers, reason = 503, SHUTTING_DOWN, {"Retry-After": "5"}, "CANCELED"
-    elif isinstance(exc, DataError):
-        status, message, headers = 400, exc.one_line(), {}
-    elif isinstance(exc, TrtInferError):
-        return Failure(500, "INTERNAL", exc.one_line(), internal=True, reason="BACKEND")
-    else:
-        return Failure(500, "INTERNAL", f"internal error: {type(exc).__name__}", internal=True)
-    return Failure(status, GRPC_CODES.get(status, "INTERNAL"), message, headers, reason=reason)
 
 
 # -- the state every transport shares -------------------------------------------------------------------------
@@ -90,6 +42,7 @@ class ServerState:
     metrics: Metrics
     limits: Limits = field(default_factory=Limits)
     statistics: Statistics = field(init=False)
+    decode_budget: PixelBudget = field(init=False)  # decoded pixels in flight, over all requests
     draining: bool = False   # readiness answers 503 (set on the first SIGTERM, before the listeners close)
     refusing: bool = False   # new requests are refused (after the drain delay)
     inflight: int = 0        # HTTP and gRPC requests being served (the drain waits for 0)
@@ -98,6 +51,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.statistics = Statistics(self.models)
+        self.decode_budget = pixel_budget(self.limits)
         self.metrics.triton_collector(self.statistics)  # Triton's names on the metrics port, read from these
 
     def ready(self) -> bool:
@@ -199,10 +153,8 @@ def input_tensor(served: ServedModel, image: bool, parsed: protocol.InferRequest
 def model_input(state: ServerState, served: ServedModel, image: bool, parsed: protocol.InferRequest) -> np.ndarray:
     """The FP32 batch the model runs: the request's tensor, or its images decoded within the limits (may take
     a while for images: run it off an event loop)."""
-    from .images import images_to_tensor
-
     value = input_tensor(served, image, parsed)
-    return value if isinstance(value, np.ndarray) else images_to_tensor(value, served, state.limits)
+    return value if isinstance(value, np.ndarray) else images_to_tensor(value, served, state.limits, state.decode_budget)
 
 
 def submit(served: ServedModel, x: np.ndarray, parsed: protocol.InferRequest) -> Future:
