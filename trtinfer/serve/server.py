@@ -17,8 +17,8 @@ The drain delay takes at most half the grace period (``--drain-delay-seconds 30 
 15 s), so the requests in flight keep the other half. If work is still in flight :data:`CLOSE_RESERVE_S` before the
 end, the models close: a batch waiting to fill runs at once, and a request that cannot start in time fails with
 503/UNAVAILABLE ("shutting down") instead of being cut. A batch still running at the end of the grace period cannot
-be interrupted: the process exits without it (Kubernetes would kill it then anyway). A second SIGTERM ends the drain
-delay at once; a second SIGINT (Ctrl-C twice) exits at once.
+be interrupted: the process exits without it (Kubernetes would kill it then anyway). SIGINT (Ctrl-C) skips the drain
+delay; a second SIGTERM ends the drain delay at once; a second SIGINT exits at once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -192,8 +192,9 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:  # a signal handler: set flags, no more
         now = time.monotonic()
-        if self.plan is None:
-            self.plan = DrainPlan.starting(self.plan_for, now)
+        if self.plan is None:  # Ctrl-C at a terminal has no load balancer to wait for: no drain delay
+            shutdown = replace(self.plan_for, drain_delay_s=0.0) if sig == signal.SIGINT else self.plan_for
+            self.plan = DrainPlan.starting(shutdown, now)
             self.state.draining = True
             self.state.refusing = self.plan.refuse_at <= now  # no drain delay
             return
