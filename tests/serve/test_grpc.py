@@ -217,7 +217,7 @@ def test_kserve_grpc_client(target, reference, cifar_images, tmp_path):
         pytest.skip("the KServe SDK is not installed (pip install kserve)")
     png = tmp_path / "row.png"
     png.write_bytes(encode(cifar_images[0], "PNG"))
-    probe = subprocess.run([sys.executable, str(Path(__file__).with_name("kserve_grpc_client.py")), target, str(png)],
+    probe = subprocess.run([sys.executable, str(Path(__file__).with_name("kserve_clients.py")), "grpc", target, str(png)],
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-3000:]
     seen = json.loads(probe.stdout)

@@ -1,8 +1,10 @@
-"""The KServe SDK's ``InferenceGRPCClient`` against a running server, in its own process: KServe's generated
-protocol module and tritonclient's both register the package ``inference`` in protobuf's default descriptor
-pool, so one process cannot import both. Prints one JSON document of what the client saw.
+"""The KServe SDK's clients (``InferenceGRPCClient``, and ``InferenceRESTClient`` speaking v2) against a running
+server, in their own process: KServe's generated protocol module and tritonclient's both register the package
+``inference`` in protobuf's default descriptor pool, so one process cannot import both. Prints one JSON
+document of what the client saw.
 
-Usage: python kserve_grpc_client.py HOST:PORT IMAGE_FILE
+Usage: python kserve_clients.py grpc HOST:PORT IMAGE_FILE
+       python kserve_clients.py rest http://HOST:PORT IMAGE_FILE
 """
 
 from __future__ import annotations
@@ -57,9 +59,42 @@ async def probe(target: str, png: bytes) -> dict:
         await client.close()
 
 
+async def probe_rest(url: str, png: bytes) -> dict:
+    import httpx
+    import kserve
+
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    async with kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
+        seen: dict = {"live": await client.is_server_live(url), "ready": await client.is_server_ready(url),
+                      "tiny_ready": await client.is_model_ready(url, "tiny"),
+                      "nope_ready": await client.is_model_ready(url, "nope")}
+        for binary in (True, False):
+            tensor = kserve.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=binary)
+            response = await client.infer(url, kserve.InferRequest("tiny", [tensor]), model_name="tiny")
+            seen[f"logits_{'binary' if binary else 'json'}"] = response.outputs[0].as_numpy().tolist()
+        image = kserve.InferInput("image", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[png]], dtype=object), binary_data=True)
+        response = await client.infer(url, kserve.InferRequest("tiny_image", [image]), model_name="tiny_image")
+        seen["image_logits"] = response.outputs[0].as_numpy().tolist()
+        bad = kserve.InferInput("input", [1, 2], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 2), np.float32), binary_data=False)
+        errors = {}
+        for case, model, request in (("unknown model", "nope", kserve.InferRequest("nope", [tensor])),
+                                     ("shape", "tiny", kserve.InferRequest("tiny", [bad]))):
+            try:
+                await client.infer(url, request, model_name=model)
+                errors[case] = None
+            except httpx.HTTPStatusError as exc:
+                errors[case] = [exc.response.status_code, str(exc)]
+        seen["errors"] = errors
+        return seen
+
+
 if __name__ == "__main__":
     import logging
 
     logging.disable(logging.ERROR)  # the SDK logs each failed call with its traceback; the JSON says what failed
-    with open(sys.argv[2], "rb") as f:
-        print(json.dumps(asyncio.run(probe(sys.argv[1], f.read()))))
+    with open(sys.argv[3], "rb") as f:
+        run = probe if sys.argv[1] == "grpc" else probe_rest
+        print(json.dumps(asyncio.run(run(sys.argv[2], f.read()))))
