@@ -81,16 +81,25 @@ def start_server(artifacts: list[Path], tmp: Path, *args: str) -> Server:
     process = subprocess.Popen([sys.executable, "-m", "trtinfer.cli", "serve", *map(str, artifacts), *ports, *args],
                                stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     server = Server(process, port, grpc_port, log, metrics_port)
-    deadline = time.monotonic() + START_TIMEOUT_S
+    problem = wait_for_health(process, server.url + "/v2/health/ready", START_TIMEOUT_S)
+    if problem is None:
+        return server
+    if process.poll() is None:
+        process.kill()
+    raise AssertionError(f"the server {problem}: {log.read_text()}")
+
+
+def wait_for_health(process: subprocess.Popen, url: str, timeout: float) -> str | None:
+    """Poll a server's health ``url`` until it answers 200: None then, else what happened instead ("exited with
+    N", or "was not ready within T s"). Shared by this launcher and the real-Triton tests' one."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}: {log.read_text()}")
+            return f"exited with {process.returncode}"
         try:
-            status, _, _ = request(server.url + "/v2/health/ready", timeout=2)
-            if status == 200:
-                return server
+            if request(url, timeout=2)[0] == 200:
+                return None
         except OSError:
             pass
         time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"the server was not ready within {START_TIMEOUT_S} s: {log.read_text()}")
+    return f"was not ready within {timeout:g} s"

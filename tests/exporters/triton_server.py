@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -127,8 +126,8 @@ class TritonServer:
 
 
 def start_triton(repository: Path, log_dir: Path, *args: str) -> TritonServer:
-    """``tritonserver`` over ``repository`` on free loopback ports, waited on until its HTTP endpoint is ready."""
-    import urllib.request
+    """``tritonserver`` over ``repository`` on free loopback ports, waited on until its HTTP endpoint is live."""
+    from trtinfer.benchmarks.serve_process import wait_for_health
 
     problems = missing()
     if problems:
@@ -144,19 +143,12 @@ def start_triton(repository: Path, log_dir: Path, *args: str) -> TritonServer:
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
                                preexec_fn=_die_with_parent)
     server = TritonServer(process, repository, http_port, grpc_port, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://{server.url}/v2/health/live", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"tritonserver was not live within {START_TIMEOUT_S} s:\n{server.log_tail()}")
+    problem = wait_for_health(process, f"http://{server.url}/v2/health/live", START_TIMEOUT_S)
+    if problem is None:
+        return server
+    if process.poll() is None:
+        server.stop()
+    raise RuntimeError(f"tritonserver {problem}:\n{server.log_tail()}")
 
 
 def triton_fixture(tmp_path_factory) -> Iterator[TritonServer]:

@@ -217,7 +217,9 @@ def create_app(state: ServerState) -> Starlette:
                 body = await read_body(request, state.limits.max_body_bytes)
                 header = request.headers.get(protocol.HEADER_LENGTH)
                 parsed = await parser.parse(body, header, state.limits.max_images if image else 0)
-                x = await run_in_threadpool(service.model_input, state, served, image, parsed)
+                value = service.input_tensor(served, image, parsed)  # tensors: checked in place, no thread hop
+                x = value if isinstance(value, np.ndarray) else await run_in_threadpool(
+                    images_to_tensor, value, served, state.limits, state.decode_budget)
                 input_s = time.perf_counter() - started
                 logits = await asyncio.wrap_future(service.submit(served, x, parsed))
                 built = time.perf_counter()

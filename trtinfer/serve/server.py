@@ -86,6 +86,14 @@ class _Timeouts:
     cycle: Any
     _header_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]  # uvicorn's protocol, after this mixin
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
@@ -134,14 +142,6 @@ def _httptools_protocol(limits: Limits) -> type[asyncio.Protocol]:
     class HttpTools(_Timeouts, HttpToolsProtocol):
         header_timeout_s = limits.header_timeout_s
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_header_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_timer()
-            super().connection_lost(exc)
-
         def on_message_begin(self) -> None:  # the first bytes of a request
             super().on_message_begin()
             self._arm_header_timer()
@@ -159,14 +159,6 @@ def _h11_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
     class H11(_Timeouts, H11Protocol):
         header_timeout_s = limits.header_timeout_s
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_header_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_timer()
-            super().connection_lost(exc)
 
         def handle_events(self) -> None:
             if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
