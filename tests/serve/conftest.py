@@ -51,3 +51,37 @@ def error_of(body: bytes) -> str:
     document = json.loads(body)
     assert set(document) == {"error"}, document
     return document["error"]
+
+
+PEAK_MARGIN = 200 << 20  # the issue's bound on a request's peak resident memory above the level before it
+
+
+class PeakRss:
+    """The server's peak resident memory over one request: ``echo 5 > clear_refs`` resets ``VmHWM`` to the current
+    ``VmRSS`` (Linux 4.0+), so the peak read afterwards is the request's own."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _status(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10  # kB
+        raise AssertionError(f"no {field} in /proc/{self.pid}/status")
+
+    def __enter__(self) -> PeakRss:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        self.before = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak = self._status("VmHWM")
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+    def check(self) -> None:
+        assert self.growth <= PEAK_MARGIN, \
+            f"peak RSS {self.peak / 2**20:.0f} MiB is {self.growth / 2**20:.0f} MiB above the " \
+            f"{self.before / 2**20:.0f} MiB before the request (at most {PEAK_MARGIN >> 20} MiB allowed)"

@@ -18,11 +18,10 @@ import trtinfer
 from trtinfer.preprocess import decode_image_bytes, preprocess
 from trtinfer.serve.options import Limits
 
-from .conftest import encode, error_of, start_server
+from .conftest import PEAK_MARGIN, PeakRss, encode, error_of, start_server
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
-PEAK_MARGIN = 200 << 20  # the issue's bound on a request's peak resident memory above the level before it
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
 
 
@@ -36,37 +35,6 @@ def server(tiny_served, tmp_path_factory):
     yield running
     assert running.stop() == 0, running.log.read_text()
     assert "Traceback" not in running.log.read_text(), running.log.read_text()
-
-
-class PeakRss:
-    """The server's peak resident memory over one request: ``echo 5 > clear_refs`` resets ``VmHWM`` to the current
-    ``VmRSS`` (Linux 4.0+), so the peak read afterwards is the request's own."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def _status(self, field: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) << 10  # kB
-        raise AssertionError(f"no {field} in /proc/{self.pid}/status")
-
-    def __enter__(self) -> PeakRss:
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        self.before = self._status("VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.peak = self._status("VmHWM")
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.before
-
-    def check(self) -> None:
-        assert self.growth <= PEAK_MARGIN, \
-            f"peak RSS {self.peak / 2**20:.0f} MiB is {self.growth / 2**20:.0f} MiB above the " \
-            f"{self.before / 2**20:.0f} MiB before the request (at most {PEAK_MARGIN >> 20} MiB allowed)"
 
 
 # -- images ---------------------------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def test_typed_contents_cost_their_array_not_a_list_of_python_numbers():
     parse's peak is about the array itself, where converting through a list of Python floats costs ~9x."""
     import tracemalloc
 
-    from trtinfer.serve.grpc_service import parse_grpc_request
+    from trtinfer.serve.grpc_messages import parse_grpc_request
     from trtinfer.serve.options import Limits
 
     x = np.random.default_rng(2).standard_normal((64, 3, 32, 32)).astype(np.float32)

@@ -23,7 +23,7 @@ import pytest
 import trtinfer
 from trtinfer.preprocess import decode_image_bytes, preprocess
 
-from .conftest import encode, error_of, start_server
+from .conftest import PeakRss, encode, error_of, start_server
 
 httpclient = pytest.importorskip("tritonclient.http")
 aioclient = pytest.importorskip("tritonclient.http.aio")
@@ -321,12 +321,14 @@ def test_liveness_answers_while_a_20mb_json_body_is_parsed(served, reference):
         prober.start()
         time.sleep(0.1)
         try:
-            status, response_headers, body = served.post("/v2/models/tiny/infer", head,
-                                                          {"Content-Type": "application/json", **headers})
+            with PeakRss(served.process.pid) as peak:  # JSON costs 12-14x its size as Python lists: not here
+                status, response_headers, body = served.post("/v2/models/tiny/infer", head,
+                                                              {"Content-Type": "application/json", **headers})
         finally:
             prober.stop.set()
             prober.join()
         assert status == 200, body[:300]
+        peak.check()
         logits = np.array(json.loads(body)["outputs"][0]["data"], np.float32).reshape(expected.shape)
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
         assert len(prober.latencies) >= 5 and max(prober.latencies) < LIVENESS_BOUND_S, \
@@ -342,7 +344,7 @@ def test_the_parser_process_imports_only_the_protocol(tmp_path):
     script = tmp_path / "embed.py"
     script.write_text(
         "import asyncio, json\n"
-        "from trtinfer.serve.app import BodyParser\n"
+        "from trtinfer.serve.bodies import BodyParser\n"
         "print('main ran', flush=True)\n"
         "body = json.dumps({'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [2], 'data': [1, 2]}]}).encode()\n"
         "async def main():\n"
@@ -365,7 +367,8 @@ def test_a_body_that_stops_arriving_is_cut_off_with_408(tiny_served):
     server's default is 60 s): a JSON infer and a multipart upload whose bodies stop after a few bytes."""
     import uvicorn
 
-    from trtinfer.serve.app import DrainGuard, create_app
+    from trtinfer.serve.app import create_app
+    from trtinfer.serve.middleware import DrainGuard
     from trtinfer.serve.metrics import Metrics
     from trtinfer.serve.options import Limits
     from trtinfer.serve.registry import ModelSet

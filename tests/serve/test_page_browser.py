@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,15 @@ BROKEN_IMAGES = """[...document.images].filter((i) => !i.hidden && i.offsetParen
                                              (!i.complete || i.naturalWidth === 0)).length"""
 
 
+def opened(page, choosers: list, timeout_s: float = 30.0):
+    """The file chooser the last key opened (the page's listener collects them)."""
+    deadline = time.monotonic() + timeout_s
+    while not choosers:
+        assert time.monotonic() < deadline, "the key did not open the file chooser"
+        page.wait_for_timeout(50)
+    return choosers.pop()
+
+
 def test_keyboard_upload_on_the_page_shows_the_top_3_and_a_plain_error_for_a_text_file(server, tiny_served,
                                                                                         cifar_images, tmp_path):
     """Only the keyboard: Tab to the upload button (its focus drawn), Enter opens the file chooser, the top 3 of a
@@ -58,6 +68,10 @@ def test_keyboard_upload_on_the_page_shows_the_top_3_and_a_plain_error_for_a_tex
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            # Listen before any key is pressed: the listener turns on Chromium's file-chooser interception, which
+            # expect_file_chooser() would only request as the key goes out (a race it lost under load in CI).
+            choosers: list = []
+            page.on("filechooser", lambda chooser: choosers.append(chooser))
             page.goto(server.url + "/")
             page.wait_for_function("document.querySelectorAll('#model option').length > 0", timeout=30_000)
             assert "tiny" in page.inner_text("#facts")
@@ -67,9 +81,8 @@ def test_keyboard_upload_on_the_page_shows_the_top_3_and_a_plain_error_for_a_tex
                     break
             assert page.evaluate("document.activeElement.id") == "pick"
             assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
-            with page.expect_file_chooser() as chooser:
-                page.keyboard.press("Enter")
-            chooser.value.set_files(str(image))
+            page.keyboard.press("Enter")
+            opened(page, choosers).set_files(str(image))
             page.wait_for_selector(".prediction", timeout=30_000)
             rows = page.locator(".prediction")
             labels = [rows.nth(i).locator(".label").inner_text() for i in range(rows.count())]
@@ -80,9 +93,8 @@ def test_keyboard_upload_on_the_page_shows_the_top_3_and_a_plain_error_for_a_tex
             page.screenshot(path=str(SCREENSHOT_DIR / "serve-page.png"), full_page=True)
 
             assert page.evaluate("document.activeElement.id") == "pick"  # focus came back to the button
-            with page.expect_file_chooser() as chooser:
-                page.keyboard.press(" ")
-            chooser.value.set_files(str(text))
+            page.keyboard.press(" ")
+            opened(page, choosers).set_files(str(text))
             page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
             error = page.inner_text("#error")
             broken = page.evaluate(BROKEN_IMAGES)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trtinfer.serve import protocol
+from trtinfer.serve import outputs, protocol
 from trtinfer.serve.protocol import HEADER_LENGTH, ProtocolError, parse_infer_request
 
 
@@ -65,39 +65,12 @@ def test_binary_size_must_match_the_shape():
 
 def test_bytes_tensors_round_trip_and_refuse_truncation():
     values = [b"\x89PNG...", b"", b"\xff\xd8\xffjpeg"]
-    raw = protocol.encode_bytes_tensor(values)
+    raw = outputs.encode_bytes_tensor(values)
     assert list(protocol.decode_bytes_tensor(raw, 3, "image")) == values
     with pytest.raises(ProtocolError, match="ends inside element 2"):
         protocol.decode_bytes_tensor(raw[:-len(values[2]) - 4], 3, "image")
     with pytest.raises(ProtocolError, match="bytes left after 2"):
         protocol.decode_bytes_tensor(raw, 2, "image")
-
-
-def test_classification_is_value_index_label_best_first():
-    logits = np.array([[0.1, 2.5, -1.0], [3.0, 0.0, 1.0]], np.float32)
-    out = protocol.classify(logits, ["cat", "dog", "ship"], 2)
-    assert out.tolist() == [[b"2.500000:1:dog", b"0.100000:0:cat"], [b"3.000000:0:cat", b"1.000000:2:ship"]]
-
-
-def test_responses_json_binary_and_classification():
-    logits = np.array([[0.5, -1.25]], np.float32)
-    request = parse_infer_request(*binary_request(np.zeros((1, 2), np.float32),
-                                                  [{"name": "logits", "parameters": {"binary_data": True}}]))
-    body, headers = protocol.build_infer_response("m", "1", request, {"logits": logits}, ["a", "b"])
-    length = int(headers[HEADER_LENGTH])
-    head = json.loads(body[:length])
-    assert head["outputs"][0]["parameters"]["binary_data_size"] == 8
-    assert np.array_equal(np.frombuffer(body[length:], "<f4"), logits.ravel())
-    request = parse_infer_request(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1],
-                                                          "data": [0]}],
-                                              "outputs": [{"name": "logits",
-                                                           "parameters": {"classification": 1}}]}).encode(), None)
-    body, headers = protocol.build_infer_response("m", "1", request, {"logits": logits}, ["a", "b"])
-    assert headers == {} and json.loads(body)["outputs"][0] == {"name": "logits", "datatype": "BYTES", "shape": [1, 1],
-                                                                 "data": ["0.500000:0:a"]}
-    request.outputs[0].name = "nope"
-    with pytest.raises(ProtocolError, match="no output 'nope'"):
-        protocol.build_infer_response("m", "1", request, {"logits": logits}, ["a", "b"])
 
 
 # -- hostile requests: every one a 400 naming the field, never another exception ----------------------------------
@@ -247,7 +220,7 @@ def test_bytes_elements_are_bounded_before_they_are_built():
         b",".join([b'""'] * 300_000) + b"]}]}"
     with pytest.raises(ProtocolError, match="input 'image': more than 2 elements for shape \\[2\\]"):
         parse_infer_request(lying, None, max_bytes_elements=64)
-    raw = protocol.encode_bytes_tensor([b""] * 1000)
+    raw = outputs.encode_bytes_tensor([b""] * 1000)
     with pytest.raises(ProtocolError, match="1,000 BYTES elements, more than the 64"):
         parse_infer_request(*_binary({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1000],
                                                   "parameters": {"binary_data_size": len(raw)}}]}, raw),
@@ -268,39 +241,3 @@ def test_the_worker_process_returns_compact_arrays_and_errors_with_their_status(
     assert len(pickle.dumps(parsed)) < x.nbytes + 1024 < len(body) / 3
     error = pickle.loads(pickle.dumps(ProtocolError("too large", status=413)))
     assert (error.message, error.status) == ("too large", 413)
-
-
-BUILD = [
-    # (id, requested outputs, binary_data_output, the message's words or None)
-    ("default-json", None, False, None),
-    ("default-binary", None, True, None),
-    ("named-binary", [protocol.OutputRequest("logits", True)], False, None),
-    ("classification-binary", [protocol.OutputRequest("logits", True, 3)], False, None),
-    ("classification-past-classes", [protocol.OutputRequest("logits", False, 1000)], False, None),
-    ("unknown-output", [protocol.OutputRequest("probs", False)], False, "no output 'probs' \\(it has logits\\)"),
-]
-
-
-@pytest.mark.parametrize("outputs, binary, message", [c[1:] for c in BUILD], ids=[c[0] for c in BUILD])
-def test_build_infer_response_table(outputs, binary, message):
-    logits = np.array([[0.5, -1.25, 3.0]], np.float32)
-    request = protocol.InferRequest("r9", [], outputs or [], binary)
-    if message is not None:
-        with pytest.raises(ProtocolError, match=message):
-            protocol.build_infer_response("m", "1", request, {"logits": logits}, ["a", "b", "c"])
-        return
-    body, headers = protocol.build_infer_response("m", "1", request, {"logits": logits}, ["a", "b", "c"])
-    length = int(headers.get(HEADER_LENGTH, len(body)))
-    head = json.loads(body[:length])
-    assert head["id"] == "r9" and head["model_name"] == "m" and head["model_version"] == "1"
-    (out,) = head["outputs"]
-    k = outputs[0].classification if outputs else 0
-    if k:
-        expected = [b"3.000000:2:c", b"0.500000:0:a", b"-1.250000:1:b"][:k]
-        got = protocol.decode_bytes_tensor(body[length:], out["shape"][1], "logits").tolist() \
-            if "parameters" in out else [v.encode() for v in out["data"]]
-        assert out["datatype"] == "BYTES" and out["shape"] == [1, 3] and got == expected
-    elif "parameters" in out:
-        assert np.array_equal(np.frombuffer(body[length:], "<f4"), logits.ravel())
-    else:
-        assert out["data"] == logits.ravel().tolist() and headers == {}

@@ -28,3 +28,23 @@ def test_counts_start_after_the_warm_up(tiny_served):
         assert after["batch_stats"][0]["batch_size"] == 3
     finally:
         models.close()
+
+
+def test_a_batch_is_counted_before_its_callers_wake(tiny_served):
+    """A client that reads the statistics right after its answer must find its own batch in them: the batcher tells
+    its observers (the statistics, the metrics) before it hands the results over. A slow observer shows the order."""
+    import threading
+    import time
+
+    import trtinfer
+
+    with trtinfer.load(tiny_served) as model:
+        observed = threading.Event()
+
+        def slow_observer(rows: int, ok: bool, queued: list[float], compute_s: float | None) -> None:
+            time.sleep(0.3)
+            observed.set()
+
+        model.add_batch_observer(slow_observer)
+        model.submit(np.zeros((2, *model.row_shape), np.float32)).result(timeout=60)
+        assert observed.is_set()

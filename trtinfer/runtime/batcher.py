@@ -416,22 +416,22 @@ class DynamicBatcher:
                 self._release_slot(held)
                 if not isinstance(exc, Exception):
                     log.error("batch of %d rows interrupted by %s", rows, type(exc).__name__)
+                stats.record_batch(rows, [0.0] * len(taken), ok=False)  # counted before any caller wakes
                 for request in taken:
                     request.future.set_exception(exc)
-                stats.record_batch(rows, [0.0] * len(taken), ok=False)
                 continue
             self._release_slot(held)
             # Let a worker waiting with the next batch take the interpreter and start its run
             # (which releases it again) before this one wakes its callers.
             time.sleep(0)
             done = time.perf_counter()
-            latencies = []
+            # The batch is counted (and its observers told) before any caller wakes, so a caller that reads the
+            # statistics after its result sees its own batch in them.
+            stats.record_batch(rows, [done - r.t_submit for r in taken], ok=True,
+                               queued=[started - r.t_submit for r in taken], compute_s=done - started)
             offset = 0
             for request in taken:
                 n = request.rows
                 result = outputs[offset] if request.single else outputs[offset:offset + n]
                 offset += n
-                latencies.append(done - request.t_submit)
                 request.future.set_result(result)
-            stats.record_batch(rows, latencies, ok=True, queued=[started - r.t_submit for r in taken],
-                               compute_s=done - started)

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe v2, the protocol Triton speaks) as plain functions: request
-parsing and response building for JSON tensors, the binary tensor extension and the classification
-extension. No web framework here: ``app.py`` moves bytes, this module decides what they mean.
+parsing for JSON tensors and the binary tensor extension, with the schedule-policy parameters; the
+response side is ``outputs.py``. No web framework here: ``app.py`` moves bytes, this module decides what
+they mean (and it is all the JSON parser process imports).
 
 References: KServe's "Open Inference Protocol (V2 Inference Protocol)" REST spec; Triton's
 ``binary_data.md`` (``Inference-Header-Content-Length``, ``binary_data_size``,
@@ -100,10 +101,6 @@ def decode_bytes_tensor(data: bytes, count: int, name: str) -> np.ndarray:
     array = np.empty(count, dtype=object)
     array[:] = out
     return array
-
-
-def encode_bytes_tensor(values: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
 
 def _check_bytes_count(name: str, count: int, max_elements: int | None) -> None:
@@ -383,48 +380,3 @@ def schedule_policy(timeout: Any, priority: Any) -> int:
         raise ProtocolError(f"parameter timeout {_short(timeout)} must be a whole number of microseconds, "
                             f"0..{MAX_TIMEOUT_US}")
     return timeout
-
-
-def classify(values: np.ndarray, labels: list[str], k: int) -> np.ndarray:
-    """Triton's classification extension: per row, the ``k`` largest values as ``value:index:label``."""
-    k = min(k, values.shape[-1])
-    order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
-    out = np.empty(order.shape, dtype=object)
-    for index in np.ndindex(order.shape):
-        cls = int(order[index])
-        value = float(values[index[:-1] + (cls,)])
-        out[index] = f"{value:f}:{cls}:{labels[cls]}".encode()
-    return out
-
-
-def build_infer_response(model_name: str, model_version: str, request: InferRequest,
-                         outputs: dict[str, np.ndarray], labels: list[str]) -> tuple[bytes, dict[str, str]]:
-    """The response body and its extra headers (``Inference-Header-Content-Length`` when binary)."""
-    wanted = request.outputs or [OutputRequest(name, request.binary_output_default) for name in outputs]
-    header_outputs, chunks = [], []
-    for want in wanted:
-        if want.name not in outputs:
-            raise ProtocolError(f"the model has no output {want.name!r} (it has {', '.join(outputs)})")
-        array = outputs[want.name]
-        datatype = "FP32"
-        if want.classification:
-            array = classify(array, labels, want.classification)
-            datatype = "BYTES"
-        entry: dict[str, Any] = {"name": want.name, "datatype": datatype, "shape": list(array.shape)}
-        if want.binary:
-            raw = encode_bytes_tensor(list(array.ravel())) if datatype == "BYTES" else \
-                np.ascontiguousarray(array, dtype="<f4").tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        elif datatype == "BYTES":
-            entry["data"] = [v.decode() for v in array.ravel()]
-        else:
-            entry["data"] = np.asarray(array, dtype=np.float64).ravel().tolist()
-        header_outputs.append(entry)
-    header: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": header_outputs}
-    if request.id is not None:
-        header["id"] = request.id
-    head = json.dumps(header, separators=(",", ":")).encode()
-    if not chunks:
-        return head, {}
-    return head + b"".join(chunks), {HEADER_LENGTH: str(len(head))}

@@ -38,7 +38,8 @@ from typing import Any
 import uvicorn
 
 from ..errors import TrtInferError
-from .app import DrainGuard, create_app
+from .app import create_app
+from .middleware import DrainGuard
 from .metrics import Metrics
 from .options import Limits, ServeOptions, Shutdown
 from .registry import ModelSet

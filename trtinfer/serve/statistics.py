@@ -69,9 +69,9 @@ class Statistics:
 
     def _observer(self, name: str, ready: threading.Event) -> Any:
         def observe(rows: int, ok: bool, queued: list[float], compute_s: float | None) -> None:
-            # The warm-up's batch is not a request (Triton leaves model warm-up out of its statistics too). Its
-            # observer call runs in the batcher's thread right after the result is handed over, so it comes before
-            # the warm-up thread wakes and marks the model ready, but that order is likely, not guaranteed.
+            # The warm-up's batch is not a request (Triton leaves model warm-up out of its statistics too). The
+            # batcher tells its observers before it hands any result over, so this runs before the warm-up thread
+            # wakes and marks the model ready.
             if not ready.is_set():
                 return
             with self._lock:
