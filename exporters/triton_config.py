@@ -302,7 +302,7 @@ def classifier_config(name: str, manifests: Sequence[Manifest], kind: str, platf
 def engine_cache_path(manifest: Manifest, max_batch: int, options: TritonOptions) -> str:
     """This model's own engine cache folder: keyed by its ONNX file's sha256 (the weights; ONNX Runtime's
     cache names are not) and the batch range its one profile covers."""
-    return f"{options.engine_cache_dir.rstrip('/')}/{manifest.files[ONNX_FILE]['sha256']}-b{max_batch}"
+    return f"{options.engine_cache_dir.rstrip('/')}/{manifest.files[ONNX_FILE].sha256}-b{max_batch}"
 
 
 def python_path_parameter(options: TritonOptions) -> dict[str, dict[str, str]]:

@@ -94,7 +94,7 @@ def _check_plan_group(name: str, group: list[Source]) -> None:
         raise TrtInferError(f"{len(group)} artifacts are named {name!r} ({where}); only plan-bearing artifacts of "
                             "one model built on different GPU kinds share a name in the repository",
                             hint="export them to different repositories, or rebuild one with another --name")
-    onnx = {s.manifest.files[ONNX_NAME]["sha256"] for s in group}
+    onnx = {s.manifest.files[ONNX_NAME].sha256 for s in group}
     if len(onnx) > 1:
         raise TrtInferError(f"the artifacts named {name!r} ({where}) hold different models (their model.onnx differ)",
                             hint="rebuild one with another --name")
@@ -183,10 +183,10 @@ def _write_model(model: ExportedModel, folder: Path, options: TritonOptions) -> 
             m, engine = source.manifest, source.manifest.engine
             assert engine is not None
             target = plan_files.get(engine.compute_capability, "model.plan")
-            _copy_verified(m.file_path(source.directory, engine.plan), version / target, m.files[engine.plan]["sha256"])
+            _copy_verified(m.file_path(source.directory, engine.plan), version / target, m.files[engine.plan].sha256)
     elif model.platform == tc.ONNX or (model.platform == tc.PYTHON and model.role == "classifier"):
         m = first.manifest
-        _copy_verified(m.file_path(first.directory, ONNX_NAME), version / ONNX_NAME, m.files[ONNX_NAME]["sha256"])
+        _copy_verified(m.file_path(first.directory, ONNX_NAME), version / ONNX_NAME, m.files[ONNX_NAME].sha256)
         if model.platform == tc.PYTHON:  # runs that ONNX with ONNX Runtime's or OpenVINO's Python API
             shutil.copyfile(CLASSIFIER_MODEL, version / "model.py")
     elif model.platform == tc.OPENVINO:

@@ -14,7 +14,7 @@ import pytest
 import trtinfer
 from trtinfer.errors import ArtifactError
 from trtinfer.manifest import SCHEMA_VERSION, BatchProfile, EngineRecord, Manifest
-from trtinfer.trt_support import check_plan_compatible
+from trtinfer.runtime.backends.tensorrt.loader import check_plan_compatible
 
 V1 = Path(__file__).parent / "data" / "artifact-v1"
 V2 = Path(__file__).parent / "data" / "artifact-v2"
@@ -25,7 +25,7 @@ def test_schema_1_artifact_loads_and_runs(tmp_path):
     shutil.copytree(V1, art)
     m = Manifest.read(art)
     assert m.schema_version == 1 and m.target == "" and m.precision == "int8"
-    assert m.accuracy["top1_drop_points"] is not None and "executions" not in m.accuracy
+    assert m.accuracy.top1_drop_points is not None and m.accuracy.executions is None
     m.verify_files(art)
     with trtinfer.load(art) as model:  # no recorded executions: every installed CPU execution is a candidate
         x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
@@ -64,7 +64,7 @@ def test_schema_2_engine_section_reads_into_the_typed_record(tmp_path):
     assert isinstance(record, EngineRecord)
     assert record.profiles == [BatchProfile(1, 32, 256)] and record.tensorrt_version == "10.16.1.11"
     assert record.compute_capability == "9.0" and record.layer_precisions["int8"] == 28
-    assert record.evaluation["checked"] is True and record.workspace_mib is None
+    assert record.evaluation.checked is True and record.workspace_mib is None
     m.verify_files(art)
     with pytest.raises(ArtifactError, match="built for TensorRT 10.16.1.11"):  # the runtime's check reads it
         check_plan_compatible(m, "11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", art)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -19,7 +20,7 @@ from trtinfer.calibration.diagnostics import (
     VERDICT_TOO_FEW, _Range, calibration_diagnostics, describe_diagnostics,
 )
 from trtinfer.cli import cli
-from trtinfer.manifest import ONNX_NAME, Manifest
+from trtinfer.manifest import ONNX_NAME, CalibrationRecord, Manifest, read_record
 from trtinfer.preprocess import make_spec
 
 SPEC = make_spec(32, "cifar10")
@@ -184,7 +185,7 @@ def test_inspect_prints_diagnostics(tmp_path, calib512):
     art = export_artifact(tmp_path / "art", tiny_net(), "tiny", precision="int8")
     manifest = Manifest.read(art)
     diag = _diag(art / ONNX_NAME, calib512)
-    manifest.calibration = {**calib512.summary(), "diagnostics": diag}
+    manifest.calibration = read_record(CalibrationRecord, {**calib512.summary(), "diagnostics": diag})
     manifest.write(art)
     result = CliRunner().invoke(cli, ["inspect", str(art)])
     assert result.exit_code == 0, result.output
@@ -193,7 +194,8 @@ def test_inspect_prints_diagnostics(tmp_path, calib512):
     shown = [row.split(None, 2)[-1] for row in result.output.splitlines() if row.startswith("calibration check ")]
     assert shown == lines
     # A block from another version is shown, never fatal.
-    manifest.calibration["diagnostics"] = {"coverage": {"classes": 10}, "range_spread": {"median_spread": "x"}}
+    manifest.calibration = dataclasses.replace(
+        manifest.calibration, diagnostics={"coverage": {"classes": 10}, "range_spread": {"median_spread": "x"}})
     manifest.write(art)
     result = CliRunner().invoke(cli, ["inspect", str(art)])
     assert result.exit_code == 0, result.output

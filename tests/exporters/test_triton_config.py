@@ -133,7 +133,7 @@ def test_each_onnx_model_gets_its_own_engine_cache(manifests):
         config = config_for(with_target(manifest, "gpu"), TritonOptions(kind="gpu"))
         [accelerator] = config.optimization.execution_accelerators.gpu_execution_accelerator
         path = accelerator.parameters["trt_engine_cache_path"]
-        sha256 = manifest.files["model.onnx"]["sha256"]
+        sha256 = manifest.files["model.onnx"].sha256
         assert path.startswith(tc.DEFAULT_ENGINE_CACHE_DIR + "/") and sha256 in path
         assert not path.startswith("/tmp")
         paths[precision] = path

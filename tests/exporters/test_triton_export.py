@@ -60,7 +60,7 @@ def test_cpu_repository_from_real_artifacts(artifacts, tmp_path, capsys):
         # OpenVINO backend's batch padding (issue 27)
         assert config.platform == "onnxruntime_onnx" and not config.backend
         assert config.max_batch_size == DEFAULT_CPU_MAX_BATCH and "ENABLE_BATCH_PADDING" not in config.parameters
-        assert sha256(repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
+        assert sha256(repo / name / "1" / "model.onnx") == manifest.files["model.onnx"].sha256
         accelerators = [a.name for a in config.optimization.execution_accelerators.cpu_execution_accelerator]
         assert accelerators == ([] if precision == "fp32" else ["openvino"])
         [inp], [out] = config.input, config.output
@@ -150,7 +150,7 @@ def test_gpu_nodes_without_a_plan_get_onnx_runtime_with_tensorrt(artifacts, tmp_
         assert accelerator.name == "tensorrt"
         assert accelerator.parameters["precision_mode"] == mode
         assert accelerator.parameters["trt_engine_cache_enable"] == "1"
-        onnx_sha256 = Manifest.read(artifacts[precision]).files["model.onnx"]["sha256"]
+        onnx_sha256 = Manifest.read(artifacts[precision]).files["model.onnx"].sha256
         assert accelerator.parameters["trt_engine_cache_path"] == f"{DEFAULT_ENGINE_CACHE_DIR}/{onnx_sha256}-b64"
         assert [accelerator.parameters[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")] == \
             ["input:1x3x32x32", "input:64x3x32x32", "input:64x3x32x32"]
@@ -531,7 +531,7 @@ def test_the_python_backend_repository_layout(python_repo, artifacts):
         assert config.parameters["python_path"].string_value == _site_packages()
         assert found[name + "_preprocess"].parameters["python_path"].string_value == _site_packages()
         assert sorted(p.name for p in (python_repo / name / "1").iterdir()) == ["model.onnx", "model.py"]
-        assert sha256(python_repo / name / "1" / "model.onnx") == manifest.files["model.onnx"]["sha256"]
+        assert sha256(python_repo / name / "1" / "model.onnx") == manifest.files["model.onnx"].sha256
         assert (python_repo / name / "labels.txt").read_text().splitlines() == manifest.labels
         assert [s.model_name for s in found[name + "_image"].ensemble_scheduling.step] == [name + "_preprocess", name]
 

@@ -14,7 +14,7 @@ from trtinfer import execution as execution_mod
 from trtinfer.cpu_info import cpu_info
 from trtinfer.errors import TrtInferError
 from trtinfer.execution import OPENVINO_BF16, Execution, executions_checked_at_build
-from trtinfer.manifest import Manifest
+from trtinfer.manifest import AccuracyRecord, ExecutionRecord, Manifest
 from trtinfer.runtime import tuning
 from trtinfer.runtime.autoselect import candidates
 
@@ -32,7 +32,7 @@ def artifact(tmp_path, monkeypatch):
 
 def _record(directory, executions: dict) -> None:
     m = Manifest.read(directory)
-    m.accuracy = {"checked": True, "executions": executions}
+    m.accuracy = AccuracyRecord(checked=True, executions={k: ExecutionRecord(**v) for k, v in executions.items()})
     m.write(directory)
 
 

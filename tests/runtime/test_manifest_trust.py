@@ -77,7 +77,7 @@ def test_file_names_never_leave_the_artifact(artifact_copy, tmp_path, capsys, na
 def test_a_huge_replacement_file_is_refused_by_size_before_reading(artifact_copy, monkeypatch, capsys):
     """A 3 GB sparse file in place of model.onnx: refused from its size alone. The stand-ins below
     only record whether our code reads or hashes the file (a check of our order of work)."""
-    import trtinfer.manifest as manifest_module
+    import trtinfer.manifest.document as manifest_module
 
     with open(artifact_copy / ONNX_NAME, "r+b") as f:
         f.truncate(3 << 30)

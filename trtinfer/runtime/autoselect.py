@@ -46,13 +46,13 @@ MAX_CALLS = 200
 
 def candidates(manifest: Manifest, options: RuntimeOptions) -> tuple[list[Execution], list[str]]:
     """The executions ``auto`` may pick for this artifact here, and why each other one is out."""
-    recorded = manifest.accuracy.get("executions", {}) if isinstance(manifest.accuracy, dict) else {}
+    recorded = manifest.accuracy.executions or {}
     chosen, ruled_out = [], []
     for execution in available_cpu_executions():
         if execution.lossy and manifest.precision == "int8":
             continue  # INT8 layers are integer already; the build does not check BF16 on them
-        record = recorded.get(execution.name) if isinstance(recorded, dict) else None
-        passed = record.get("passed") if isinstance(record, dict) else None
+        record = recorded.get(execution.name)
+        passed = record.passed if record is not None else None
         if passed is False:
             ruled_out.append(f"{execution.name} failed the build's accuracy check")
             continue
@@ -69,8 +69,13 @@ def candidates(manifest: Manifest, options: RuntimeOptions) -> tuple[list[Execut
     return chosen, ruled_out
 
 
+def _onnx_sha256(manifest: Manifest) -> str:
+    entry = manifest.files.get(ONNX_NAME)
+    return entry.sha256 if entry is not None else ""
+
+
 def _key(manifest: Manifest, options: RuntimeOptions, names: list[str]) -> str:
-    sha = str(manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+    sha = _onnx_sha256(manifest)
     libraries = f"onnxruntime {package_version('onnxruntime') or package_version('onnxruntime-gpu')}, " \
                 f"openvino {package_version('openvino')}; candidates {','.join(names)}"
     return tuning.tuning_key(f"backend-{options.prefer}", sha, libraries, options.cpu_threads)
@@ -86,7 +91,7 @@ def choose_and_open(manifest: Manifest, directory: Path, options: RuntimeOptions
         return open_execution(allowed[0], f"{context}; {allowed[0].name} is the only CPU execution allowed "
                                           f"here{excluded}")
     key = _key(manifest, options, names)
-    sha = str(manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+    sha = _onnx_sha256(manifest)
     cached = tuning.lookup(key) if sha else None
     if cached is not None and cached.get("execution") in names:
         execution = allowed[names.index(cached["execution"])]

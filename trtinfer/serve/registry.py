@@ -7,12 +7,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DataError
 from ..runtime import Model, load
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class ServedModel:
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def manifest(self) -> Any:
+    def manifest(self) -> Manifest:
         return self.model.manifest
 
     @property
@@ -41,11 +44,10 @@ class ServedModel:
     def facts(self) -> dict[str, Any]:
         """What the web page and ``/v1`` show: architecture, precision, backend, recorded accuracy."""
         m = self.manifest
-        accuracy = m.accuracy if isinstance(m.accuracy, dict) else {}
         return {"name": self.name, "arch": m.arch, "precision": m.precision, "backend": self.model.backend,
                 "execution": getattr(self.model, "execution", self.model.backend), "classes": m.num_classes,
-                "input_size": m.preprocess.input_size, "top1": accuracy.get("top1"),
-                "top1_reference": accuracy.get("top1_reference"), "accuracy_checked": bool(accuracy.get("checked"))}
+                "input_size": m.preprocess.input_size, "top1": m.accuracy.top1,
+                "top1_reference": m.accuracy.top1_reference, "accuracy_checked": bool(m.accuracy.checked)}
 
     def warm_up(self) -> None:
         """A direct run (allocations, first-run compilation), then one request through the batcher
