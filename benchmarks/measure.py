@@ -19,6 +19,7 @@ about models.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +28,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .options import DEFAULT_MAX_WINDOWS, DEFAULT_WARMUP_CALLS, DEFAULT_WARMUP_SECONDS, DEFAULT_WINDOW_SECONDS
+
 STABLE_TOLERANCE = 0.10  # three consecutive windows within 10 % of each other
 STABLE_WINDOWS = 3
-DEFAULT_MAX_WINDOWS = 5
-DEFAULT_WINDOW_SECONDS = 1.0
-DEFAULT_WARMUP_CALLS = 3
-DEFAULT_WARMUP_SECONDS = 0.5
 MIN_CALLS_PER_WINDOW = 3  # a window of a slow case still holds a few calls
 #: Pause between two cases' windows: a backend whose idle threads busy-wait after a run (ONNX
 #: Runtime with spinning, OpenVINO's TBB workers) would otherwise bill the next case for its spin.
@@ -206,7 +205,7 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
 
     for name, workload in list(live.items()):
         say(f"warming up {name}")
-        attempt(name, lambda w=workload: w.warmup(warmup_calls, warmup_seconds))
+        attempt(name, functools.partial(workload.warmup, warmup_calls, warmup_seconds))
     for round_index in range(max_windows):
         todo = [n for n in live if round_index < STABLE_WINDOWS or not results[n].stable]
         if not todo:
@@ -214,7 +213,7 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
         say(f"round {round_index + 1}: {len(todo)} case(s)")
         for name in todo:
             time.sleep(settle_seconds)
-            window = attempt(name, lambda n=name: live[n].window(window_seconds))
+            window = attempt(name, functools.partial(live[name].window, window_seconds))
             if window is not None:
                 results[name].windows.append(window)
     return results

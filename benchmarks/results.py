@@ -21,7 +21,6 @@ from trtinfer.files import read_bounded
 SCHEMA = "trtinfer-bench"
 SCHEMA_VERSION = 1
 MAX_RESULTS_BYTES = 64 << 20  # a results.json is tens of kB; refused above this unread
-SCENARIOS = ("single-stream", "offline", "server")
 STATUSES = ("ok", "unstable", "failed", "skipped")
 #: A ratio between two runs counts as a change only beyond this, or beyond the cases' own noise.
 MIN_NOISE = 0.10
@@ -178,22 +177,23 @@ def compare(old: BenchResults, new: BenchResults) -> tuple[list[Change], list[st
     spread of its two measurements: a change inside it is not called a regression.
     """
     notes = []
-    old_cases = {c.key: c for c in old.cases if c.throughput}
+    old_cases = {c.key: (c, c.throughput) for c in old.cases if c.throughput}  # each timed row, with its rate
     changes = []
     for c in new.cases:
         if not c.throughput:
             continue
-        before = old_cases.pop(c.key, None)
-        if before is None:
+        found = old_cases.pop(c.key, None)
+        if found is None:
             notes.append(f"only in the new run: {c.label} {c.precision} {c.device} {c.scenario} "
                          f"batch {c.batch_size}" + (f" x{c.concurrency}" if c.concurrency else ""))
             continue
+        before, old_rate = found
         noise = max(MIN_NOISE, 2 * max(before.spread or 0.0, c.spread or 0.0))
         label = f"{c.label} {c.precision} {c.device} " + (
             f"server x{c.concurrency}" if c.scenario == "server" else f"batch {c.batch_size}")
-        changes.append(Change(c.key, label, before.throughput, c.throughput, noise,
+        changes.append(Change(c.key, label, old_rate, c.throughput, noise,
                               before.latency_ms.get("p99"), c.latency_ms.get("p99")))
-    for c in old_cases.values():
+    for c, _ in old_cases.values():
         notes.append(f"only in the old run: {c.label} {c.precision} {c.device} {c.scenario} batch {c.batch_size}")
     old_cpu = (old.environment.get("cpu") or {}).get("model")
     new_cpu = (new.environment.get("cpu") or {}).get("model")

@@ -16,9 +16,6 @@ import numpy as np
 
 from .measure import Window
 
-DEFAULT_CONCURRENCY = (1, 8, 64)
-DEFAULT_LATENCY_BOUND_MS = 15.0
-
 
 class ServerWorkload:
     """``clients`` threads, each looping ``model.submit(one image).result()`` for a window."""

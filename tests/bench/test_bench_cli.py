@@ -122,8 +122,8 @@ def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model
     re-hashed into its manifest so that load() accepts it: the check against eager FP32 must catch it."""
     import torch
 
-    from trtinfer.builders.archs import build_model, match_arch
-    from trtinfer.builders.export import export_onnx
+    from trtinfer.builders.export.onnx_export import export_onnx
+    from trtinfer.builders.source.archs import build_model, match_arch
 
     fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
     wrong = Path(shutil.copytree(fp32, tmp_path / "wrong-fp32"))

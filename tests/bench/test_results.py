@@ -87,26 +87,11 @@ def test_bad_results_files_are_one_clear_error(tmp_path, content, message):
         BenchResults.read(tmp_path / "missing.json")
 
 
-def test_a_batch_outside_the_engines_profiles_is_said_plainly():
-    from trtinfer.benchmarks.bench import profile_note
-    from trtinfer.manifest import BatchProfile, EngineRecord, Manifest, PreprocessSpec, TensorSpec
-
-    m = Manifest(name="m", arch="resnet18", num_classes=10, labels=[str(i) for i in range(10)], precision="fp16",
-                 input=TensorSpec("input", [-1, 3, 32, 32]), output=TensorSpec("logits", [-1, 10]),
-                 preprocess=PreprocessSpec(32, 32, [0.5] * 3, [0.5] * 3),
-                 engine=EngineRecord("10.9", "GPU", "9.0", [BatchProfile(1, 8, 16), BatchProfile(17, 64, 128)]))
-    assert profile_note(m, 8) is None and profile_note(m, 128) is None
-    note = profile_note(m, 256)
-    assert "batch 256 is outside the engine's profiles (1:8:16, 17:64:128)" in note and "--batch" in note
-    m.engine = None
-    assert profile_note(m, 4096) is None  # no engine: nothing to say
-
-
 def test_option_defaults_said_once_agree_with_the_library():
     """The CLI's choices are import-free constants (for --help); they must equal what the library knows."""
     from trtinfer import defaults
-    from trtinfer.builders import targets  # noqa: F401 -- registers NNCF beside ModelOpt, as every build does
-    from trtinfer.builders.precision import tools
+    from trtinfer.builders.precision import quantizer_for_target  # noqa: F401 -- registers NNCF beside ModelOpt, as every build does
+    from trtinfer.builders.precision.tools import tools
     from trtinfer.commands import build_options as o
     from trtinfer.preprocess import NORMALIZATIONS
 

@@ -7,11 +7,15 @@ from typing import Any
 
 import click
 
+from trtinfer.benchmarks import options as o
 from trtinfer.commands.build_options import (DATA_OPTION_NAMES, MODEL_OPTION_NAMES, data_options, model_options,
                                              pop_options)
 from trtinfer.errors import TrtInferError
+from trtinfer.manifest import PRECISIONS
 
-SCENARIO_NAMES = ("single-stream", "offline", "server")
+
+def _csv(values: tuple[object, ...]) -> str:
+    return ",".join(map(str, values))
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -39,26 +43,27 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @data_options
 @click.option("--backends", callback=_names, metavar="LIST",
               help="Backends to run (default: every one that applies here), e.g. auto,openvino,torch-eager.")
-@click.option("--precisions", callback=_names, default="fp32,fp16,int8", show_default=True, metavar="LIST",
+@click.option("--precisions", callback=_names, default=_csv(PRECISIONS), show_default=True, metavar="LIST",
               help="Artifact precisions to run.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "all"]), default="all", show_default=True,
+@click.option("--device", type=click.Choice(o.DEVICES), default=o.DEFAULT_DEVICE, show_default=True,
               help="Where to run; GPU rows are skipped with the reason on a host without one.")
-@click.option("--batch-sizes", callback=_ints, default="1,8,32,128", show_default=True, metavar="LIST",
+@click.option("--batch-sizes", callback=_ints, default=_csv(o.DEFAULT_BATCH_SIZES), show_default=True, metavar="LIST",
               help="Batch sizes timed for every case (batch 1 is the single-stream scenario).")
 @click.option("--threads", type=int, default=None, help="Threads for every CPU backend (default: the usable cores).")
-@click.option("--seconds", type=float, default=1.0, show_default=True, help="Length of one timed window.")
+@click.option("--seconds", type=float, default=o.DEFAULT_WINDOW_SECONDS, show_default=True,
+              help="Length of one timed window.")
 @click.option("--iterations", type=int, default=None, help="Calls per timed window instead of --seconds.")
-@click.option("--warmup", type=click.IntRange(0, 10000), default=3, show_default=True,
-              help="Warm-up calls per case and batch size (and at least 0.5 s).")
-@click.option("--warmup-seconds", type=click.FloatRange(0, 600), default=0.5, show_default=True,
+@click.option("--warmup", type=click.IntRange(0, 10000), default=o.DEFAULT_WARMUP_CALLS, show_default=True,
+              help=f"Warm-up calls per case and batch size (and at least {o.DEFAULT_WARMUP_SECONDS:g} s).")
+@click.option("--warmup-seconds", type=click.FloatRange(0, 600), default=o.DEFAULT_WARMUP_SECONDS, show_default=True,
               help="Least warm-up time per case and batch size.")
-@click.option("--max-windows", type=click.IntRange(3, 100), default=5, show_default=True,
+@click.option("--max-windows", type=click.IntRange(3, 100), default=o.DEFAULT_MAX_WINDOWS, show_default=True,
               help="Most timed windows per case; unstable beyond.")
-@click.option("--scenarios", callback=_names, default=",".join(SCENARIO_NAMES), show_default=True, metavar="LIST",
+@click.option("--scenarios", callback=_names, default=_csv(o.SCENARIOS), show_default=True, metavar="LIST",
               help="MLPerf scenarios: single-stream (batch 1), offline (larger batches), server (concurrent clients).")
-@click.option("--concurrency", callback=_ints, default="1,8,64", show_default=True, metavar="LIST",
+@click.option("--concurrency", callback=_ints, default=_csv(o.DEFAULT_CONCURRENCY), show_default=True, metavar="LIST",
               help="Server scenario: concurrent clients submitting single images through the dynamic batcher.")
-@click.option("--latency-bound-ms", type=float, default=15.0, show_default=True,
+@click.option("--latency-bound-ms", type=float, default=o.DEFAULT_LATENCY_BOUND_MS, show_default=True,
               help="Server scenario: the p99 bound (MLPerf's for ResNet).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write results.json, results.csv and plots here.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached artifacts instead of reusing them.")
@@ -78,14 +83,14 @@ def bench(checkpoint: Path | None, artifacts: tuple[Path, ...], backends, precis
         return
     if checkpoint is None:
         raise TrtInferError("missing CHECKPOINT", hint="trtinfer bench model.pth [ARTIFACT_DIR ...]")
-    unknown = [s for s in scenarios if s not in SCENARIO_NAMES]
+    unknown = [s for s in scenarios if s not in o.SCENARIOS]
     if unknown:
-        raise TrtInferError(f"unknown scenario(s) {', '.join(unknown)}", hint=f"use {', '.join(SCENARIO_NAMES)}")
-    from trtinfer.benchmarks.bench import Bench, BenchSettings
-    from trtinfer.builders.report import Reporter
+        raise TrtInferError(f"unknown scenario(s) {', '.join(unknown)}", hint=f"use {', '.join(o.SCENARIOS)}")
+    from trtinfer.benchmarks.bench import Bench
+    from trtinfer.builders.progress import Reporter
 
     reporter = Reporter(quiet=quiet)
-    settings = BenchSettings(
+    settings = o.BenchSettings(
         checkpoint=checkpoint, artifact_dirs=list(artifacts), backends=backends, precisions=precisions,
         device=device, batch_sizes=batch_sizes, threads=threads, seconds=seconds, iterations=iterations,
         warmup=warmup, warmup_seconds=warmup_seconds, max_windows=max_windows, scenarios=scenarios, concurrency=concurrency,
