@@ -28,7 +28,7 @@ from trtinfer.files import check_regular
 from trtinfer.hashing import sha256_bytes
 from trtinfer.manifest import Manifest, PreprocessSpec
 from trtinfer.preprocess import preprocess
-from trtinfer.defaults import CALIB_SAMPLES
+from trtinfer.defaults import CALIB_SAMPLES, SEED
 
 from .cifar import LabeledImages
 from .sources import UNSPLIT, class_counts, load_labeled, source_kind, take
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 CALIB_FORMAT = "trtinfer-calibration-set"
 CALIB_FORMAT_VERSION = 1
-DEFAULT_SEED = 0
 MIN_RECOMMENDED_SAMPLES = 64  # fewer images than this: a warning (INT8 ranges get noisy)
 MAX_UPSCALE = 2.0  # source images smaller than resize / MAX_UPSCALE: a warning
 PREPROCESS_CHUNK = 256
@@ -236,7 +235,7 @@ def tensor_sha256(x: np.ndarray) -> str:
 
 
 def make_calibration_set(data: str | Path | LabeledImages, spec: PreprocessSpec, samples: int = CALIB_SAMPLES,
-                         seed: int = DEFAULT_SEED, progress: Progress | None = None,
+                         seed: int = SEED, progress: Progress | None = None,
                          input_shape: list[int] | tuple[int, ...] | None = None) -> CalibrationSet:
     """Draw ``samples`` images from the *train* split, class-balanced, deterministic for ``seed``.
 
@@ -391,7 +390,7 @@ class EvalSet:
 
 
 def make_eval_set(data: str | Path | LabeledImages, spec: PreprocessSpec, exclude: CalibrationSet | None = None,
-                  labels: list[str] | None = None, limit: int | None = None, seed: int = DEFAULT_SEED,
+                  labels: list[str] | None = None, limit: int | None = None, seed: int = SEED,
                   progress: Progress | None = None, split: str = "test") -> EvalSet:
     """Labeled rows of the *test* split (``test/`` or ``val/``), preprocessed like serving.
 
