@@ -19,7 +19,7 @@ BUILD = [
     "onnx>=1.16",
     "onnxscript>=0.2",
     "nvidia-modelopt[onnx]>=0.27",
-    "nncf>=2.14",  # INT8 for CPU targets (builders/nncf_quantize.py); its ONNX backend needs no OpenVINO
+    "nncf>=2.14",  # INT8 for CPU targets (builders/precision/nncf_int8.py); its ONNX backend needs no OpenVINO
     "pillow>=10",
     "rich>=13",
     "matplotlib>=3.8",
@@ -36,8 +36,8 @@ TENSORRT = {
 }
 TENSORRT["tensorrt"] = TENSORRT["tensorrt-cu13"]
 
-# Checkpoints from the wider ecosystem (builders/hub_models.py): Hugging Face ResNetForImageClassification
-# directories and .safetensors files; timm models (--arch timm:NAME).
+# Checkpoints from the wider ecosystem (builders/source/huggingface.py, builders/source/timm_models.py): Hugging
+# Face ResNetForImageClassification directories and .safetensors files; timm models (--arch timm:NAME).
 HF = ["transformers>=4.40", "safetensors>=0.4"]
 TIMM = ["timm>=0.9"]
 
@@ -54,6 +54,11 @@ setup(
         "trtinfer.commands",
         "trtinfer.serve",
         "trtinfer.builders",
+        "trtinfer.builders.source",
+        "trtinfer.builders.export",
+        "trtinfer.builders.precision",
+        "trtinfer.builders.checks",
+        "trtinfer.builders.engine",
         "trtinfer.calibration",
         "trtinfer.benchmarks",
         "trtinfer.exporters",

@@ -1,7 +1,7 @@
 """What one ``trtinfer build`` is asked to do: :class:`BuildOptions`, with the defaults of
 :mod:`trtinfer.defaults`, and the artifact names it writes.
 
-Its own module so the build stages (``pipeline``, ``reduced``) take the options they read without
+Its own module so the build stages (``pipeline``, ``precision.conversion``) take the options they read without
 naming each other's classes.
 """
 
@@ -40,7 +40,7 @@ class BuildOptions:
     calib_set: Path | None = None
     calib_samples: int = defaults.CALIB_SAMPLES
     calib_method: str | None = None  # None: every method of the quantizer, the best kept (int8_choice)
-    quantizer: str = defaults.QUANTIZER  # auto | modelopt | nncf (targets.int8_tool)
+    quantizer: str = defaults.QUANTIZER  # auto | modelopt | nncf (precision.quantizer_for_target.int8_tool)
     target: str | None = None  # cpu | gpu; None: gpu where TensorRT and a GPU are present
     fallback: bool = True  # keep sensitive layers in float when INT8 misses the allowance
     fp16_exclude: tuple[str, ...] = ()  # ONNX node names AutoCast keeps in FP32

@@ -19,9 +19,9 @@ from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, T
 from trtinfer.preprocess import make_spec
 from trtinfer.versions import library_versions
 
-from .card import CheckpointCard, apply_card, card_path, read_card_for
 from .options import BuildOptions, artifact_name
-from .report import Reporter
+from .progress import Reporter
+from .source.card import CheckpointCard, apply_card, card_path, read_card_for
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ class Builder:
     def target(self) -> str:
         """Where the artifacts are meant to run (``--target``, else where an engine can be built)."""
         if self._target is None:
-            from .targets import resolve_target
+            from .precision.quantizer_for_target import resolve_target
 
             self._target = resolve_target(self.opts.target)
         return self._target[0]
 
     # -- stages ---------------------------------------------------------------------------
     def load(self):
-        from .archs import build_model, family_of, match_arch
-        from .checkpoint import load_checkpoint, non_finite_tensors
+        from .source.archs import build_model, family_of, match_arch
+        from .source.checkpoint import load_checkpoint, non_finite_tensors
 
         opts = self.opts
         with self.report.timed(f"loading checkpoint {opts.checkpoint}"):
@@ -126,14 +126,14 @@ class Builder:
         # input size may still come from the checkpoint: the smallest one stands in for it here).
         make_spec(opts.input_size or defaults.INPUT_SIZE_RANGE[0], opts.normalize, opts.mean, opts.std,
                   resize=opts.resize if opts.input_size else None)
-        from .targets import QUANTIZERS, TARGETS
+        from .precision.quantizer_for_target import QUANTIZERS, TARGETS
 
         if opts.quantizer not in QUANTIZERS:
             raise TrtInferError(f"unknown --quantizer {opts.quantizer!r}", hint=f"use one of {', '.join(QUANTIZERS)}")
         if opts.target is not None and opts.target not in TARGETS:
             raise TrtInferError(f"unknown --target {opts.target!r}", hint=f"use one of {', '.join(TARGETS)}")
         if "int8" in opts.precisions and opts.calib_method is not None:
-            from .targets import int8_tool
+            from .precision.quantizer_for_target import int8_tool
 
             tool, _ = int8_tool(opts.quantizer, self.target)
             if opts.calib_method not in tool.methods:
@@ -160,7 +160,7 @@ class Builder:
         input_shape = [-1, 3, spec.input_size, spec.input_size]
         calib = selection = None
         if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
-            from .reduced import calibration_set, selection_slice
+            from .precision.conversion import calibration_set, selection_slice
 
             calib = calibration_set(opts, self.report, spec, input_shape)
             if "int8" in opts.precisions:
@@ -178,7 +178,7 @@ class Builder:
             self.report.info(f"evaluation set: {len(eval_set)} labelled images from {eval_set.source} "
                              f"({eval_set.split} split)")
 
-        from .memory import check_export_memory
+        from .export.memory_estimate import check_export_memory
 
         check_export_memory(model, spec.input_size, batch=64 if eval_set is not None else 8)
         work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
@@ -189,8 +189,8 @@ class Builder:
                 shutil.rmtree(work, ignore_errors=True)
 
     def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set, selection) -> list[Path]:
-        from .export import export_onnx
-        from .validate import validate_export
+        from .checks.export_validation import validate_export
+        from .export.onnx_export import export_onnx
 
         opts = self.opts
         fp32_path = work / ONNX_NAME
@@ -218,14 +218,17 @@ class Builder:
         extra_sections: dict[str, dict] = {p: {} for p in opts.precisions}
         reference = None  # FP32 logits on the eval rows, run once for every check that compares against them
         if eval_set is not None:
-            from .evaluate import run_onnx
+            from .logits import run_onnx
 
             reference = run_onnx(fp32_path, eval_set.x)
         reduced = [p for p in opts.precisions if p != "fp32"]
         if reduced:
-            from .reduced import build_reduced, guard_reduced
+            from .checks.accuracy_guard import AccuracyGuard, guard_reduced
+            from .precision.conversion import build_reduced
 
-            extra_sections.update(build_reduced(opts, self.report, fp32_path, reduced, outputs, calib, selection, self.target))
+            int8_limit = AccuracyGuard().limit("int8", opts.max_accuracy_drop)
+            extra_sections.update(build_reduced(opts, self.report, fp32_path, reduced, outputs, calib, selection,
+                                                self.target, int8_limit=int8_limit))
             self._check_fp16(fp32_path, outputs, eval_set, reference)
             guard_reduced(opts, self.report, fp32_path, reduced, outputs, eval_set, self.target, extra_sections, reference)
         elif eval_set is not None:
@@ -264,8 +267,8 @@ class Builder:
         """FP16 that overflows (non-finite or far-off logits) fails here, naming the nodes to keep in FP32."""
         if "fp16" not in outputs or eval_set is None:
             return
-        from .evaluate import compare, run_onnx
-        from .fp16_check import check_fp16
+        from .checks.fp16_overflow import check_fp16
+        from .logits import compare, run_onnx
 
         with self.report.timed("FP16 overflow check on the evaluation images"):
             result = compare(reference, run_onnx(outputs["fp16"], eval_set.x), eval_set.labels)
@@ -282,8 +285,8 @@ class Builder:
 
     def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set, reference,
                           sections: dict) -> None:
-        """Each CPU execution's accuracy, for ``load(backend="auto")`` (execution_check)."""
-        from .execution_check import check_executions, describe
+        """Each CPU execution's accuracy, for ``load(backend="auto")`` (:mod:`.checks.execution_accuracy`)."""
+        from .checks.execution_accuracy import check_executions, describe
 
         with self.report.timed("accuracy of each CPU execution (ONNX Runtime, OpenVINO f32/bf16)"):
             for precision in self.opts.precisions:
@@ -311,7 +314,8 @@ class Builder:
             self.report.step(f"stopping after the ONNX stage: no TensorRT engine built ({reason}); next: on a GPU host "
                              f"with TensorRT run `trtinfer build --from-onnx DIR` for each artifact")
             return False
-        from .engine import EngineBuildSettings, EngineEvaluation, add_engine
+        from .engine.artifact import EngineEvaluation, add_engine
+        from .engine.settings import EngineBuildSettings
 
         settings = self.opts.engine or EngineBuildSettings()
         for directory, manifest in staged:
@@ -337,7 +341,7 @@ class Builder:
 
 def _engine_available() -> tuple[bool, str]:
     try:
-        from .engine import engine_stage_available
+        from .engine.settings import engine_stage_available
     except ImportError as exc:  # the engine module needs nothing heavy at import, but stay safe
         return False, f"engine module unavailable ({exc})"
     return engine_stage_available()

@@ -46,14 +46,14 @@ def eval_set(cifar_root: Path, trained_model: TrainedModel, calib_set):
 
 @pytest.fixture(scope="session")
 def fp32_logits(trained_model: TrainedModel, eval_set) -> np.ndarray:
-    from trtinfer.builders.evaluate import run_onnx
+    from trtinfer.builders.logits import run_onnx
 
     return run_onnx(trained_model.onnx_path, eval_set.x)
 
 
 @pytest.fixture(scope="session")
 def fp16_model(trained_model: TrainedModel, calib_set, tmp_path_factory) -> Built:
-    from trtinfer.builders.precision import reduce_precision
+    from trtinfer.builders.precision.tools import reduce_precision
 
     out = tmp_path_factory.mktemp("fp16") / "model.onnx"
     return Built(out, reduce_precision("fp16", trained_model.onnx_path, out, calibration=calib_set.x))
@@ -61,7 +61,7 @@ def fp16_model(trained_model: TrainedModel, calib_set, tmp_path_factory) -> Buil
 
 @pytest.fixture(scope="session")
 def int8_model(trained_model: TrainedModel, calib_set, tmp_path_factory) -> Built:
-    from trtinfer.builders.precision import reduce_precision
+    from trtinfer.builders.precision.tools import reduce_precision
 
     out = tmp_path_factory.mktemp("int8") / "model.onnx"
     return Built(out, reduce_precision("int8", trained_model.onnx_path, out, calibration=calib_set.x))

@@ -264,7 +264,7 @@ def test_inspector_dump_flow_on_the_stand_in(version, tmp_path, monkeypatch):
                                                     else ["Format/Datatype"])
     assert reading["no_context"]["layers_with_tensor_types"] == 0
     assert "cannot verify the FP16 engine" in reading["no_context"]["fp16_check"]
-    assert fake.contexts[-1].shapes == {"input": (8, 3, 8, 8)}  # builders.engine._inspect attached it at OPT
+    assert fake.contexts[-1].shapes == {"input": (8, 3, 8, 8)}  # builders.engine.tensorrt_build._inspect attached it at OPT
 
 
 def test_inspector_dump_fails_where_our_reader_rejects_the_engine(tmp_path, monkeypatch):

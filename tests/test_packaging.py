@@ -31,7 +31,9 @@ def test_wheel_has_only_the_trtinfer_namespace(wheel):
     for data in ("serve/page.html", "exporters/triton_preprocess/model.py", "exporters/triton_classifier/model.py",
                  "pixels.py"):
         assert f"trtinfer/{data}" in names
-    assert "trtinfer/builders/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
+    assert "trtinfer/builders/source/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
+    for stage in ("source", "export", "precision", "checks", "engine"):  # the build's stages, one folder each
+        assert f"trtinfer/builders/{stage}/__init__.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "trtinfer = trtinfer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
@@ -41,8 +43,8 @@ def test_installed_wheel_imports_from_anywhere(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     assert not any((target / n).exists() for n in ("builders", "calibration", "benchmarks"))
-    code = ("import trtinfer, trtinfer.builders.checkpoint, trtinfer.calibration.cifar, trtinfer.benchmarks, sys;"
-            "print(trtinfer.__file__)\n"
+    code = ("import trtinfer, trtinfer.builders.source.checkpoint, trtinfer.calibration.cifar, trtinfer.benchmarks,"
+            " sys; print(trtinfer.__file__)\n"
             "import importlib.util as u; print(all(u.find_spec(n) is None for n in ('builders','calibration','benchmarks')))")
     env = {**os.environ, "PYTHONPATH": str(target)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)

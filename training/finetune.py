@@ -19,8 +19,8 @@ import torch
 from trtinfer import defaults
 from trtinfer._version import __version__
 from trtinfer.atomic import atomic_file
-from trtinfer.builders.card import CheckpointCard, card_path
-from trtinfer.builders.report import Reporter
+from trtinfer.builders.progress import Reporter
+from trtinfer.builders.source.card import CheckpointCard, card_path
 from trtinfer.cache import cache_root
 from trtinfer.errors import TrtInferError
 from trtinfer.hashing import sha256_file

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trtinfer.builders.archs import RESNET_STYLE, all_archs, classifier_key, fresh_model
+from trtinfer.builders.source.archs import RESNET_STYLE, all_archs, fresh_model
+from trtinfer.builders.source.weights import classifier_key
 from trtinfer.errors import CheckpointError, TrtInferError
 
 from .options import WEIGHTS_IMAGENET
@@ -56,7 +57,7 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 
 def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
-    from trtinfer.builders.checkpoint import load_checkpoint
+    from trtinfer.builders.source.checkpoint import load_checkpoint
 
     return load_checkpoint(path).state_dict
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trtinfer.builders.report import Reporter
+from trtinfer.builders.progress import Reporter
 from trtinfer.calibration.cifar import LabeledImages
 from trtinfer.errors import TrtInferError
 from trtinfer.manifest import PreprocessSpec

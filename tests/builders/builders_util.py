@@ -1,12 +1,13 @@
-"""Small real checkpoints in the formats fine-tuning scripts write."""
+"""Small real checkpoints in the formats fine-tuning scripts write, and synthetic logits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from trtinfer.builders.archs import fresh_model
+from trtinfer.builders.source.archs import fresh_model
 
 
 def make_model(arch: str = "resnet18", num_classes: int = 10, cifar_stem: bool = False, seed: int = 0) -> torch.nn.Module:
@@ -36,3 +37,14 @@ def save(model: torch.nn.Module, path: Path, fmt: str = "state_dict") -> Path:
         raise ValueError(fmt)
     torch.save(obj, path)
     return path
+
+
+def one_hot_logits(labels: np.ndarray, wrong: int, classes: int = 10) -> np.ndarray:
+    """One-hot-ish logits that are right except for the first ``wrong`` rows."""
+    out = np.zeros((len(labels), classes), np.float32)
+    out[np.arange(len(labels)), labels] = 5.0
+    out[np.arange(wrong), (labels[:wrong] + 1) % classes] = 6.0
+    return out
+
+
+LABELS = np.arange(200) % 10

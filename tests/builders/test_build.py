@@ -176,8 +176,8 @@ def test_cli_defaults_are_the_library_defaults():
     import inspect
 
     from trtinfer import defaults
-    from trtinfer.builders.evaluate import DEFAULT_MAX_DROP
-    from trtinfer.builders.export import export_onnx
+    from trtinfer.builders.checks.accuracy_guard import DEFAULT_MAX_DROP
+    from trtinfer.builders.export.onnx_export import export_onnx
     from trtinfer.builders.options import BuildOptions
     from trtinfer.calibration.calibset import make_calibration_set
     from trtinfer.commands.build import build

@@ -95,16 +95,16 @@ def test_guard_failure_writes_nothing_unless_allowed(tmp_path, capsys, ckpt, cif
     thread and several on two)."""
     import dataclasses
 
-    from trtinfer.builders import precision
+    from trtinfer.builders.precision import registry, tools  # noqa: F401 -- importing tools registers ModelOpt's
 
-    real = precision._TOOLS["modelopt-int8"]
+    real = registry.TOOLS["modelopt-int8"]
 
     def broken(onnx_in, onnx_out, calibration=None, **options):
         facts = real.run(onnx_in, onnx_out, calibration=calibration, **options)
         _negated_logits(onnx_out)
         return facts
 
-    monkeypatch.setitem(precision._TOOLS, "modelopt-int8", dataclasses.replace(real, run=broken))
+    monkeypatch.setitem(registry.TOOLS, "modelopt-int8", dataclasses.replace(real, run=broken))
     args = ["build", ckpt, "--precision", "int8", "--calib-data", cifar_root, "--calib-samples", "16",
             "--calib-method", "max", "--no-fallback", "--eval-data", cifar_root, "--eval-samples", "400",
             "-o", tmp_path / "out", "--quantizer", "modelopt", "--target", "gpu", *_common(trained_model)]

@@ -79,7 +79,7 @@ def test_options_are_checked_before_anything_runs():
 
 def _test_accuracy(checkpoint: Path, cifar_dir: Path) -> tuple[float, float]:
     """(trained, untrained) top-1 on the 846 shared test rows; untrained: the same architecture and seed."""
-    from trtinfer.builders.archs import fresh_model
+    from trtinfer.builders.source.archs import fresh_model
     from trtinfer.calibration.cifar import load_cifar
     from trtinfer.preprocess import make_spec, preprocess
 
@@ -103,7 +103,7 @@ def test_a_short_finetune_beats_the_untrained_model_and_build_needs_no_flags(sho
     # +14.8 points over the untrained model (12 runs); 3 points is about half the smallest gain seen
     assert trained > untrained + 0.03, (trained, untrained)
 
-    from trtinfer.builders.card import card_path
+    from trtinfer.builders.source.card import card_path
 
     card = json.loads(card_path(out).read_text())
     assert (card["arch"], card["num_classes"], card["input_size"], card["cifar_stem"]) == ("resnet18", 10, 32, True)
@@ -133,7 +133,7 @@ def test_a_short_finetune_beats_the_untrained_model_and_build_needs_no_flags(sho
 def test_a_card_beside_other_weights_is_ignored(short_run, tmp_path, capsys):
     import shutil
 
-    from trtinfer.builders.card import card_path
+    from trtinfer.builders.source.card import card_path
 
     out = tmp_path / "r18.pth"
     shutil.copy(short_run[0], out)
@@ -184,7 +184,7 @@ def test_the_same_seed_repeats_and_resume_continues_exactly(few_rows, tmp_path, 
 
 def test_pretrained_weights_with_the_cifar_stem(few_rows, tmp_path, capsys):
     """--weights PATH: every tensor but the replaced conv1 and the head loads, and the output says so."""
-    from trtinfer.builders.archs import fresh_model
+    from trtinfer.builders.source.archs import fresh_model
 
     imagenet_like = fresh_model("resnet18", 1000, cifar_stem=False, seed=7).state_dict()
     path = tmp_path / "resnet18-imagenet.pth"
@@ -217,7 +217,7 @@ def test_bad_input_is_one_line_before_training(rows, tmp_path, capsys, monkeypat
     empty = tmp_path / "empty"
     empty.mkdir()
     wrong_arch = tmp_path / "mobilenet.pth"
-    from trtinfer.builders.archs import fresh_model
+    from trtinfer.builders.source.archs import fresh_model
 
     torch.save(fresh_model("mobilenet_v3_small", 10).state_dict(), wrong_arch)
     cases = [

@@ -58,7 +58,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, fp1
     Each artifact holds model.onnx (and model.plan where TensorRT and a GPU are present) plus
     manifest.json. Nothing is written unless every check passes.
     """
-    from trtinfer.builders.report import Reporter
+    from trtinfer.builders.progress import Reporter
     from trtinfer.errors import TrtInferError
 
     reporter = Reporter(quiet=quiet)
@@ -68,7 +68,7 @@ def build(checkpoint, fp32, fp16, int8, precision, out_dir, name, calib_set, fp1
     if from_onnx is not None:
         if checkpoint is not None:
             raise TrtInferError("pass either CHECKPOINT or --from-onnx DIR, not both")
-        from trtinfer.builders.engine import finish_from_onnx
+        from trtinfer.builders.engine.artifact import finish_from_onnx
 
         finish_from_onnx(from_onnx, engine_settings, eval_data=eval_data, eval_samples=eval_samples,
                          max_accuracy_drop=max_accuracy_drop, allow_accuracy_drop=allow_accuracy_drop,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from trtinfer.builders.profiles import DEFAULT_BATCH_SPEC, MAX_PROFILES, parse_batch_profiles
+from trtinfer.builders.engine.profiles import DEFAULT_BATCH_SPEC, MAX_PROFILES, parse_batch_profiles
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENGINE_OPTION_NAMES = ("batch", "timing_cache", "opt_level", "workspace", "device", "require_engine")
@@ -24,7 +24,7 @@ ENGINE_OPTION_NAMES = ("batch", "timing_cache", "opt_level", "workspace", "devic
 
 def engine_options(f: F) -> F:
     """Add --batch (repeatable), --timing-cache, --opt-level, --workspace, --device, --require-engine."""
-    from trtinfer.builders.engine import DEFAULT_OPT_LEVEL, MAX_OPT_LEVEL, MIN_OPT_LEVEL
+    from trtinfer.builders.engine.settings import DEFAULT_OPT_LEVEL, MAX_OPT_LEVEL, MIN_OPT_LEVEL
 
     options = [
         click.option("--batch", "batch", multiple=True, metavar="MIN:OPT:MAX",
@@ -52,7 +52,7 @@ def engine_settings_from_options(batch: tuple[str, ...] | list[str] = (), timing
                                  opt_level: int | None = None, workspace: int | None = None,
                                  device: int = 0) -> Any:
     """Parsed option values -> ``EngineBuildSettings`` (raises TrtInferError on a bad --batch)."""
-    from trtinfer.builders.engine import DEFAULT_OPT_LEVEL, EngineBuildSettings
+    from trtinfer.builders.engine.settings import DEFAULT_OPT_LEVEL, EngineBuildSettings
 
     return EngineBuildSettings(profiles=parse_batch_profiles(batch),
                                opt_level=DEFAULT_OPT_LEVEL if opt_level is None else int(opt_level),

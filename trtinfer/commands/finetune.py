@@ -58,7 +58,7 @@ from trtinfer.training.options import FinetuneOptions as D  # the recipe's defau
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def finetune(quiet: bool, **kwargs: object) -> None:
     """Fine-tune ARCH on --data (or train it from scratch) into a checkpoint `trtinfer build` reads with no flags."""
-    from trtinfer.builders.report import Reporter
+    from trtinfer.builders.progress import Reporter
     from trtinfer.training.finetune import run_finetune
     from trtinfer.training.options import FinetuneOptions
 
