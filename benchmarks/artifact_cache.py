@@ -49,8 +49,9 @@ def options_key(checkpoint_sha: str, options: dict[str, Any]) -> str:
     """``<sha16>-<opts12>``: the checkpoint and every option that changes an artifact."""
     relevant = {k: (str(options[k]) if isinstance(options.get(k), Path) else options.get(k)) for k in KEY_FIELDS}
     for k in ("eval_data", "calib_data"):  # the same data by another spelling is the same data
-        if relevant[k]:
-            relevant[k] = str(Path(relevant[k]).expanduser().resolve())
+        data = relevant[k]
+        if data:
+            relevant[k] = str(Path(data).expanduser().resolve())
     relevant["trtinfer"] = __version__
     relevant["schema_version"] = SCHEMA_VERSION
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
@@ -68,7 +69,7 @@ def _usable(directory: Path, checkpoint_sha: str) -> bool:
     except (ArtifactError, TrtInferError) as exc:
         log.info("cached artifact %s is not usable (%s); rebuilding", directory, exc)
         return False
-    return manifest.source.get("checkpoint", {}).get("sha256") == checkpoint_sha
+    return manifest.source.checkpoint_sha256 == checkpoint_sha
 
 
 def cached_artifacts(checkpoint: Path, precisions: tuple[str, ...], options: dict[str, Any], *,
@@ -77,9 +78,9 @@ def cached_artifacts(checkpoint: Path, precisions: tuple[str, ...], options: dic
     """Reuse or build one artifact per precision; ``options`` are BuildOptions fields."""
     import time
 
-    from trtinfer.builders.checkpoint import checkpoint_sha256
     from trtinfer.builders.options import BuildOptions
     from trtinfer.builders.pipeline import Builder
+    from trtinfer.builders.source.checkpoint import checkpoint_sha256
 
     say = say or (lambda message: None)
     sha = checkpoint_sha256(checkpoint)  # a Hugging Face directory hashes its config and weights

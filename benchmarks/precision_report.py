@@ -44,7 +44,7 @@ DEFAULT_LR = {"resnet18": 0.1, "mobilenet_v2": 0.05}
 
 def make_model(arch: str, num_classes: int = 10, cifar_stem: bool = True):
     """torchvision ``arch``, seeded; ResNets get the CIFAR stem (3x3 stride-1 conv1, no max-pool) when asked."""
-    from trtinfer.builders.archs import fresh_model
+    from trtinfer.builders.source.archs import fresh_model
 
     return fresh_model(arch, num_classes, cifar_stem)
 
@@ -101,7 +101,7 @@ def export_fp32(model, path: str | Path, input_size: int = INPUT_SIZE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model.eval(), torch.randn(1, 3, input_size, input_size), str(path), dynamo=False,
+        torch.onnx.export(model.eval(), (torch.randn(1, 3, input_size, input_size),), str(path), dynamo=False,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
     return path
@@ -121,8 +121,8 @@ def load_state_dict(path: str | Path) -> dict:
 
 def run_report(data: Path, arch: str, epochs: int, checkpoint: Path | None, work: Path, samples: int,
                method: str, keep_first_layer: bool, seed: int, lr: float) -> dict[str, Any]:
-    from trtinfer.builders.evaluate import evaluate_precisions
-    from trtinfer.builders.precision import reduce_precision
+    from trtinfer.builders.checks.accuracy_guard import evaluate_precisions
+    from trtinfer.builders.precision.tools import reduce_precision
     from trtinfer.calibration.calibset import make_calibration_set, make_eval_set
     from trtinfer.calibration.sources import load_labeled
     from trtinfer.preprocess import make_spec

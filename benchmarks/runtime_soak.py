@@ -17,7 +17,15 @@ import time
 
 import numpy as np
 
-from .measure import resident_mb as rss_mb
+from .measure import resident_mb
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB after a GC and ``malloc_trim``; the soak needs /proc to read it."""
+    mb = resident_mb()
+    if mb is None:
+        raise SystemExit("runtime_soak reads the resident memory from /proc/self/statm, which this system lacks")
+    return mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
               f"({refused} NaN inputs refused): RSS {warm:.1f} MB after warm-up, {calls_rss:.1f} MB after "
               f"({calls_rss - warm:+.1f} MB)")
     start = time.perf_counter()
-    first = None
+    first: float | None = None
     for i in range(args.cycles):
         with trtinfer.load(args.artifact, backend=args.backend) as model:
             model.infer(batches[i % len(batches)])
         if i == 9:
             first = rss_mb()
     end = rss_mb()
-    print(f"{args.cycles} load/close cycles in {time.perf_counter() - start:.1f} s: RSS {first:.1f} MB after 10, "
+    after_10 = "-" if first is None else f"{first:.1f}"
+    print(f"{args.cycles} load/close cycles in {time.perf_counter() - start:.1f} s: RSS {after_10} MB after 10, "
           f"{end:.1f} MB after {args.cycles} ({end - (first or end):+.1f} MB)")
     return 0
 
