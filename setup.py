@@ -50,7 +50,12 @@ setup(
     python_requires=">=3.10",
     packages=[
         "trtinfer",
+        "trtinfer.manifest",
         "trtinfer.runtime",
+        "trtinfer.runtime.backends",
+        "trtinfer.runtime.backends.onnxruntime",
+        "trtinfer.runtime.backends.openvino",
+        "trtinfer.runtime.backends.tensorrt",
         "trtinfer.commands",
         "trtinfer.serve",
         "trtinfer.builders",

@@ -158,8 +158,9 @@ class RuntimeCase(Case):
 
 class BareOrtCase(Case):
     """A bare ``onnxruntime.InferenceSession`` on the FP32 model: the peer our ONNX Runtime rows must
-    match. The session options are ONNX Runtime's own recommended CPU settings for a fixed thread
-    count, with intra-op spinning on or off (its default is on)."""
+    match. The session comes from trtinfer's ONNX Runtime loader with the options every session
+    gets (ONNX Runtime's recommended CPU settings for a fixed thread count), and intra-op spinning
+    on or off (its default is on)."""
 
     def __init__(self, artifact: Path, manifest: Manifest, threads: int, spin: bool) -> None:
         super().__init__(CaseInfo("onnxruntime-bare", manifest.precision, "cpu", "peer",
@@ -170,14 +171,11 @@ class BareOrtCase(Case):
     def open(self) -> None:
         if not module_available("onnxruntime"):
             raise Skip(f"ONNX Runtime is not installed; {INSTALL['onnxruntime-bare']}")
-        import onnxruntime as ort
+        from trtinfer.runtime.backends.onnxruntime import loader
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(self.info.options["threads"])
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.info.options["spin"] else "0")
-        so.log_severity_level = 3
         with _timed(self):
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+            self.session = loader.session(self.path, threads=int(self.info.options["threads"]),
+                                          spin=bool(self.info.options["spin"]))
         self._input = self.session.get_inputs()[0].name
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -207,8 +205,8 @@ class OpenVINONncfCase(Case):
         import nncf
         import openvino as ov
 
-        from trtinfer.builders.nncf_quantize import quiet_nncf
-        from trtinfer.runtime.openvino_backend import compile_config
+        from trtinfer.builders.precision.nncf_int8 import quiet_nncf
+        from trtinfer.runtime.backends.openvino import loader
 
         # quiet_nncf swaps the "nncf" logger's handlers for the call and puts them back; nncf.set_log_level(ERROR),
         # used here before, set the level of every handler that logger held, which in the test run included the
@@ -216,7 +214,7 @@ class OpenVINONncfCase(Case):
         with _timed(self), quiet_nncf([]):
             items = [self.calibration[i:i + 1] for i in range(len(self.calibration))]
             quantized = nncf.quantize(ov.convert_model(str(self.path)), nncf.Dataset(items), subset_size=len(items))
-            compiled = ov.Core().compile_model(quantized, "CPU", compile_config(self.info.options["threads"], "f32"))
+            compiled = loader.compiled_model(quantized, threads=self.info.options["threads"], precision="f32")
         self.info.options["nncf"] = nncf.__version__
         self.request = compiled.create_infer_request()
         self._output = compiled.outputs[0]
@@ -304,8 +302,8 @@ class TorchDynamicQuantCase(TorchCase):
             try:
                 from torch.ao.quantization import quantize_dynamic
             except ImportError:
-                quantize_dynamic = None
-            if quantize_dynamic is not None:
+                pass
+            else:
                 self.info.options["implementation"] = "torch.ao.quantization.quantize_dynamic"
                 return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         if not module_available("torchao"):
@@ -494,15 +492,15 @@ class OrtGpuCase(Case):
             raise Skip(f"ONNX Runtime is not installed; {INSTALL[self.info.backend]}")
         import onnxruntime as ort
 
+        from trtinfer.runtime.backends.onnxruntime import loader
+
         provider = self.PROVIDERS[self.info.backend]
         if provider not in ort.get_available_providers():
             raise Skip(f"this ONNX Runtime has no {provider}; {INSTALL[self.info.backend]}")
         if reason:
             raise Skip(reason)
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
         with _timed(self):
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=[provider])
+            self.session = loader.session(self.path, providers=[provider])
         if self.session.get_providers()[0] != provider:
             raise Skip(f"ONNX Runtime fell back to {self.session.get_providers()[0]} ({provider} failed to start)")
         self._input = self.session.get_inputs()[0].name

@@ -33,14 +33,14 @@ def collect_environment(threads: int) -> dict[str, Any]:
 def _gpu() -> dict[str, Any]:
     """GPUs, driver and CUDA versions as ``trtinfer doctor`` finds them (never raises)."""
     from trtinfer.doctor import probe_gpu
-    from trtinfer.runtime import cuda
+    from trtinfer.runtime.backends.tensorrt import devices
 
     gpu = probe_gpu()
     out: dict[str, Any] = {"devices": gpu.devices}
     if not gpu.ok:
         out["none"] = gpu.summary
     try:
-        out["cuda"] = cuda.cuda_versions()
+        out["cuda"] = devices.cuda_versions()
     except Exception:
         out["cuda"] = {}
     return out

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from . import trt_probes
+
 TARGET_BATCHING = 0.80
 TARGET_OVERHEAD = 0.10
 TARGET_GPU = 0.05
@@ -138,13 +140,10 @@ def bench_batching(model: Any, clients: int, rounds: int, seconds: float) -> dic
 # -- (b) per-call overhead at batch 1 ----------------------------------------------------------
 def bench_overhead(model: Any, artifact: Path, rounds: int, calls: int) -> dict[str, Any]:
     """``model`` must be on ONNX Runtime: the baseline is a bare session of the same bytes and options."""
-    import onnxruntime as ort
-
-    from trtinfer.runtime.onnxrt import make_session_options
+    from trtinfer.runtime.backends.onnxruntime import loader
 
     data = (artifact / "model.onnx").read_bytes()
-    bare = ort.InferenceSession(data, sess_options=make_session_options(model.threads, model.spin),
-                                providers=["CPUExecutionProvider"])
+    bare = loader.session(data, threads=model.threads, spin=model.spin)
     input_name = bare.get_inputs()[0].name
     x = _inputs(model, 1, seed=3)
     feed = {input_name: x}
@@ -210,9 +209,9 @@ def bench_gpu(artifact: Path, seconds: float) -> dict[str, Any] | None:
         for t in threads:
             t.join()
         rate = sum(rates)
-        compute_ms = model.compute_time_ms(rows)
+        compute_ms = trt_probes.compute_time_ms(model, rows)
         per_batch_ms = rows / rate * 1e3
-        h2d = model.h2d_bandwidth_gbs()
+        h2d = trt_probes.h2d_bandwidth_gbs(model)
     gap = per_batch_ms / compute_ms - 1.0
     progress(f"GPU: infer at batch {rows}: {per_batch_ms:.3f} ms/batch, engine compute {compute_ms:.3f} ms "
              f"-> {gap * 100:+.1f} %; pinned H2D {h2d:.1f} GB/s")

@@ -232,15 +232,11 @@ def _instrumented_model(path: str | Path, max_tensors: int) -> tuple[bytes, list
 
 
 def _session(model_bytes: bytes, path: str | Path):
+    from trtinfer.runtime.backends.onnxruntime import loader
+
+    loader.import_onnxruntime("calibration diagnostics run ONNX Runtime", hint="pip install 'trtinfer[build]'")
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable("calibration diagnostics run ONNX Runtime",
-                                 hint="pip install 'trtinfer[build]'") from exc
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    try:
-        return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        return loader.session(model_bytes)
     except Exception as exc:  # ORT raises its own exception types
         raise ValidationError(f"ONNX Runtime cannot load {path} with its activations exposed: {exc}",
                               hint="rebuild the model") from exc

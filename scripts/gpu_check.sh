@@ -9,11 +9,11 @@
 # 2. Sets up .venv through scripts/venv.sh (as scripts/test.sh does), records the versions and
 #    `trtinfer doctor --require gpu --require tensorrt --json`.
 # 3. Runs the phases, each under its own limit (timeout(1)), with its log (and junit XML) in REPORT_DIR:
-#    cuda-layer    pytest -m gpu on the CUDA layer and the TensorRT runtime (tests/runtime/test_cuda.py,
-#                  test_tensorrt_ordering.py, test_tensorrt_backend.py)
+#    cuda-layer    pytest -m gpu on the CUDA layer and the TensorRT runtime (tests/runtime/backends/tensorrt/:
+#                  test_cuda.py, test_cuda_graphs.py, test_ordering.py, test_runner.py)
 #    inspector     the real engine-inspector JSON of a small FP16 network, without and with an execution
 #                  context, and what our layer-precision reader makes of each (scripts/gpu_inspector_dump.py)
-#    engine-build  pytest -m gpu on tests/builders/test_engine_gpu.py (FP32/FP16/INT8 engines, the
+#    engine-build  pytest -m gpu on tests/builders/engine/test_engine_gpu.py (FP32/FP16/INT8 engines, the
 #                  inspector's precision check, timing cache, profiles, `trtinfer build` end to end)
 # 4. Writes REPORT_DIR/report.md and summary.json (scripts/gpu_check_report.py): one line per phase
 #    saying what it proved or why it failed. A pytest phase that selects no test or skips any fails.
@@ -158,8 +158,9 @@ record doctor "$rc" "$((SECONDS - started))" "$limit"
 
 PYTEST=(python -m pytest -m gpu -v -p no:cacheprovider)
 run_phase cuda-layer 150 "${PYTEST[@]}" --junitxml="$DIR/cuda-layer.xml" \
-  tests/runtime/test_cuda.py tests/runtime/test_tensorrt_ordering.py tests/runtime/test_tensorrt_backend.py
+  tests/runtime/backends/tensorrt/test_cuda.py tests/runtime/backends/tensorrt/test_cuda_graphs.py \
+  tests/runtime/backends/tensorrt/test_ordering.py tests/runtime/backends/tensorrt/test_runner.py
 run_phase inspector 120 python scripts/gpu_inspector_dump.py "$DIR"
-run_phase engine-build 480 "${PYTEST[@]}" --junitxml="$DIR/engine-build.xml" tests/builders/test_engine_gpu.py
+run_phase engine-build 480 "${PYTEST[@]}" --junitxml="$DIR/engine-build.xml" tests/builders/engine/test_engine_gpu.py
 echo "==> done in $SECONDS s" >&2
 finish

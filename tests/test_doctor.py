@@ -12,8 +12,8 @@ import pytest
 
 from gpu_env import gpu_skip_reason, tensorrt_skip_reason
 from trtinfer import doctor as doc
-from trtinfer import trt_support
-from trtinfer.runtime import cuda
+from trtinfer.runtime.backends.tensorrt import devices
+from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ["OS", "Python", "CPU", "GPU", "NVIDIA driver", "CUDA runtime", "TensorRT", "cuda-python", "ONNX Runtime",
@@ -101,10 +101,10 @@ def test_collect_survives_broken_probes(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("probe exploded")
 
-    monkeypatch.setattr(cuda, "gpu_count", boom)
-    monkeypatch.setattr(cuda, "cuda_versions", boom)
-    monkeypatch.setattr(trt_support, "trt_version", boom)
-    monkeypatch.setattr(trt_support, "tensorrt_available", boom)
+    monkeypatch.setattr(devices, "gpu_count", boom)
+    monkeypatch.setattr(devices, "cuda_versions", boom)
+    monkeypatch.setattr(tensorrt_loader, "trt_version", boom)
+    monkeypatch.setattr(tensorrt_loader, "tensorrt_available", boom)
     monkeypatch.setattr(doc, "_cpu", boom)
     report = doc.collect()
     findings = {f.name: f for f in report.findings}
@@ -118,10 +118,10 @@ def test_collect_survives_broken_probes(monkeypatch):
 def test_with_gpu_and_tensorrt_everything_gpu_is_ready(monkeypatch):
     """What doctor says on a GPU host, with the probes stood in."""
     gpu = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "12.4", "memory_mib": 81000}
-    monkeypatch.setattr(cuda, "gpu_count", lambda: 1)
-    monkeypatch.setattr(cuda, "gpu_info", lambda device=0: dict(gpu, device=device))
-    monkeypatch.setattr(cuda, "cuda_versions", lambda: {"driver": "12.4", "runtime": "12.6"})
-    monkeypatch.setattr(trt_support, "trt_version", lambda: "10.16.1.11")
+    monkeypatch.setattr(devices, "gpu_count", lambda: 1)
+    monkeypatch.setattr(devices, "gpu_info", lambda device=0: dict(gpu, device=device))
+    monkeypatch.setattr(devices, "cuda_versions", lambda: {"driver": "12.4", "runtime": "12.6"})
+    monkeypatch.setattr(tensorrt_loader, "trt_version", lambda: "10.16.1.11")
     monkeypatch.setattr(doc, "_nvidia_driver", lambda: "550.54.15")
     report = doc.collect()
     findings = {f.name: f for f in report.findings}

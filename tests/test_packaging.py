@@ -34,6 +34,8 @@ def test_wheel_has_only_the_trtinfer_namespace(wheel):
     assert "trtinfer/builders/source/checkpoint.py" in names and "trtinfer/calibration/cifar.py" in names
     for stage in ("source", "export", "precision", "checks", "engine"):  # the build's stages, one folder each
         assert f"trtinfer/builders/{stage}/__init__.py" in names
+    for backend in ("onnxruntime", "openvino", "tensorrt"):  # setup.py lists subpackages one by one
+        assert f"trtinfer/runtime/backends/{backend}/runner.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "trtinfer = trtinfer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

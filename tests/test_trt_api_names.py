@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TRT_MODULES = [REPO / "builders" / "engine.py", REPO / "trtinfer" / "trt_support.py",
-               REPO / "trtinfer" / "runtime" / "tensorrt_backend.py", REPO / "scripts" / "gpu_inspector_dump.py"]
+BUILD_MODULES = sorted((REPO / "builders" / "engine").glob("*.py"))  # the engine build stage
+TRT_BACKEND = REPO / "trtinfer" / "runtime" / "backends" / "tensorrt"
+TRT_MODULES = [*BUILD_MODULES, *(TRT_BACKEND / name for name in ("loader.py", "runner.py", "lanes.py", "engine_io.py")),
+               REPO / "scripts" / "gpu_inspector_dump.py"]
 
 # Names that hold the tensorrt module in our code.
 TRT_MODULE_NAMES = {"trt", "tensorrt"}
@@ -226,7 +228,7 @@ def _exact(label: str, name: str) -> bool:
 
 # -- tests ------------------------------------------------------------------------------------------------------------
 def test_collector_sees_our_tensorrt_calls():
-    names = used_names(REPO / "builders" / "engine.py")
+    names = {name for path in BUILD_MODULES for name in used_names(path)}
     for expected in ("Builder", "OnnxParser", "Runtime", "create_network", "NetworkDefinitionCreationFlag",
                      "STRONGLY_TYPED", "parse_from_file", "num_errors", "get_error", "node_name", "node_operator",
                      "desc", "create_builder_config", "set_memory_pool_limit", "MemoryPoolType", "WORKSPACE",
@@ -236,10 +238,14 @@ def test_collector_sees_our_tensorrt_calls():
                      "deserialize_cuda_engine", "create_engine_inspector", "get_engine_information",
                      "LayerInformationFormat", "JSON", "num_inputs", "get_input", "dtype", "shape", "name",
                      "create_execution_context", "set_input_shape", "execution_context"):  # the inspector's context
-        assert expected in names, f"{expected} not collected from builders/engine.py"
-    support = used_names(REPO / "trtinfer" / "trt_support.py")
+        assert expected in names, f"{expected} not collected from builders/engine/"
+    support = used_names(TRT_BACKEND / "loader.py")
     for expected in ("ILogger", "Severity", "INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"):
         assert expected in support
+    backend = {name for file in ("runner.py", "lanes.py", "engine_io.py") for name in used_names(TRT_BACKEND / file)}
+    for expected in ("create_execution_context", "set_optimization_profile_async", "set_input_shape",
+                     "set_tensor_address", "execute_async_v3", "num_io_tensors", "get_tensor_profile_shape"):
+        assert expected in backend, f"{expected} not collected from the TensorRT backend"
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: p.name)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import trt_support
-from .runtime import cuda
+from .runtime.backends.tensorrt import devices as gpu_devices
+from .runtime.backends.tensorrt import loader as tensorrt_loader
 from .versions import module_available, package_version
 
 # Capabilities ``trtinfer doctor --require NAME`` can ask for, and the stages each needs
@@ -128,7 +128,7 @@ def _cpu_choice() -> tuple[str, str]:
     """What a build and ``load(backend="auto")`` choose on this machine (trtinfer.execution)."""
     from .execution import CPU_EXECUTIONS
 
-    engine_ok, _ = trt_support.tensorrt_available(0)
+    engine_ok, _ = tensorrt_loader.tensorrt_available(0)
     target = "gpu" if engine_ok else "cpu"
     if target == "gpu":
         quantizer = "ModelOpt (TensorRT's Q/DQ)"
@@ -162,8 +162,8 @@ class GpuProbe:
 def probe_gpu() -> GpuProbe:
     """The GPUs CUDA sees (never raises): ``ok``, a one-line ``summary`` (or why none), ``devices``."""
     try:
-        count = cuda.gpu_count()
-        devices = [cuda.gpu_info(i) for i in range(count)]
+        count = gpu_devices.gpu_count()
+        devices = [gpu_devices.gpu_info(i) for i in range(count)]
     except Exception as exc:
         return GpuProbe(False, _short(exc))
     names = "; ".join(f"{d['device']}: {d['name']} (sm {d['compute_capability']}, {d['memory_mib']} MiB)"
@@ -175,7 +175,7 @@ def _probe_tensorrt() -> tuple[bool, str]:
     installed = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
                                "tensorrt-cu12-bindings", "tensorrt_bindings")
     try:
-        version = trt_support.trt_version()
+        version = tensorrt_loader.trt_version()
     except Exception as exc:
         prefix = f"{installed[0]} {installed[1]} installed, but: " if installed else ""
         return False, prefix + _short(exc)
@@ -210,7 +210,7 @@ def collect() -> Report:
 
     gpu = _safe(probe_gpu, GpuProbe(False, "probe failed"))
     driver = _safe(_nvidia_driver, None)
-    versions = _safe(cuda.cuda_versions, {})
+    versions = _safe(gpu_devices.cuda_versions, {})
     if not isinstance(versions, dict):
         versions = {}
     add(Finding("GPU", gpu.summary if gpu.ok else "none", gpu.ok, "" if gpu.ok else gpu.summary))
@@ -250,7 +250,7 @@ def collect() -> Report:
         return (not missing), ("; ".join(missing) if missing else "ready")
 
     build_extra = "install the build extra: pip install 'trtinfer[build]'"
-    engine_ok, engine_reason = _safe(lambda: trt_support.tensorrt_available(0), (False, "probe failed"))
+    engine_ok, engine_reason = _safe(lambda: tensorrt_loader.tensorrt_available(0), (False, "probe failed"))
     finish_elsewhere = ("; build the ONNX artifact here and finish it on a GPU host with "
                         "`trtinfer build --from-onnx DIR`")
     stages = [

@@ -38,9 +38,10 @@ It is strict where CUDA's documentation is, so that our code breaking one of the
   takes the time its stream reaches, and ``Event.elapsed_ms`` is the difference, so the time between
   two events is the work queued between them.
 
-Graphs are our own :class:`trtinfer.runtime.cuda.CudaGraph` over :class:`FakeCudart`, a stand-in for
-the calls of ``cuda.bindings.runtime`` it makes (:func:`install` puts it in place): its handling of a
-failed capture runs here as written, checked for the order of its calls, not against CUDA.
+Graphs are our own :class:`~trtinfer.runtime.backends.tensorrt.cuda_graphs.CudaGraph` over
+:class:`FakeCudart`, a stand-in for the calls of ``cuda.bindings.runtime`` it makes (:func:`install`
+puts it in place): its handling of a failed capture runs here as written, checked for the order of
+its calls, not against CUDA.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from trtinfer.errors import TrtInferError
-from trtinfer.runtime import cuda as real_cuda
+from trtinfer.runtime.backends.tensorrt import cuda as real_cuda
 
 ALIGNMENT = 256
 DEVICE_BASE = 1 << 40
@@ -200,11 +201,10 @@ COPY_KINDS = {"HostToDevice": (PINNED, DEVICE), "DeviceToHost": (DEVICE, PINNED)
 
 
 class FakeCuda:
-    """Module-like object with the names ``tensorrt_backend`` uses from ``trtinfer.runtime.cuda``."""
+    """Module-like object with the names the TensorRT backend (``runner``, ``lanes``) uses from ``cuda``."""
 
     CudaError = real_cuda.CudaError
     DeviceArray = real_cuda.DeviceArray
-    CudaGraph = real_cuda.CudaGraph  # ours, running over FakeCudart (see install)
     stream_handle = staticmethod(real_cuda.stream_handle)
 
     def __init__(self) -> None:
@@ -226,7 +226,7 @@ class FakeCuda:
             def closed(self) -> bool:
                 return not self._handle
 
-            def close(self) -> None:  # as trtinfer.runtime.cuda: the handle is cleared before the free
+            def close(self) -> None:  # as backends/tensorrt/cuda.py: the handle is cleared before the free
                 handle, self._handle = self._handle, 0
                 if handle:
                     self._free(handle)
@@ -503,7 +503,7 @@ class FakeCuda:
                     self.fail("cudaEventElapsedTime", cudaError_t.cudaErrorNotReady)
             return float(end._mark.time - start._mark.time)
 
-    # -- the functions of trtinfer.runtime.cuda --------------------------------------------------------------
+    # -- the functions of backends/tensorrt/cuda.py --------------------------------------------------------
     def _copy(self, kind: str, dst: int, src: int, nbytes: int, stream: Any) -> None:
         if nbytes <= 0:
             return
@@ -535,11 +535,8 @@ class FakeCuda:
             self.memory.at(dst, nbytes, DEVICE, "cudaMemsetAsync's target")[:] = value
         self.enqueue(stream, Op(run, f"memset {nbytes} B at {dst:#x}", nbytes / MEMSET_BYTES_PER_MS), "cudaMemsetAsync")
 
-    def set_device(self, device: int) -> None:
-        pass
-
     def device_array(self, obj: Any) -> real_cuda.DeviceArray:
-        """``trtinfer.runtime.cuda.device_array``; for the stand-in's torch-like arrays the stream is
+        """``backends.tensorrt.cuda.device_array``; for the stand-in's torch-like arrays the stream is
         the one the real function takes from ``torch.cuda.current_stream()`` (its own test covers that)."""
         found = real_cuda.device_array(obj)
         torch_stream = getattr(obj, "torch_stream", None)
@@ -550,8 +547,8 @@ class FakeCuda:
 
 
 class FakeCudart:
-    """The calls of ``cuda.bindings.runtime`` that :class:`trtinfer.runtime.cuda.CudaGraph` and
-    :func:`~trtinfer.runtime.cuda.cuda_call` make, over a :class:`FakeCuda`'s queues: each returns
+    """The calls of ``cuda.bindings.runtime`` that our ``CudaGraph`` (backends/tensorrt/cuda_graphs.py) and
+    ``cuda_call`` (backends/tensorrt/cuda.py) make, over a :class:`FakeCuda`'s queues: each returns
     ``(err, *values)`` (values None on error), and a failed one sets the calling thread's last error.
     ``instantiate_error`` makes ``cudaGraphInstantiate`` fail with that error."""
 
@@ -661,7 +658,7 @@ class FakeCudart:
 
 
 def install(monkeypatch: Any) -> FakeCuda:
-    """A fresh stand-in, with :class:`FakeCudart` as ``trtinfer.runtime.cuda``'s runtime module for the test."""
+    """A fresh stand-in, with :class:`FakeCudart` as the CUDA layer's runtime module for the test."""
     fake = FakeCuda()
     monkeypatch.setattr(real_cuda, "_CUDART", fake.runtime)
     return fake

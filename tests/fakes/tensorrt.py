@@ -306,8 +306,8 @@ def make_plan_artifact(src: Path, dst: Path, profiles: list[BatchProfile], trt_v
     manifest.record_file(dst, PLAN_NAME)
     manifest.engine = EngineRecord(tensorrt_version=trt_version, gpu_name=GPU["name"],
                                    compute_capability=compute_capability, profiles=list(profiles),
-                                   plan_sha256=manifest.files[PLAN_NAME]["sha256"],
-                                   plan_bytes=manifest.files[PLAN_NAME]["bytes"], built="2026-11-24T00:00:00+00:00")
+                                   plan_sha256=manifest.files[PLAN_NAME].sha256,
+                                   plan_bytes=manifest.files[PLAN_NAME].bytes, built="2026-11-24T00:00:00+00:00")
     manifest.write(dst)
     return dst
 
@@ -315,15 +315,18 @@ def make_plan_artifact(src: Path, dst: Path, profiles: list[BatchProfile], trt_v
 def install(monkeypatch: Any, profiles: list[BatchProfile], outputs: tuple[str, ...] = ("logits",),
             version: str = TRT_VERSION) -> StandIns:
     """Patch the TensorRT backend onto the stand-ins (TensorRT ``version``); returns them for inspection."""
-    from trtinfer import trt_support
-    from trtinfer.runtime import loader, tensorrt_backend
+    from trtinfer.runtime import loader
+    from trtinfer.runtime.backends.tensorrt import devices, lanes, runner
+    from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
 
     fake = fake_cuda.install(monkeypatch)
-    fake.gpu_info = lambda device=0: dict(GPU, device=device)  # type: ignore[attr-defined]
     trt = FakeTrt(fake, profiles, outputs, version)
-    monkeypatch.setattr(tensorrt_backend, "cuda", fake)
-    monkeypatch.setattr(trt_support, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(trt_support, "trt_logger", lambda: trt._logger)
+    monkeypatch.setattr(devices, "gpu_info", lambda device=0: dict(GPU, device=device))
+    monkeypatch.setattr(devices, "set_device", lambda device: None)
+    for module in (runner, lanes):  # the CUDA layer the backend runs on
+        monkeypatch.setattr(module, "cuda", fake)
+    monkeypatch.setattr(tensorrt_loader, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_loader, "trt_logger", lambda: trt._logger)
     monkeypatch.setattr(loader, "_tensorrt_usable",
                         lambda manifest, directory, options: (PLAN_NAME in manifest.files, "fake TensorRT on Fake GPU"))
     return StandIns(cuda=fake, trt=trt)

@@ -1,7 +1,7 @@
 """A stand-in for the ``tensorrt`` module's build side (Builder, network, ONNX parser, config, timing
 cache, runtime, engine inspector), shaped like TensorRT 10 and 11.
 
-It checks *our* ordering and control flow in builders/engine.py on a CPU host: what we ask of
+It checks *our* ordering and control flow in builders/engine/ on a CPU host: what we ask of
 TensorRT and what we do with its answers. It says nothing about TensorRT itself; the names we call
 are checked against the real TensorRT 10 and 11 bindings by tests/test_trt_api_names.py, and the
 real build runs only in the ``gpu`` tests.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trtinfer import trt_support
-from trtinfer.runtime import cuda
+from trtinfer.runtime.backends.tensorrt import devices
+from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
 
 GPU = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "12.4", "memory_mib": 81000, "device": 0}
 
@@ -286,7 +286,7 @@ class FakeLogger:
 
 
 class FakeTensorRT:
-    """Only what builders/engine.py uses, with TensorRT's names (checked by test_trt_api_names.py)."""
+    """Only what builders/engine/ uses, with TensorRT's names (checked by test_trt_api_names.py)."""
 
     _STATE = frozenset({"layers", "plan", "parse_ok", "calls", "logger", "network", "config", "contexts"})
 
@@ -316,10 +316,10 @@ class FakeTensorRT:
 
 
 def install(monkeypatch, version: str) -> FakeTensorRT:
-    """Patch builders/engine.py's TensorRT and CUDA onto the stand-in; returns it for inspection."""
+    """Patch builders/engine/'s TensorRT and CUDA onto the stand-in; returns it for inspection."""
     trt = FakeTensorRT(version)
-    monkeypatch.setattr(trt_support, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(cuda, "gpu_info", lambda device=0: dict(GPU, device=device))
-    monkeypatch.setattr(cuda, "set_device", lambda device: None)
-    monkeypatch.setattr(trt_support, "trt_logger", lambda: trt.logger)
+    monkeypatch.setattr(tensorrt_loader, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(devices, "gpu_info", lambda device=0: dict(GPU, device=device))
+    monkeypatch.setattr(devices, "set_device", lambda device: None)
+    monkeypatch.setattr(tensorrt_loader, "trt_logger", lambda: trt.logger)
     return trt

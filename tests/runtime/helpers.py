@@ -23,7 +23,8 @@ def engine_artifact(directory: Path, model, profiles: list[BatchProfile]) -> Pat
     import pytest
 
     from gpu_env import tensorrt_skip_reason
-    from trtinfer.builders.engine import EngineBuildSettings, build_engine_into_artifact
+    from trtinfer.builders.engine.artifact import build_engine_into_artifact
+    from trtinfer.builders.engine.settings import EngineBuildSettings
 
     reason = tensorrt_skip_reason()
     if reason:
@@ -115,13 +116,13 @@ class LaneTrace:
     ``launch`` and the ``synchronize`` of the CUDA layer in use, for the test (``monkeypatch``)."""
 
     def __init__(self, monkeypatch, model, on_launch: Callable[[object], None] | None = None) -> None:
-        from trtinfer.runtime import tensorrt_backend
+        from trtinfer.runtime.backends.tensorrt import lanes
 
         self.steps: list[tuple[str, int | None]] = []
         owner = {}
         for lane in model._lanes:
             owner.update({id(lane.done): lane.index, id(lane.uploaded): lane.index, id(lane.stream): lane.index})
-        launch = tensorrt_backend._Lane.launch
+        launch = lanes.Lane.launch
 
         def traced_launch(lane, use_graphs):
             self.steps.append(("launch", lane.index))
@@ -129,7 +130,7 @@ class LaneTrace:
                 on_launch(lane)
             return launch(lane, use_graphs)
 
-        monkeypatch.setattr(tensorrt_backend._Lane, "launch", traced_launch)
+        monkeypatch.setattr(lanes.Lane, "launch", traced_launch)
         first = model._lanes[0]
         for kind, cls in (("event", type(first.done)), ("stream", type(first.stream))):
             def traced_wait(obj, _kind=kind, _wait=cls.synchronize):

@@ -18,7 +18,8 @@ from fakes import tensorrt as fake_trt
 from fakes import tensorrt_build
 from fakes.cuda import DEVICE, PINNED, FakeDeviceArray, cudaError_t
 from trtinfer.manifest import BatchProfile
-from trtinfer.runtime import cuda
+from trtinfer.runtime.backends.tensorrt import cuda
+from trtinfer.runtime.backends.tensorrt.cuda_graphs import CudaGraph
 
 from .helpers import distinct_inputs
 
@@ -159,10 +160,10 @@ def test_a_forbidden_call_invalidates_the_capture(fake, what):
 
 @pytest.mark.parametrize("what", sorted(FORBIDDEN))
 def test_our_graph_capture_fails_cleanly_on_a_forbidden_call(fake, what):
-    """trtinfer.runtime.cuda.CudaGraph over the stand-in cudart: the error comes out, nothing is left."""
+    """Our CudaGraph (backends/tensorrt/cuda_graphs.py) over the stand-in cudart: the error comes out, nothing is left."""
     stream, state = _capture_scene(fake)
     with pytest.raises(cuda.CudaError) as info:
-        cuda.CudaGraph(stream.handle, lambda: _forbidden(fake, what, stream, state))
+        CudaGraph(stream.handle, lambda: _forbidden(fake, what, stream, state))
     assert info.value.name == FORBIDDEN[what]
     assert fake.take_last_error() == cudaError_t.cudaSuccess
     assert fake.queue(stream.handle).capture is None and not fake.runtime.graphs and not fake.runtime.execs
@@ -195,19 +196,19 @@ def test_a_capture_restricts_only_its_own_thread(fake):
         thread.start()
         thread.join()
 
-    with cuda.CudaGraph(stream.handle, lambda: record(False)) as graph:
+    with CudaGraph(stream.handle, lambda: record(False)) as graph:
         assert not errors
         graph.launch(stream.handle)
         stream.synchronize()
     with pytest.raises(cuda.CudaError, match="cudaErrorStreamCaptureInvalidated"):
-        cuda.CudaGraph(stream.handle, lambda: record(True))
+        CudaGraph(stream.handle, lambda: record(True))
     assert [getattr(e, "name", e) for e in errors] == ["cudaErrorStreamCaptureUnsupported"]
 
 
 def test_a_capture_that_cannot_begin_clears_its_error(fake):
     recorded = []
     with pytest.raises(cuda.CudaError, match="cudaStreamBeginCapture failed: cudaErrorStreamCaptureUnsupported"):
-        cuda.CudaGraph(cuda.LEGACY_DEFAULT_STREAM, lambda: recorded.append(1))  # the legacy stream cannot capture
+        CudaGraph(cuda.LEGACY_DEFAULT_STREAM, lambda: recorded.append(1))  # the legacy stream cannot capture
     assert not recorded and fake.take_last_error() == cudaError_t.cudaSuccess
 
 
@@ -215,7 +216,7 @@ def test_a_failed_instantiation_destroys_the_graph(fake):
     stream, dev = fake.Stream(), fake.DeviceBuffer(64)
     fake.runtime.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
     with pytest.raises(cuda.CudaError, match="cudaGraphInstantiate failed: cudaErrorMemoryAllocation"):
-        cuda.CudaGraph(stream.handle, lambda: fake.memset_async(dev.ptr, 1, 64, stream))
+        CudaGraph(stream.handle, lambda: fake.memset_async(dev.ptr, 1, 64, stream))
     assert not fake.runtime.graphs and fake.take_last_error() == cudaError_t.cudaSuccess
 
 
@@ -265,13 +266,6 @@ def test_two_streams_overlap_on_the_clock(fake):
     (a0, a1), (b0, b1) = marks
     assert fake.Event.elapsed_ms(a0, b0) == pytest.approx(0)  # both began when queued: together
     assert fake.Event.elapsed_ms(a0, a1) == fake.Event.elapsed_ms(b0, b1) > 0
-
-
-def test_the_backends_timings_follow_the_work(fakes, plan_artifact):
-    with trtinfer.load(plan_artifact, streams=1) as model:
-        assert model.compute_time_ms(8) == pytest.approx(8 * fake_trt.KERNEL_MS_PER_ROW)
-        assert model.compute_time_ms(16) == pytest.approx(16 * fake_trt.KERNEL_MS_PER_ROW)
-        assert model.h2d_bandwidth_gbs(nbytes=1 << 20, repeats=3) == pytest.approx(fake_cuda.COPY_BYTES_PER_MS / 1e6)
 
 
 # -- the TensorRT stand-in answers as the bindings do ------------------------------------------------------------

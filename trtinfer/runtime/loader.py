@@ -25,11 +25,11 @@ def read_verified(manifest: Manifest, directory: Path, name: str) -> bytes:
     reading: a replaced multi-GB file is refused without being read."""
     entry = manifest.files.get(name)
     path = Manifest.file_path(directory, name)
-    if entry is None or not path.is_file() or path.stat().st_size != entry["bytes"]:
+    if entry is None or not path.is_file() or path.stat().st_size != entry.bytes:
         manifest.verify_files(directory, [name])  # raises the precise "not listed" / "missing" / "truncated" error
         raise ArtifactError(f"{path} cannot be verified", hint="rebuild the artifact")
     data = path.read_bytes()
-    if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
+    if len(data) != entry.bytes or sha256_bytes(data) != entry.sha256:
         manifest.verify_files(directory, [name])  # raises "truncated" / "modified" with the hint
         raise ArtifactError(f"{path} changed while it was being read", hint="copy the artifact again")
     return data
@@ -37,13 +37,13 @@ def read_verified(manifest: Manifest, directory: Path, name: str) -> bytes:
 
 def _model_class(backend: str) -> type[Model]:
     if backend == "onnxruntime":
-        from .onnxrt import OnnxRuntimeModel
+        from .backends.onnxruntime.runner import OnnxRuntimeModel
         return OnnxRuntimeModel
     if backend == "openvino":
-        from .openvino_backend import OpenVINOModel
+        from .backends.openvino.runner import OpenVINOModel
         return OpenVINOModel
     if backend == "tensorrt":
-        from .tensorrt_backend import TensorRTModel
+        from .backends.tensorrt.runner import TensorRTModel
         return TensorRTModel
     raise TrtInferError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
 
@@ -55,9 +55,9 @@ def _tensorrt_usable(manifest: Manifest, directory: Path, options: RuntimeOption
         return False, "TensorRT is not installed"
     if not module_available("cuda"):
         return False, "cuda-python is not installed"
-    from .. import trt_support
+    from .backends.tensorrt import loader
 
-    return trt_support.tensorrt_available(options.device)
+    return loader.tensorrt_available(options.device)
 
 
 def choose_backend(manifest: Manifest, directory: Path, requested: str, options: RuntimeOptions) -> tuple[str, str]:
@@ -136,7 +136,7 @@ def load(artifact_dir: str | Path, backend: str = "auto", **options: Any) -> Mod
         try:
             model = _open(_model_class("tensorrt"), directory, manifest, opts, reason)
         except (BackendUnavailable, ArtifactError) as exc:
-            from .tensorrt_backend import PlanIncompatibleError
+            from .backends.tensorrt.loader import PlanIncompatibleError
 
             if isinstance(exc, ArtifactError) and not isinstance(exc, PlanIncompatibleError):
                 raise  # tampering and broken files are never papered over by a fallback

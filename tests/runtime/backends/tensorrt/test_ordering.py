@@ -18,8 +18,8 @@ from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
 from trtinfer.errors import ArtifactError, DataError, InternalError, TrtInferError
 from trtinfer.manifest import BatchProfile
 
-from . import helpers
-from .helpers import distinct_inputs
+from ... import helpers
+from ...helpers import distinct_inputs
 
 SIMPLE = [BatchProfile(1, 8, 16)]
 GAPPED = [BatchProfile(1, 2, 4), BatchProfile(8, 12, 16)]
@@ -198,7 +198,7 @@ def test_a_refused_address_is_a_clear_error_and_nothing_stale_stays_bound(fakes,
     """TensorRT returns False for an address that is not 256-byte aligned (our own check runs first; it is
     switched off here to reach TensorRT's). The input's address may already be set when the output's is
     refused: the lane must not keep believing its old addresses are bound (it did, before this test)."""
-    from trtinfer.runtime import tensorrt_backend
+    from trtinfer.runtime.backends.tensorrt import lanes, runner
 
     fake = fakes[0].cuda
     with trtinfer.load(plan_artifact, streams=1) as model:
@@ -209,7 +209,8 @@ def test_a_refused_address_is_a_clear_error_and_nothing_stale_stays_bound(fakes,
         with monkeypatch.context() as patch, \
                 pytest.raises(InternalError, match="TensorRT refused tensor addresses .*fake TensorRT error: logits "
                                                    "address 0x[0-9a-f]+ is not 256-byte aligned"):
-            patch.setattr(tensorrt_backend, "aligned", lambda ptr: True)
+            patch.setattr(runner, "aligned", lambda ptr: True)  # where the call places its output
+            patch.setattr(lanes, "aligned", lambda ptr: True)  # the lane's check before binding
             model.infer(x_dev, out=out)
         x = distinct_inputs(8, seed=2)
         same(model.infer(x), x)  # the lane's buffers again, both addresses set anew
@@ -307,9 +308,9 @@ def test_gpu_misaligned_slices(two_profile_engine):
 def test_gpu_a_failed_capture_leaves_the_lane_usable(two_profile_engine, monkeypatch):
     """A capture spoilt for real (its stream synchronised while capturing, which CUDA forbids): the lane
     falls back to plain launches, its results stay right, and no CUDA error is left pending."""
-    from trtinfer.runtime import cuda, tensorrt_backend
+    from trtinfer.runtime.backends.tensorrt import cuda, lanes
 
-    real_graph = cuda.CudaGraph
+    real_graph = lanes.CudaGraph
 
     def spoilt_graph(stream, record):
         def spoilt():
@@ -319,7 +320,7 @@ def test_gpu_a_failed_capture_leaves_the_lane_usable(two_profile_engine, monkeyp
 
     cuda.cudart().cudaGetLastError()  # whatever earlier tests left
     with trtinfer.load(two_profile_engine, streams=1, cuda_graphs=True) as model:
-        monkeypatch.setattr(tensorrt_backend.cuda, "CudaGraph", spoilt_graph)
+        monkeypatch.setattr(lanes, "CudaGraph", spoilt_graph)
         for rows in (3, 3, 40, 3):
             x = distinct_inputs(rows, seed=rows)
             np.testing.assert_allclose(model.infer(x), _expected(two_profile_engine, x), rtol=1e-3, atol=1e-3)

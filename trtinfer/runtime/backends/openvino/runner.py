@@ -1,9 +1,9 @@
 """OpenVINO on the CPU (optional extra ``[openvino]``): runs INT8 Q/DQ models in INT8 on x86 CPUs
 with VNNI, where ONNX Runtime runs them slower than FP32.
 
-Float layers run at ``openvino_precision`` (``f32`` by default: on CPUs with AVX512-BF16 OpenVINO
-would otherwise pick bf16 by itself and change the artifact's numbers). The compiled model is
-shared; each concurrent call takes an infer request from a pool (a request is not thread-safe).
+Float layers run at ``openvino_precision`` (``f32`` by default; see :mod:`.loader`). The compiled
+model is shared; each concurrent call takes an infer request from a pool (a request is not
+thread-safe).
 """
 
 from __future__ import annotations
@@ -14,43 +14,26 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailable
-from .graph_check import check_graph_shapes, openvino_dims
-from .model import Model
-from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
-from .planning import uniform_chunks
+from ....errors import ArtifactError
+from ...model import Model
+from ...options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
+from ...planning import uniform_chunks
+from ..graph_check import check_graph_shapes, openvino_dims
+from . import loader
 
 log = logging.getLogger(__name__)
-
-
-def import_openvino() -> Any:
-    try:
-        import openvino
-    except ImportError as exc:
-        raise BackendUnavailable("OpenVINO is not installed", hint="pip install 'trtinfer[openvino]'") from exc
-    return openvino
-
-
-def compile_config(threads: int, precision: str) -> dict[str, Any]:
-    return {
-        "INFERENCE_NUM_THREADS": int(threads),
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-        "INFERENCE_PRECISION_HINT": precision,
-    }
 
 
 class OpenVINOModel(Model):
     backend = "openvino"
 
     def _open(self, model_bytes: bytes) -> None:
-        ov = import_openvino()
+        ov = loader.import_openvino()
         self.threads = self.options.cpu_threads
         try:
             self._core = ov.Core()
-            network = self._core.read_model(model_bytes)
-            self._compiled = self._core.compile_model(network, "CPU",
-                                                      compile_config(self.threads, self.options.openvino_precision or "f32"))
+            self._compiled = loader.compiled_model(model_bytes, threads=self.threads,
+                                                   precision=self.options.openvino_precision or "f32", core=self._core)
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
                                 hint="re-export the model (trtinfer build), or use backend='onnxruntime'") from exc

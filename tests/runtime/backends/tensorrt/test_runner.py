@@ -19,12 +19,12 @@ import pytest
 import trtinfer
 from trtinfer.errors import ArtifactError, DataError
 from trtinfer.manifest import BatchProfile
-from trtinfer.runtime.tensorrt_backend import PlanIncompatibleError
+from trtinfer.runtime.backends.tensorrt.loader import PlanIncompatibleError
 
 from fakes import tensorrt as fake_trt
 from fakes.tensorrt import FakeDeviceArray, make_plan_artifact, reference
-from . import helpers
-from .helpers import distinct_inputs, run_in_threads
+from ... import helpers
+from ...helpers import distinct_inputs, run_in_threads
 
 SIMPLE = [BatchProfile(1, 8, 16)]
 HIGH_MIN = [BatchProfile(4, 8, 16)]
@@ -263,17 +263,17 @@ def test_gpu_pipelining_keeps_consecutive_chunks_in_flight(engine_artifact, monk
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_no_leak_over_many_load_close_cycles(engine_artifact):
-    from trtinfer.runtime import cuda
+    from trtinfer.runtime.backends.tensorrt import devices
 
     x = distinct_inputs(8)
     for _ in range(5):
         with trtinfer.load(engine_artifact, cuda_graphs=True) as model:
             model.infer(x)
-    free_before, _ = cuda.mem_get_info()
+    free_before, _ = devices.mem_get_info()
     for _ in range(1000):
         with trtinfer.load(engine_artifact, cuda_graphs=True) as model:
             model.infer(x)
-    free_after, _ = cuda.mem_get_info()
+    free_after, _ = devices.mem_get_info()
     assert free_before - free_after < 64 << 20
 
 

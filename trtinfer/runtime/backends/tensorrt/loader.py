@@ -1,4 +1,6 @@
-"""TensorRT facts shared by the engine build and the runtime (CUDA itself is :mod:`.runtime.cuda`).
+"""TensorRT for the engine build and the runtime: the import guard, the one logger bridge, whether
+TensorRT can run here, plan compatibility, and engines deserialized in one place (CUDA itself is
+:mod:`.cuda` and :mod:`.devices`).
 
 Everything here imports TensorRT and cuda-python lazily, so ``import trtinfer`` and
 ``trtinfer --help`` work on hosts without either. Failures become :class:`BackendUnavailable`
@@ -13,10 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, BackendUnavailable, TrtInferError
-from .manifest import PLAN_NAME, Manifest
-from .runtime import cuda
-from .runtime.cuda import INSTALL_HINT
+from ....errors import ArtifactError, BackendUnavailable, TrtInferError
+from ....manifest import PLAN_NAME, Manifest
+from . import devices
+from .cuda import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +125,22 @@ def _make_logger(trt: Any) -> Any:
     return LoggingBridge()
 
 
+def logged_error() -> str:
+    """``": <TensorRT's last logged error>"`` to end a message with, or ``""`` (diagnostics only)."""
+    try:
+        errors = trt_logger().drain_errors()
+    except Exception:  # noqa: BLE001 -- diagnostics only
+        return ""
+    return f": {errors[-1]}" if errors else ""
+
+
 # -- availability and compatibility ------------------------------------------------------------
 def tensorrt_available(device: int = 0) -> tuple[bool, str]:
     """Whether TensorRT can build and run engines here, and why (not)."""
     problems = []
     gpu = None
     try:
-        gpu = cuda.gpu_info(device)
+        gpu = devices.gpu_info(device)
     except TrtInferError as exc:  # no GPU, or CUDA unusable (a driver older than the CUDA libraries)
         problems.append(exc.message)
     except Exception as exc:
@@ -174,3 +185,33 @@ def check_plan_compatible(manifest: Manifest, trt_version: str, gpu_name: str, c
         log.warning("%s of %r was built on %s and is loaded on %s (same compute capability %s); it runs, "
                     "but its kernels were timed on the other GPU: %s for best speed",
                     PLAN_NAME, manifest.name, built_gpu, gpu_name, compute_capability, hint)
+
+
+# -- loading a plan --------------------------------------------------------------------------------
+class PlanIncompatibleError(ArtifactError):
+    """The plan was built for another TensorRT version or GPU, or TensorRT cannot deserialize it."""
+
+
+def check_plan_for_gpu(manifest: Manifest, device: int, artifact_dir: str | Path) -> dict[str, Any]:
+    """GPU ``device``'s :func:`~.devices.gpu_info`, once the plan is known to be built for it and for
+    this TensorRT (else :class:`PlanIncompatibleError`, which ``load(backend="auto")`` falls back from)."""
+    trt = import_tensorrt()
+    info = devices.gpu_info(device)
+    try:
+        check_plan_compatible(manifest, str(trt.__version__), info["name"], info["compute_capability"], artifact_dir)
+    except ArtifactError as exc:
+        raise PlanIncompatibleError(exc.message, hint=exc.hint) from exc
+    return info
+
+
+def deserialize_engine(plan: bytes, artifact_dir: str | Path) -> tuple[Any, Any]:
+    """``(runtime, engine)`` from the plan's bytes. The caller keeps both and drops the engine first
+    (TensorRT's ownership order); a None from TensorRT is :class:`PlanIncompatibleError` with its reason."""
+    trt = import_tensorrt()
+    runtime = trt.Runtime(trt_logger())
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise PlanIncompatibleError(f"TensorRT {trt.__version__} could not deserialize "
+                                    f"{Path(artifact_dir) / PLAN_NAME}{logged_error()}",
+                                    hint=REBUILD_HINT.format(dir=artifact_dir))
+    return runtime, engine

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import ArtifactError
-from ..manifest import Manifest
+from ...errors import ArtifactError
+from ...manifest import Manifest
 
 
 def _dims(shape: Sequence[int | None]) -> str:

@@ -1,4 +1,4 @@
-"""trtinfer/trt_support.py: lazy TensorRT/CUDA access, the logger bridge, plan compatibility."""
+"""trtinfer/runtime/backends/tensorrt/loader.py: lazy TensorRT/CUDA access, the logger bridge, plan compatibility."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from trtinfer import trt_support
+from trtinfer.runtime.backends.tensorrt import loader
 from trtinfer.errors import ArtifactError, BackendUnavailable
 from gpu_env import gpu_skip_reason, tensorrt_skip_reason
 from trtinfer.manifest import BatchProfile, EngineRecord, Manifest, PreprocessSpec, TensorSpec
@@ -31,12 +31,12 @@ BUILT = {"tensorrt_version": "10.16.1.11", "gpu_name": "NVIDIA L4", "compute_cap
 
 # -- check_plan_compatible ------------------------------------------------------------------------
 def test_same_host_is_compatible():
-    trt_support.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA L4", "8.9")
+    loader.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA L4", "8.9")
 
 
 def test_other_tensorrt_version_is_one_clear_line():
     with pytest.raises(ArtifactError) as info:
-        trt_support.check_plan_compatible(_manifest(**BUILT), "11.4.0.106", "NVIDIA L4", "8.9", artifact_dir="art/m")
+        loader.check_plan_compatible(_manifest(**BUILT), "11.4.0.106", "NVIDIA L4", "8.9", artifact_dir="art/m")
     line = info.value.one_line()
     assert "\n" not in line
     assert "TensorRT 10.16.1.11" in line and "11.4.0.106" in line
@@ -46,7 +46,7 @@ def test_other_tensorrt_version_is_one_clear_line():
 
 def test_other_gpu_architecture_is_one_clear_line():
     with pytest.raises(ArtifactError) as info:
-        trt_support.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA H100 80GB HBM3", "9.0")
+        loader.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA H100 80GB HBM3", "9.0")
     line = info.value.one_line()
     assert "compute capability 8.9, NVIDIA L4" in line and "compute capability 9.0, NVIDIA H100" in line
     assert "`trtinfer build --from-onnx DIR`" in line
@@ -54,18 +54,18 @@ def test_other_gpu_architecture_is_one_clear_line():
 
 def test_both_mismatches_are_named():
     with pytest.raises(ArtifactError) as info:
-        trt_support.check_plan_compatible(_manifest(**BUILT), "11.4.0.106", "NVIDIA H100", "9.0")
+        loader.check_plan_compatible(_manifest(**BUILT), "11.4.0.106", "NVIDIA H100", "9.0")
     assert "TensorRT 10.16.1.11" in str(info.value) and "compute capability 8.9" in str(info.value)
 
 
 def test_missing_engine_record():
     with pytest.raises(ArtifactError, match="no engine record"):
-        trt_support.check_plan_compatible(_manifest(), "10.16.1.11", "NVIDIA L4", "8.9")
+        loader.check_plan_compatible(_manifest(), "10.16.1.11", "NVIDIA L4", "8.9")
 
 
 def test_same_architecture_other_model_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="trtinfer.trt_support"):
-        trt_support.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA L40S", "8.9")
+    with caplog.at_level(logging.WARNING, logger="trtinfer.runtime.backends.tensorrt.loader"):
+        loader.check_plan_compatible(_manifest(**BUILT), "10.16.1.11", "NVIDIA L40S", "8.9")
     assert "NVIDIA L4" in caplog.text and "NVIDIA L40S" in caplog.text
 
 
@@ -75,7 +75,7 @@ def test_tensorrt_unavailable_here_is_one_line():
     if "tensorrt" in sys.modules:
         pytest.skip("a tensorrt module is already loaded")
     with pytest.raises(BackendUnavailable) as info:
-        trt_support.import_tensorrt()
+        loader.import_tensorrt()
     assert "TensorRT" in info.value.message
     assert "pip install" in info.value.hint
 
@@ -83,7 +83,7 @@ def test_tensorrt_unavailable_here_is_one_line():
 def test_import_tensorrt_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
     with pytest.raises(BackendUnavailable, match="TensorRT"):
-        trt_support.import_tensorrt()
+        loader.import_tensorrt()
 
 
 def test_import_tensorrt_broken_libraries(monkeypatch, tmp_path):
@@ -94,7 +94,7 @@ def test_import_tensorrt_broken_libraries(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(BackendUnavailable) as info:
-        trt_support.import_tensorrt()
+        loader.import_tensorrt()
     assert "libraries cannot be loaded" in info.value.message and "libnvinfer" in info.value.message
     assert "\n" not in info.value.one_line()
 
@@ -102,14 +102,14 @@ def test_import_tensorrt_broken_libraries(monkeypatch, tmp_path):
 def test_import_tensorrt_too_old(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
     with pytest.raises(BackendUnavailable, match="8.6.1 is too old"):
-        trt_support.import_tensorrt()
+        loader.import_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.4.0.106"))
-    assert trt_support.trt_version() == "11.4.0.106"
+    assert loader.trt_version() == "11.4.0.106"
 
 
 @pytest.mark.skipif(gpu_skip_reason() is None, reason="this host has a GPU")
 def test_no_gpu_here():
-    ok, reason = trt_support.tensorrt_available()
+    ok, reason = loader.tensorrt_available()
     assert not ok
     assert "GPU" in reason
 
@@ -128,7 +128,7 @@ def _fake_trt_for_logger():
 
 def test_logger_bridge_warns_once_remembers_errors_and_never_raises(monkeypatch, caplog):
     trt = _fake_trt_for_logger()
-    bridge = trt_support._make_logger(trt)
+    bridge = loader._make_logger(trt)
     assert bridge.initialised  # the base class was initialised, as TensorRT requires
     sev = trt.ILogger.Severity
     with caplog.at_level(logging.DEBUG, logger="trtinfer.tensorrt"):
@@ -150,7 +150,7 @@ def test_logger_bridge_warns_once_remembers_errors_and_never_raises(monkeypatch,
 
 
 def test_trt_logger_is_a_singleton(monkeypatch):
-    monkeypatch.setattr(trt_support, "_LOGGER", None)
-    monkeypatch.setattr(trt_support, "import_tensorrt", _fake_trt_for_logger)
-    first = trt_support.trt_logger()
-    assert trt_support.trt_logger() is first
+    monkeypatch.setattr(loader, "_LOGGER", None)
+    monkeypatch.setattr(loader, "import_tensorrt", _fake_trt_for_logger)
+    first = loader.trt_logger()
+    assert loader.trt_logger() is first

@@ -2,14 +2,16 @@
 
 * :func:`cuda_call` is the one checked call: cuda-python returns ``(err, *results)``; a failure
   raises :class:`CudaError` carrying the CUDA error's name (``cudaErrorMemoryAllocation``...).
-* :class:`PinnedBuffer`, :class:`DeviceBuffer`, :class:`Stream`, :class:`Event` and
-  :class:`CudaGraph` own one resource each: ``close()`` frees it once (idempotent; it clears the
-  handle it checks), ``with`` closes it, and ``__del__`` only warns about a leak: freeing from a
-  finaliser can run at interpreter shutdown, after the CUDA library is gone.
+* :class:`PinnedBuffer`, :class:`DeviceBuffer`, :class:`Stream`, :class:`Event` (and
+  :class:`~.cuda_graphs.CudaGraph`) own one resource each, as :class:`OwnedResource`: ``close()``
+  frees it once (idempotent; it clears the handle it checks), ``with`` closes it, and ``__del__``
+  only warns about a leak: freeing from a finaliser can run at interpreter shutdown, after the
+  CUDA library is gone.
 * :func:`stream_handle` and :func:`device_array` accept other libraries' objects: a stream as an
   int, a torch ``cuda_stream``, a CuPy ``ptr``, a pycuda ``handle`` or ``__cuda_stream__``; device
   arrays through ``__cuda_array_interface__`` (torch, CuPy, pycuda, Numba).
 
+Which GPUs there are is :mod:`.devices`; graph capture and replay is :mod:`.cuda_graphs`.
 Importing this module needs nothing but numpy; cuda-python is imported on first use.
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DataError, TrtInferError
+from ....errors import BackendUnavailable, DataError, TrtInferError
 
 _CUDART: Any = None
 INSTALL_HINT = ("on a Linux host with an NVIDIA GPU and driver: pip install 'trtinfer[tensorrt]' "
@@ -99,107 +101,8 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
     return values[0] if len(values) == 1 else values
 
 
-# -- devices ---------------------------------------------------------------------------------
-_NO_DEVICE_ERRORS = ("cudaErrorNoDevice",)
-
-
-def format_cuda_version(value: int) -> str:
-    """cudaDriverGetVersion's 12040 -> ``"12.4"``."""
-    value = int(value)
-    return f"{value // 1000}.{(value % 1000) // 10}"
-
-
-def cuda_versions() -> dict[str, str | None]:
-    """CUDA versions the driver supports and the CUDA runtime library provides (None: unknown)."""
-    rt = cudart()
-    out: dict[str, str | None] = {"driver": None, "runtime": None}
-    for key, call in (("driver", rt.cudaDriverGetVersion), ("runtime", rt.cudaRuntimeGetVersion)):
-        try:
-            value = cuda_call(call(), call.__name__)
-        except Exception:  # noqa: BLE001 -- a version we cannot read is reported as unknown
-            continue
-        out[key] = format_cuda_version(value) if value else None
-    return out
-
-
-def gpu_count() -> int:
-    """Number of CUDA devices (at least 1).
-
-    BackendUnavailable when there is no GPU to use (no cuda-python, no driver, no device);
-    CudaError when a driver is there but CUDA fails (``cudaErrorInsufficientDriver``: the driver
-    is older than the CUDA runtime these libraries were built for).
-    """
-    rt = cudart()
-    try:
-        driver = cuda_call(rt.cudaDriverGetVersion(), "cudaDriverGetVersion")
-    except Exception:  # noqa: BLE001 -- no driver library at all
-        driver = 0
-    if not driver:  # CUDA documents 0 when no driver is installed
-        raise BackendUnavailable("no NVIDIA GPU: the NVIDIA driver is not loaded on this host",
-                                 hint="run on a host with an NVIDIA GPU and driver (nvidia-smi must work)")
-    try:
-        count = int(cuda_call(rt.cudaGetDeviceCount(), "cudaGetDeviceCount"))
-    except CudaError as exc:
-        if exc.name in _NO_DEVICE_ERRORS:
-            raise BackendUnavailable(f"no NVIDIA GPU visible to CUDA ({exc.name})",
-                                     hint="check nvidia-smi and CUDA_VISIBLE_DEVICES") from exc
-        raise
-    if count < 1:
-        raise BackendUnavailable("no NVIDIA GPU visible to CUDA", hint="check nvidia-smi and CUDA_VISIBLE_DEVICES")
-    return count
-
-
-def device_count() -> int:
-    """Number of usable CUDA devices; 0 when there is none or CUDA cannot be used."""
-    try:
-        return gpu_count()
-    except TrtInferError:
-        return 0
-    except Exception:  # noqa: BLE001 -- a broken driver library counts as no device
-        return 0
-
-
-def gpu_info(device: int = 0) -> dict[str, Any]:
-    """``{"name", "compute_capability" ("9.0"), "driver" (CUDA version the driver supports), ...}``."""
-    count = gpu_count()
-    if not 0 <= device < count:
-        raise BackendUnavailable(f"GPU {device} does not exist; this host has {count} GPU(s) (0..{count - 1})",
-                                 hint="pass --device with one of those indices")
-    rt = cudart()
-    prop = cuda_call(rt.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
-    name = prop.name
-    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
-    driver = cuda_call(rt.cudaDriverGetVersion(), "cudaDriverGetVersion")
-    return {
-        "name": name.rstrip("\x00").strip(),
-        "compute_capability": f"{prop.major}.{prop.minor}",
-        "driver": format_cuda_version(driver),
-        "memory_mib": int(prop.totalGlobalMem) // (1 << 20),
-        "device": device,
-    }
-
-
-def set_device(device: int) -> None:
-    """Make ``device`` current for this thread (the builder and the runtime use the current device)."""
-    cuda_call(cudart().cudaSetDevice(int(device)), f"cudaSetDevice({device})")
-
-
-def current_device() -> int:
-    return int(cuda_call(cudart().cudaGetDevice(), "cudaGetDevice"))
-
-
-def mem_get_info() -> tuple[int, int]:
-    """(free, total) bytes of the current device."""
-    free, total = cuda_call(cudart().cudaMemGetInfo(), "cudaMemGetInfo")
-    return int(free), int(total)
-
-
-def device_synchronize() -> None:
-    cuda_call(cudart().cudaDeviceSynchronize(), "cudaDeviceSynchronize")
-
-
 # -- owning objects --------------------------------------------------------------------------
-class _Owner:
+class OwnedResource:
     """Base of the owning objects: ``close`` frees once, ``__del__`` warns if it never ran."""
 
     _handle: int = 0
@@ -228,7 +131,7 @@ class _Owner:
                           ResourceWarning, stacklevel=2)
 
 
-class PinnedBuffer(_Owner):
+class PinnedBuffer(OwnedResource):
     """Page-locked host memory (``cudaMallocHost``): the source and target of asynchronous copies."""
 
     def __init__(self, nbytes: int) -> None:
@@ -260,7 +163,7 @@ class PinnedBuffer(_Owner):
         return f"<PinnedBuffer {self.nbytes} bytes at {self._handle:#x}>"
 
 
-class DeviceBuffer(_Owner):
+class DeviceBuffer(OwnedResource):
     """Device memory (``cudaMalloc``)."""
 
     def __init__(self, nbytes: int) -> None:
@@ -280,7 +183,7 @@ class DeviceBuffer(_Owner):
         return f"<DeviceBuffer {self.nbytes} bytes at {self._handle:#x}>"
 
 
-class Stream(_Owner):
+class Stream(OwnedResource):
     """A non-blocking CUDA stream (never synchronises with the legacy default stream)."""
 
     def __init__(self, non_blocking: bool = True) -> None:
@@ -306,7 +209,7 @@ class Stream(_Owner):
         return f"<Stream {self._handle:#x}>"
 
 
-class Event(_Owner):
+class Event(OwnedResource):
     """A CUDA event; ``timing=True`` for :meth:`elapsed_ms`, else the cheaper synchronisation-only kind."""
 
     def __init__(self, timing: bool = False) -> None:
@@ -343,70 +246,6 @@ class Event(_Owner):
 
     def __repr__(self) -> str:
         return f"<Event {self._handle:#x}>"
-
-
-class CudaGraph(_Owner):
-    """A captured and instantiated CUDA graph, replayed with :meth:`launch`.
-
-    Capture uses thread-local mode, so other threads' CUDA calls (other contexts, allocations)
-    go on undisturbed while one thread captures. A capture that fails (``record`` raises, a call
-    CUDA forbids during capture invalidated it so ``cudaStreamEndCapture`` fails, or
-    ``cudaGraphInstantiate`` fails) leaves nothing behind before the error is raised: the capture
-    is ended if the stream is still capturing, any graph is destroyed, and CUDA's last error is
-    cleared with ``cudaGetLastError``, as trtexec's ``endCaptureOnError`` does. Left pending, that
-    error would fail the next library call on this thread that checks it (TensorRT's enqueue).
-    """
-
-    def __init__(self, stream: Any, record: Any) -> None:
-        rt = cudart()
-        handle = stream_handle(stream)
-        self._graph = 0
-        try:
-            cuda_call(rt.cudaStreamBeginCapture(handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-                      "cudaStreamBeginCapture")
-        except CudaError:
-            rt.cudaGetLastError()  # no capture began (it may be someone else's): only the error to clear
-            raise
-        graph = 0
-        try:
-            record()
-            graph = int(cuda_call(rt.cudaStreamEndCapture(handle), "cudaStreamEndCapture"))
-            self._handle = int(cuda_call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate"))
-        except BaseException:
-            _abandon_capture(rt, handle, graph)
-            raise
-        self._graph = graph
-
-    def launch(self, stream: Any) -> None:
-        cuda_call(cudart().cudaGraphLaunch(self._handle, stream_handle(stream)), "cudaGraphLaunch")
-
-    def _free(self, handle: int) -> None:
-        rt = cudart()
-        graph, self._graph = self._graph, 0
-        cuda_call(rt.cudaGraphExecDestroy(handle), "cudaGraphExecDestroy")
-        if graph:
-            cuda_call(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
-
-    def __repr__(self) -> str:
-        return f"<CudaGraph exec {self._handle:#x}>"
-
-
-def _abandon_capture(rt: Any, stream: int, graph: int) -> None:
-    """Undo a failed capture on ``stream``: end it if still capturing, destroy ``graph`` and any graph
-    the ending returns, then clear the thread's last CUDA error. Best effort: the error being raised
-    is the one to report, so failures here are not raised over it (the last error is cleared last)."""
-    try:
-        status = rt.cudaStreamIsCapturing(stream)
-        if int(status[0]) != 0 or int(status[1]) != int(rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone):
-            ended = rt.cudaStreamEndCapture(stream)  # an invalidated capture ends with an error and no graph
-            if int(ended[0]) == 0 and ended[1] is not None and int(ended[1]):
-                rt.cudaGraphDestroy(ended[1])
-        if graph:
-            rt.cudaGraphDestroy(graph)
-    except Exception:  # noqa: BLE001 -- cleanup after a failure; the original error is raised by the caller
-        pass
-    finally:
-        rt.cudaGetLastError()
 
 
 # -- copies -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 import trtinfer
 
-from .helpers import distinct_inputs, torch_reference, run_in_threads
+from ...helpers import distinct_inputs, torch_reference, run_in_threads
 
 pytest.importorskip("openvino", reason="OpenVINO is an optional extra: pip install 'trtinfer[openvino]'")
 

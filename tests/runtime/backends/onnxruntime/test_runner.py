@@ -11,7 +11,7 @@ import trtinfer
 from trtinfer.errors import DataError
 from trtinfer.runtime.options import available_cores
 
-from .helpers import distinct_inputs, torch_reference, run_in_threads
+from ...helpers import distinct_inputs, torch_reference, run_in_threads
 
 RESNET_CHUNK = 16  # "max" for the ResNet test: small, so 3x max stays quick on 2 cores
 

@@ -1,10 +1,9 @@
 """ONNX Runtime on the CPU: the embedded default backend.
 
-Session options are set deliberately (intra-op threads = the cores available, one inter-op
-thread, sequential execution, every graph optimisation, and busy-waiting between runs on or off
-as measured on this machine unless ``spin`` is given) and one session is shared by all threads:
-``InferenceSession.run`` is safe to call concurrently. The hot path is one ``run`` call on the
-caller's array, with no copy on either side.
+Sessions come from :mod:`.loader` with intra-op threads = the cores available and busy-waiting
+between runs on or off as measured on this machine unless ``spin`` is given. One session is
+shared by all threads: ``InferenceSession.run`` is safe to call concurrently. The hot path is
+one ``run`` call on the caller's array, with no copy on either side.
 """
 
 from __future__ import annotations
@@ -15,44 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailable
-from .graph_check import check_graph_shapes, ort_dims
-from .model import Model
-from .options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
-from .planning import uniform_chunks
+from ....errors import ArtifactError
+from ...model import Model
+from ...options import DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH
+from ...planning import uniform_chunks
+from ..graph_check import check_graph_shapes, ort_dims
+from . import loader
 
 log = logging.getLogger(__name__)
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable("ONNX Runtime is not installed",
-                                 hint="pip install 'trtinfer[onnxruntime]' (or onnxruntime-gpu; never both)") from exc
-    return onnxruntime
-
-
-def make_session_options(threads: int, spin: bool) -> Any:
-    """The session options the backend uses; the benchmark builds its bare baseline with these too."""
-    ort = import_onnxruntime()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only; ORT's warnings about unused initializers are noise here
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return so
-
-
 class OnnxRuntimeModel(Model):
     backend = "onnxruntime"
 
     def _open(self, model_bytes: bytes) -> None:
-        ort = import_onnxruntime()
+        ort = loader.import_onnxruntime()
         threads = self.options.cpu_threads
         self.threads = threads
         self.spin_reason = "given"
@@ -60,7 +38,7 @@ class OnnxRuntimeModel(Model):
             self._session, self.spin, self.spin_reason = self._measured_session(ort, model_bytes, threads)
         else:
             self.spin = bool(self.options.spin)
-            self._session = self._new_session(ort, model_bytes, threads, self.spin)
+            self._session = self._new_session(model_bytes, threads, self.spin)
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         if len(inputs) != 1:
@@ -77,10 +55,9 @@ class OnnxRuntimeModel(Model):
         self.default_max_batch = DEFAULT_CPU_MAX_BATCH
         self._run = self._session.run
 
-    def _new_session(self, ort: Any, model_bytes: bytes, threads: int, spin: bool) -> Any:
+    def _new_session(self, model_bytes: bytes, threads: int, spin: bool) -> Any:
         try:
-            session = ort.InferenceSession(model_bytes, sess_options=make_session_options(threads, spin),
-                                           providers=["CPUExecutionProvider"])
+            session = loader.session(model_bytes, threads=threads, spin=spin)
         except Exception as exc:
             raise ArtifactError(f"ONNX Runtime cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
                                 hint="re-export the model (trtinfer build)") from exc
@@ -95,17 +72,18 @@ class OnnxRuntimeModel(Model):
         """Spinning on or off, whichever ran this model faster here for the caller's use (``prefer``:
         batch 1 for latency, a full batch for throughput); measured once per model, CPU, ONNX
         Runtime version, thread count and use, then cached."""
-        from ..manifest import ONNX_NAME
-        from . import tuning
+        from ....manifest import ONNX_NAME
+        from ... import tuning
 
-        sha = str(self.manifest.files.get(ONNX_NAME, {}).get("sha256", ""))
+        entry = self.manifest.files.get(ONNX_NAME)
+        sha = entry.sha256 if entry is not None else ""
         prefer = self.options.prefer
         key = tuning.tuning_key(f"onnxruntime-spin-{prefer}", sha, f"onnxruntime {ort.__version__}", threads)
         cached = tuning.lookup(key) if sha else None
         if cached is not None and isinstance(cached.get("spin"), bool):
             spin = cached["spin"]
-            return self._new_session(ort, model_bytes, threads, spin), spin, f"cached measurement: {cached['why']}"
-        sessions = {spin: self._new_session(ort, model_bytes, threads, spin) for spin in (True, False)}
+            return self._new_session(model_bytes, threads, spin), spin, f"cached measurement: {cached['why']}"
+        sessions = {spin: self._new_session(model_bytes, threads, spin) for spin in (True, False)}
         name = sessions[True].get_inputs()[0].name
         rows = (1, DEFAULT_CPU_MAX_BATCH)
         inputs = {r: np.zeros((r, *self.row_shape), np.float32) for r in rows}

@@ -1,0 +1,44 @@
+"""OpenVINO compiled models, made here and nowhere else: the import guard and the one configuration.
+
+Every model trtinfer runs on OpenVINO (the CPU backend, the build's accuracy check, the
+benchmark's NNCF peer) is compiled for the CPU with :func:`compile_config`: ``threads``
+inference threads (0: OpenVINO's choice), the latency hint with one stream, and float layers at
+``precision`` (``f32`` unless a caller asks for ``bf16``: on CPUs with AVX512-BF16 OpenVINO would
+otherwise pick bf16 by itself and change the artifact's numbers). A model OpenVINO cannot read
+or compile raises OpenVINO's own exception: each caller turns it into its error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ....errors import BackendUnavailable
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable("OpenVINO is not installed", hint="pip install 'trtinfer[openvino]'") from exc
+    return openvino
+
+
+def compile_config(threads: int, precision: str) -> dict[str, Any]:
+    return {
+        "INFERENCE_NUM_THREADS": int(threads),
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+
+
+def compiled_model(model: bytes | str | Path | Any, *, threads: int, precision: str = "f32", core: Any = None) -> Any:
+    """``model`` (ONNX bytes, a path, or an ``openvino.Model`` already in memory) compiled for the CPU
+    by ``core`` (an ``openvino.Core``; default a new one). The CPU backend passes its own and keeps it
+    for the compiled model's lifetime, released after the model, as it always has."""
+    if core is None:
+        core = import_openvino().Core()
+    if isinstance(model, (bytes, str, Path)):
+        model = core.read_model(model if isinstance(model, bytes) else str(model))
+    return core.compile_model(model, "CPU", compile_config(threads, precision))
