@@ -7,7 +7,9 @@ import logging
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from trtinfer import defaults
 from trtinfer._version import __version__
@@ -15,16 +17,62 @@ from trtinfer.atomic import StagedDirectories
 from trtinfer.interrupts import held_signals
 from trtinfer.errors import CheckpointError, TrtInferError
 from trtinfer.labels import resolve_labels
-from trtinfer.manifest import ONNX_NAME, PRECISIONS, Manifest, PreprocessSpec, TensorSpec
+from trtinfer.manifest import (ONNX_NAME, PRECISIONS, AccuracyRecord, CalibrationRecord, ConversionRecord,
+                               ExecutionRecord, Manifest, PreprocessSpec, SourceRecord, TensorSpec, ValidationRecord,
+                               VariantRecord)
 from trtinfer.preprocess import make_spec
 from trtinfer.versions import library_versions
 
 from .options import BuildOptions, artifact_name
 from .progress import Reporter
 from .source.card import CheckpointCard, apply_card, card_path, read_card_for
+from .source.types import ArchMatch, Checkpoint
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from trtinfer.calibration.calibset import CalibrationSet, EvalSet
+
+    from .precision.int8_choice import Selection
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The source stage's result: the checkpoint, the architecture it matched, the model built from it,
+    and the module to validate the export against (the checkpoint's own when it held one)."""
+
+    checkpoint: Checkpoint
+    match: ArchMatch
+    model: Any  # torch.nn.Module (torch is imported lazily)
+    reference: Any
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every stage after loading works from: the model, its preprocessing and labels, the data sets."""
+
+    work: Path  # the build's temporary directory
+    loaded: LoadedModel
+    spec: PreprocessSpec
+    labels: list[str]
+    calib: CalibrationSet | None = None
+    eval_set: EvalSet | None = None
+    selection: Selection | None = None  # held-out train rows the INT8 choice is judged on
+
+    @property
+    def fp32_path(self) -> Path:
+        return self.work / ONNX_NAME
+
+
+@dataclass
+class PrecisionRecords:
+    """One precision's sections, as the stages return them; the manifest is assembled from these."""
+
+    conversion: ConversionRecord = field(default_factory=ConversionRecord)
+    calibration: CalibrationRecord = field(default_factory=CalibrationRecord)
+    accuracy: AccuracyRecord = field(default_factory=AccuracyRecord)
 
 
 class Builder:
@@ -46,7 +94,7 @@ class Builder:
         return self._target[0]
 
     # -- stages ---------------------------------------------------------------------------
-    def load(self):
+    def load(self) -> LoadedModel:
         from .source.archs import build_model, family_of, match_arch
         from .source.checkpoint import load_checkpoint, non_finite_tensors
 
@@ -68,9 +116,9 @@ class Builder:
                          f"{match.num_classes} classes{stem}{head}")
         if ckpt.stripped_prefixes:
             self.report.info(f"stripped wrapper prefixes {', '.join(ckpt.stripped_prefixes)}")
-        return ckpt, match, model, reference
+        return LoadedModel(ckpt, match, model, reference)
 
-    def preprocessing(self, match) -> PreprocessSpec:
+    def preprocessing(self, match: ArchMatch) -> PreprocessSpec:
         opts = self.opts
         assumed = []
         input_size = opts.input_size
@@ -88,7 +136,7 @@ class Builder:
             self.report.warn("assumed " + "; ".join(assumed))
         return spec
 
-    def labels(self, ckpt, match) -> list[str]:
+    def labels(self, ckpt: Checkpoint, match: ArchMatch) -> list[str]:
         """--labels, else the checkpoint card's, else the class names the checkpoint carries, else a preset
         for the class count (warned)."""
         if self.opts.labels is None and self.card is not None and len(self.card.labels) == match.num_classes:
@@ -154,9 +202,10 @@ class Builder:
             self.report.info(f"checkpoint card {card_path(opts.checkpoint).name}: {self.card.arch}, "
                              f"{self.card.num_classes} classes, input {self.card.input_size}, {self.card.normalize}"
                              f"{accuracy}")
-        ckpt, match, model, reference = self.load()
+        loaded = self.load()
+        match = loaded.match
         spec = self.preprocessing(match)
-        labels = self.labels(ckpt, match)
+        labels = self.labels(loaded.checkpoint, match)
         input_shape = [-1, 3, spec.input_size, spec.input_size]
         calib = selection = None
         if "int8" in opts.precisions or (opts.calib_data or opts.calib_set):
@@ -180,42 +229,34 @@ class Builder:
 
         from .export.memory_estimate import check_export_memory
 
-        check_export_memory(model, spec.input_size, batch=64 if eval_set is not None else 8)
+        check_export_memory(loaded.model, spec.input_size, batch=64 if eval_set is not None else 8)
         work = Path(tempfile.mkdtemp(prefix="trtinfer-build-"))
         try:
-            return self._build_in(work, ckpt, match, model, reference, spec, labels, calib, eval_set, selection)
+            return self._build_in(BuildContext(work, loaded, spec, labels, calib, eval_set, selection))
         finally:
             with held_signals():  # a second Ctrl-C must not leave the temporaries behind
                 shutil.rmtree(work, ignore_errors=True)
 
-    def _build_in(self, work, ckpt, match, model, reference, spec, labels, calib, eval_set, selection) -> list[Path]:
+    def _build_in(self, ctx: BuildContext) -> list[Path]:
         from .checks.export_validation import validate_export
         from .export.onnx_export import export_onnx
 
-        opts = self.opts
-        fp32_path = work / ONNX_NAME
+        opts, spec, eval_set = self.opts, ctx.spec, ctx.eval_set
+        match, fp32_path = ctx.loaded.match, ctx.fp32_path
         with self.report.timed("exporting ONNX (dynamic batch, input 'input', output 'logits')") as facts:
-            export_facts = export_onnx(model, fp32_path, spec.input_size, opset=opts.opset)
-        export_facts["seconds"] = facts["seconds"]
-        eval_x = None if eval_set is None else eval_set.x
-        eval_y = None if eval_set is None else eval_set.labels
+            export = export_onnx(ctx.loaded.model, fp32_path, spec.input_size, opset=opts.opset)
+        export = replace(export, seconds=facts["seconds"])
         with self.report.timed("validating ONNX against PyTorch with ONNX Runtime"), \
                 self.report.tracker("validation") as advance:
-            validation = validate_export(reference, fp32_path, spec.input_size, eval_x, eval_y,
+            validation = validate_export(ctx.loaded.reference, fp32_path, spec.input_size,
+                                         None if eval_set is None else eval_set.x,
+                                         None if eval_set is None else eval_set.labels,
                                          atol=opts.atol, rtol=opts.rtol, progress=advance)
+        validation = replace(validation, export=export)
         self._print_validation(validation)
 
-        base = dict(
-            arch=match.arch, num_classes=match.num_classes, labels=labels,
-            input=TensorSpec("input", [-1, 3, spec.input_size, spec.input_size]),
-            output=TensorSpec("logits", [-1, match.num_classes]),
-            preprocess=spec,
-            source={"checkpoint": ckpt.describe(), "eval_data": None if eval_set is None else eval_set.source},
-            variant={"cifar_stem": match.cifar_stem},
-            versions=library_versions(), trtinfer_version=__version__,
-        )
-        outputs = {p: work / p / ONNX_NAME for p in opts.precisions}
-        extra_sections: dict[str, dict] = {p: {} for p in opts.precisions}
+        outputs = {p: ctx.work / p / ONNX_NAME for p in opts.precisions}
+        records = {p: PrecisionRecords() for p in opts.precisions}
         reference = None  # FP32 logits on the eval rows, run once for every check that compares against them
         if eval_set is not None:
             from .logits import run_onnx
@@ -227,20 +268,30 @@ class Builder:
             from .precision.conversion import build_reduced
 
             int8_limit = AccuracyGuard().limit("int8", opts.max_accuracy_drop)
-            extra_sections.update(build_reduced(opts, self.report, fp32_path, reduced, outputs, calib, selection,
-                                                self.target, int8_limit=int8_limit))
+            converted = build_reduced(opts, self.report, fp32_path, reduced, outputs, ctx.calib, ctx.selection,
+                                      self.target, int8_limit=int8_limit)
+            for precision, result in converted.items():
+                records[precision].conversion, records[precision].calibration = result.conversion, result.calibration
             self._check_fp16(fp32_path, outputs, eval_set, reference)
-            guard_reduced(opts, self.report, fp32_path, reduced, outputs, eval_set, self.target, extra_sections, reference)
-        elif eval_set is not None:
-            ev = validation["eval"]
-            extra_sections["fp32"]["accuracy"] = {"checked": True, "samples": ev["samples"],
-                                                  "top1": ev["candidate_accuracy"]}
-        extra_sections = {p: extra_sections.get(p, {}) for p in opts.precisions}
-        if calib is not None and "int8" in opts.precisions:
-            self._diagnose_calibration(fp32_path, calib, labels, extra_sections["int8"])
-        if eval_set is not None:
-            self._check_executions(fp32_path, outputs, eval_set, reference, extra_sections)
+            guarded = guard_reduced(opts, self.report, fp32_path, reduced, outputs, eval_set, self.target, reference)
+            for precision, accuracy in guarded.items():
+                if precision in records:
+                    records[precision].accuracy = accuracy
+        elif eval_set is not None and validation.eval is not None:
+            ev = validation.eval
+            records["fp32"].accuracy = AccuracyRecord(checked=True, samples=ev.samples, top1=ev.candidate_accuracy)
+        if ctx.calib is not None and "int8" in opts.precisions:
+            int8 = records["int8"]
+            int8.calibration = replace(int8.calibration, diagnostics=self._diagnose_calibration(fp32_path, ctx.calib,
+                                                                                               ctx.labels))
+        if eval_set is not None and reference is not None:
+            for precision, executions in self._check_executions(fp32_path, outputs, eval_set, reference).items():
+                accuracy = records[precision].accuracy
+                records[precision].accuracy = replace(accuracy if accuracy.checked is not None
+                                                      else AccuracyRecord(checked=True), executions=executions)
 
+        source = SourceRecord(checkpoint=ctx.loaded.checkpoint.record(),
+                              eval_data=None if eval_set is None else eval_set.source)
         with StagedDirectories(overwrite=opts.force) as staged:
             artifacts = []
             for precision in opts.precisions:
@@ -248,11 +299,7 @@ class Builder:
                 directory = staged.stage(final)
                 src = fp32_path if precision == "fp32" else outputs[precision]
                 shutil.copyfile(src, directory / ONNX_NAME)
-                manifest = Manifest(name=artifact_name(opts, precision), precision=precision, target=self.target,
-                                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                                    validation={"export": export_facts, **validation}, **base)
-                for key, value in extra_sections[precision].items():
-                    setattr(manifest, key, value)
+                manifest = self._manifest(ctx, precision, source, validation, records[precision])
                 manifest.record_file(directory, ONNX_NAME)
                 artifacts.append((directory, manifest))
             if not self._engine_stage(artifacts, eval_set):  # the engine stage writes the manifests it extends
@@ -263,9 +310,23 @@ class Builder:
             self.report.step(f"wrote {path}")
         return committed
 
-    def _check_fp16(self, fp32_path: Path, outputs: dict[str, Path], eval_set, reference) -> None:
+    def _manifest(self, ctx: BuildContext, precision: str, source: SourceRecord, validation: ValidationRecord,
+                  records: PrecisionRecords) -> Manifest:
+        """One artifact's manifest, assembled from the stages' records."""
+        match, size = ctx.loaded.match, ctx.spec.input_size
+        return Manifest(
+            name=artifact_name(self.opts, precision), arch=match.arch, num_classes=match.num_classes,
+            labels=ctx.labels, precision=precision, input=TensorSpec("input", [-1, 3, size, size]),
+            output=TensorSpec("logits", [-1, match.num_classes]), preprocess=ctx.spec, source=source,
+            versions=library_versions(), validation=validation, accuracy=records.accuracy,
+            calibration=records.calibration, conversion=records.conversion,
+            variant=VariantRecord(cifar_stem=match.cifar_stem), target=self.target,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), trtinfer_version=__version__)
+
+    def _check_fp16(self, fp32_path: Path, outputs: dict[str, Path], eval_set: EvalSet | None,
+                    reference: np.ndarray | None) -> None:
         """FP16 that overflows (non-finite or far-off logits) fails here, naming the nodes to keep in FP32."""
-        if "fp16" not in outputs or eval_set is None:
+        if "fp16" not in outputs or eval_set is None or reference is None:
             return
         from .checks.fp16_overflow import check_fp16
         from .logits import compare, run_onnx
@@ -274,29 +335,33 @@ class Builder:
             result = compare(reference, run_onnx(outputs["fp16"], eval_set.x), eval_set.labels)
             check_fp16(fp32_path, outputs["fp16"], eval_set.x, result, reference)
 
-    def _diagnose_calibration(self, fp32_path: Path, calib, labels: list[str], section: dict) -> None:
+    def _diagnose_calibration(self, fp32_path: Path, calib: CalibrationSet, labels: list[str]) -> dict[str, Any]:
+        """The calibration set's diagnostics (``calibration.diagnostics``), said as they are found."""
         from trtinfer.calibration.diagnostics import calibration_diagnostics, describe_diagnostics
 
         with self.report.timed("calibration diagnostics (class coverage, range spread of two halves)"):
             diag = calibration_diagnostics(fp32_path, calib.x, calib.labels, list(calib.class_names or labels))
-        section.setdefault("calibration", {})["diagnostics"] = diag
         for line in describe_diagnostics(diag):
             (self.report.warn if "too few" in line or "missing" in line else self.report.info)(line)
+        return diag
 
-    def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set, reference,
-                          sections: dict) -> None:
-        """Each CPU execution's accuracy, for ``load(backend="auto")`` (:mod:`.checks.execution_accuracy`)."""
+    def _check_executions(self, fp32_path: Path, outputs: dict[str, Path], eval_set: EvalSet,
+                          reference: np.ndarray) -> dict[str, dict[str, ExecutionRecord]]:
+        """Each CPU execution's accuracy per precision (those with any), for ``load(backend="auto")``
+        (:mod:`.checks.execution_accuracy`)."""
         from .checks.execution_accuracy import check_executions, describe
 
+        found = {}
         with self.report.timed("accuracy of each CPU execution (ONNX Runtime, OpenVINO f32/bf16)"):
             for precision in self.opts.precisions:
                 path = fp32_path if precision == "fp32" else outputs[precision]
                 results = check_executions(precision, path, reference, eval_set.x, eval_set.labels,
                                            self.opts.max_accuracy_drop)
                 if results:
-                    sections[precision].setdefault("accuracy", {"checked": True})["executions"] = results
+                    found[precision] = results
                 for line in describe(precision, results):
                     self.report.info(line)
+        return found
 
     # -- engine stage (TensorRT, GPU hosts only) -------------------------------------------
     def _require_engine_stage(self) -> None:
@@ -306,7 +371,7 @@ class Builder:
                                 hint="run `trtinfer doctor`, or build the engine later on a GPU host with "
                                      "`trtinfer build --from-onnx DIR`")
 
-    def _engine_stage(self, staged: list[tuple[Path, Manifest]], eval_set=None) -> bool:
+    def _engine_stage(self, staged: list[tuple[Path, Manifest]], eval_set: EvalSet | None = None) -> bool:
         """A TensorRT engine into each staged artifact (its manifest in hand); False when this host
         cannot build one (the ONNX artifacts stand alone, finished later with ``--from-onnx``)."""
         ok, reason = _engine_available()
@@ -328,15 +393,14 @@ class Builder:
             add_engine(directory, manifest, settings, progress=self.report, evaluation=evaluation)
         return True
 
-    def _print_validation(self, validation: dict) -> None:
-        for key in ("random", "eval"):
-            r = validation.get(key)
-            if r:
+    def _print_validation(self, validation: ValidationRecord) -> None:
+        for key, r in (("random", validation.random), ("eval", validation.eval)):
+            if r is not None:
                 acc = ""
-                if r.get("reference_accuracy") is not None:
-                    acc = f", top-1 accuracy PyTorch {r['reference_accuracy']:.2%} / ONNX {r['candidate_accuracy']:.2%}"
-                self.report.info(f"{key}: {r['samples']} inputs, max |diff| {r['max_abs_diff']:.2e}, "
-                                 f"top-1 agreement {r['top1_agreement']:.2%}{acc}")
+                if r.reference_accuracy is not None:
+                    acc = f", top-1 accuracy PyTorch {r.reference_accuracy:.2%} / ONNX {r.candidate_accuracy:.2%}"
+                self.report.info(f"{key}: {r.samples} inputs, max |diff| {r.max_abs_diff:.2e}, "
+                                 f"top-1 agreement {r.top1_agreement:.2%}{acc}")
 
 
 def _engine_available() -> tuple[bool, str]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from trtinfer.defaults import FP16_MAX_DROP, INT8_MAX_DROP
 from trtinfer.errors import AccuracyError, DataError
+from trtinfer.manifest import AccuracyRecord, EvalDataRecord, read_record
 
 from ..logits import EVAL_BATCH, Progress, compare, execution_logits, run_onnx
 
@@ -80,10 +81,10 @@ class AccuracyGuard:
         raise AccuracyError(numbers, hint=hint)
 
 
-def no_accuracy_check(reason: str = "no --eval-data given") -> dict[str, Any]:
-    """The manifest's ``accuracy`` block when nothing was measured, saying so."""
+def no_accuracy_check(reason: str = "no --eval-data given") -> AccuracyRecord:
+    """The manifest's ``accuracy`` record when nothing was measured, saying so."""
     log.warning("no accuracy check ran (%s): reduced-precision accuracy is unmeasured", reason)
-    return {"checked": False, "reason": reason}
+    return AccuracyRecord(checked=False, reason=reason)
 
 
 def evaluate_precisions(fp32_path: str | Path, candidates: dict[str, str | Path], x: np.ndarray, labels: np.ndarray,
@@ -127,29 +128,30 @@ def evaluate_precisions(fp32_path: str | Path, candidates: dict[str, str | Path]
 
 
 def guard_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
-                  eval_set: EvalSet | None, target: str, sections: dict[str, dict[str, Any]],
-                  reference: np.ndarray | None = None) -> None:
+                  eval_set: EvalSet | None, target: str,
+                  reference: np.ndarray | None = None) -> dict[str, AccuracyRecord]:
     """The accuracy guard on the ``--eval-data`` rows, on the target's judging execution (``reference``:
-    the FP32 logits on those rows). Raises AccuracyError (nothing written by the caller) when it fails."""
+    the FP32 logits on those rows): each precision's ``accuracy`` record (FP32's too when it ran).
+    Raises AccuracyError (nothing written by the caller) when it fails."""
     from trtinfer.execution import judge_execution
 
     if eval_set is None:
         unchecked = no_accuracy_check("no --eval-data given: pass labelled test images to measure FP16/INT8 "
                                       "accuracy against FP32")  # logs the warning once
-        for precision in precisions:
-            sections[precision]["accuracy"] = dict(unchecked)
-        return
+        return {precision: unchecked for precision in precisions}
     judge = judge_execution(target)
     with report.timed(f"accuracy guard on {len(eval_set)} images ({judge.name}, CPU)"), \
             report.tracker("evaluating") as update:
         results = evaluate_precisions(fp32_path, {p: outputs[p] for p in precisions}, eval_set.x, eval_set.labels,
                                       max_drop=opts.max_accuracy_drop, allow=opts.allow_accuracy_drop,
                                       progress=lambda label: update, execution=judge, reference=reference)
-    sections["fp32"]["accuracy"] = results["fp32"]
+    rows = read_record(EvalDataRecord, eval_set.summary(), name="accuracy.eval")
+    records = {"fp32": AccuracyRecord(**results["fp32"])}
     for precision in precisions:
         r = results[precision]
-        sections[precision]["accuracy"] = {**r, "execution": judge.name, "eval": eval_set.summary()}
+        records[precision] = AccuracyRecord(**r, execution=judge.name, eval=rows)
         verdict = "passed" if r["passed"] else "FAILED, kept by --allow-accuracy-drop"
         report.info(f"{precision}: top-1 {r['top1']:.2%} vs FP32 {r['top1_reference']:.2%} "
                             f"(drop {r['top1_drop_points']:.2f} points, limit {r['max_drop_points']:.2f}), "
                             f"agreement {r['top1_agreement']:.2%}, max |diff| {r['max_abs_diff']:.3g}: {verdict}")
+    return records

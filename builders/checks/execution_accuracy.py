@@ -9,11 +9,11 @@ mantissa bits than FP16, the same exponent range as FP32).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from trtinfer.execution import CPU_EXECUTIONS, executions_checked_at_build
+from trtinfer.manifest import ExecutionRecord
 
 from ..logits import compare, execution_logits
 from .accuracy_guard import AccuracyGuard
@@ -22,32 +22,33 @@ BF16_ALLOWANCE_PRECISION = "fp16"  # BF16 runs are judged by the FP16 allowance
 
 
 def check_executions(precision: str, model_path: Path, reference: np.ndarray, x: np.ndarray, labels: np.ndarray,
-                     max_drop: float | None = None, guard: AccuracyGuard | None = None) -> dict[str, dict[str, Any]]:
-    """{execution name: compare() figures + limit + passed, or {"skipped": why}} for ``precision``'s artifact."""
+                     max_drop: float | None = None, guard: AccuracyGuard | None = None) -> dict[str, ExecutionRecord]:
+    """{execution name: compare() figures + limit + passed, or why it was skipped} for ``precision``'s artifact
+    (the manifest's ``accuracy.executions``)."""
     guard = guard or AccuracyGuard()
     checked = {e.name for e in executions_checked_at_build(precision)}
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, ExecutionRecord] = {}
     for execution in CPU_EXECUTIONS:
         if execution.name not in checked:
             why = execution.unavailable_reason()
             if why is not None and (execution.lossy or precision != "fp32"):
-                results[execution.name] = {"skipped": why}
+                results[execution.name] = ExecutionRecord(skipped=why)
             continue
         figures = compare(reference, execution_logits(execution, model_path, x), labels)
         limit = guard.limit(BF16_ALLOWANCE_PRECISION if execution.lossy else precision,
                             None if execution.lossy else max_drop)
         if execution.lossy and precision != "fp32":
             limit = max(limit, guard.limit(precision, max_drop))
-        results[execution.name] = {**figures, "max_drop_points": limit, "passed": guard.passes(figures, limit)}
+        results[execution.name] = ExecutionRecord(**figures, max_drop_points=limit, passed=guard.passes(figures, limit))
     return results
 
 
-def describe(precision: str, results: dict[str, dict[str, Any]]) -> list[str]:
+def describe(precision: str, results: dict[str, ExecutionRecord]) -> list[str]:
     lines = []
     for name, r in results.items():
-        if "skipped" in r:
-            lines.append(f"{precision} on {name}: not checked ({r['skipped']})")
+        if r.skipped is not None:
+            lines.append(f"{precision} on {name}: not checked ({r.skipped})")
         else:
-            lines.append(f"{precision} on {name}: top-1 {r['top1']:.2%} (drop {r['top1_drop_points']:.2f}, limit "
-                         f"{r['max_drop_points']:.2f}): {'passed' if r['passed'] else 'FAILED: load() will not pick it'}")
+            lines.append(f"{precision} on {name}: top-1 {r.top1:.2%} (drop {r.top1_drop_points:.2f}, limit "
+                         f"{r.max_drop_points:.2f}): {'passed' if r.passed else 'FAILED: load() will not pick it'}")
     return lines

@@ -6,8 +6,6 @@ disagreement is a near-tie (reference margin between the top two below twice tha
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 
 from trtinfer import defaults
 from trtinfer.errors import ValidationError
+from trtinfer.manifest import ExportComparison, ValidationRecord
 
 RANDOM_BATCH = 8
 BATCH_SIZE = 64
@@ -55,10 +54,16 @@ class Comparison:
     def passed(self) -> bool:
         return self.max_abs_diff <= self.tolerance and self.non_tie_disagreements == 0
 
-    def to_dict(self) -> dict:
-        out = {k: (round(v, 8) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-        out["passed"] = self.passed
-        return out
+    def record(self) -> ExportComparison:
+        """The manifest's record of this comparison (floats rounded to 8 places)."""
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 8)
+
+        return ExportComparison(
+            samples=self.samples, max_abs_diff=r(self.max_abs_diff), mean_abs_diff=r(self.mean_abs_diff),
+            top1_agreement=r(self.top1_agreement), tolerance=r(self.tolerance),
+            non_tie_disagreements=self.non_tie_disagreements, reference_accuracy=r(self.reference_accuracy),
+            candidate_accuracy=r(self.candidate_accuracy), passed=self.passed)
 
 
 def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None,
@@ -84,8 +89,9 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None =
 def validate_export(model: torch.nn.Module, onnx_path: str | Path, input_size: int,
                     eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None,
                     atol: float = defaults.ATOL, rtol: float = defaults.RTOL,
-                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> dict:
-    """Compare PyTorch and ONNX Runtime on random inputs and, if given, real evaluation images.
+                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> ValidationRecord:
+    """Compare PyTorch and ONNX Runtime on random inputs and, if given, real evaluation images; the
+    manifest's ``validation`` record (its ``export`` added by the caller). Raises ValidationError on a mismatch.
 
     Both sets go through each side in one pass (one ONNX Runtime session, the accuracy guard's).
     ``progress(done, total)`` counts PyTorch rows, then ONNX Runtime rows.
@@ -100,17 +106,14 @@ def validate_export(model: torch.nn.Module, onnx_path: str | Path, input_size: i
     report = progress or (lambda done, total: None)
     ref = run_batched(torch_runner(model), x_all, progress=lambda done, _: report(done, 2 * n))
     got = run_onnx(onnx_path, x_all, BATCH_SIZE, progress=lambda done, _: report(n + done, 2 * n))
-    results: dict[str, Any] = {"random": compare_logits(ref[:RANDOM_BATCH], got[:RANDOM_BATCH], atol=atol, rtol=rtol).to_dict()}
+    checks = {"random": compare_logits(ref[:RANDOM_BATCH], got[:RANDOM_BATCH], atol=atol, rtol=rtol).record()}
     if has_eval:
-        results["eval"] = compare_logits(ref[RANDOM_BATCH:], got[RANDOM_BATCH:], eval_y, atol=atol,
-                                         rtol=rtol).to_dict()
-    results["passed"] = all(r["passed"] for r in results.values() if isinstance(r, dict))
-    results["atol"], results["rtol"] = atol, rtol
-    if not results["passed"]:
-        bad = next(k for k, r in results.items() if isinstance(r, dict) and not r["passed"])
-        r = results[bad]
+        checks["eval"] = compare_logits(ref[RANDOM_BATCH:], got[RANDOM_BATCH:], eval_y, atol=atol, rtol=rtol).record()
+    failed = [(name, c) for name, c in checks.items() if not c.passed]
+    if failed:
+        bad, c = failed[0]
         raise ValidationError(
-            f"ONNX output differs from PyTorch on {bad} inputs: max |diff| {r['max_abs_diff']:.3g} "
-            f"(tolerance {r['tolerance']:.3g}), top-1 agreement {r['top1_agreement']:.2%}",
+            f"ONNX output differs from PyTorch on {bad} inputs: max |diff| {c.max_abs_diff:.3g} "
+            f"(tolerance {c.tolerance:.3g}), top-1 agreement {c.top1_agreement:.2%}",
             hint="report this model to trtinfer; --atol raises the tolerance if the difference is expected")
-    return results
+    return ValidationRecord(random=checks["random"], eval=checks.get("eval"), passed=True, atol=atol, rtol=rtol)

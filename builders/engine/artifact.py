@@ -15,7 +15,7 @@ from typing import Any
 from trtinfer.atomic import StagedDirectories
 from trtinfer.defaults import FP16_MAX_DROP
 from trtinfer.hashing import sha256_file
-from trtinfer.manifest import ONNX_NAME, PLAN_NAME, EngineRecord, Manifest
+from trtinfer.manifest import ONNX_NAME, PLAN_NAME, EngineEvaluationRecord, EngineRecord, Manifest, TimingCacheRecord
 
 from ..checks.accuracy_guard import AccuracyGuard
 from ..logits import compare, run_onnx
@@ -33,7 +33,7 @@ def engine_record(*, tensorrt_version: str, gpu: dict[str, Any], settings: Engin
         driver=gpu.get("driver"), device=settings.device, profiles=list(settings.profiles), plan=PLAN_NAME,
         plan_sha256=plan_sha256, plan_bytes=plan_bytes, build_seconds=round(build_seconds, 3),
         layer_precisions=summary.to_manifest(), compute_layer_precisions=summary.compute_precisions,
-        timing_cache={"path": str(timing_cache), "reused": timing_cache_reused}, opt_level=settings.opt_level,
+        timing_cache=TimingCacheRecord(path=str(timing_cache), reused=timing_cache_reused), opt_level=settings.opt_level,
         workspace_mib=settings.workspace_mib, strongly_typed=True,
         built=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -58,9 +58,10 @@ def _engine_drop_limit(precision: str, max_drop: float | None) -> float | None:
 
 
 def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvaluation, device: int = 0,
-                    progress: Progress | None = None) -> dict[str, Any]:
+                    progress: Progress | None = None) -> EngineEvaluationRecord:
     """Run the staged engine through the runtime and its ONNX model through ONNX Runtime on the same
-    images; the accuracy guard applies to the engine's top-1 against the ONNX model's."""
+    images; the accuracy guard applies to the engine's top-1 against the ONNX model's (its verdict is
+    in the record returned, ``engine.evaluation``)."""
     import numpy as np
 
     from trtinfer.runtime.loader import open_tensorrt
@@ -79,7 +80,7 @@ def evaluate_engine(directory: Path, manifest: Manifest, evaluation: EngineEvalu
                           evaluation.allow)
     say(progress, f"engine: top-1 {100 * result['top1']:.2f}% vs ONNX Runtime {100 * result['top1_reference']:.2f}%, "
                    f"agreement {100 * result['top1_agreement']:.2f}%, max |diff| {result['max_abs_diff']:.3g}")
-    return result
+    return EngineEvaluationRecord(**result)
 
 
 def add_engine(directory: Path, manifest: Manifest, settings: EngineBuildSettings, progress: Progress | None = None,
@@ -95,10 +96,10 @@ def add_engine(directory: Path, manifest: Manifest, settings: EngineBuildSetting
         f.write(memoryview(built.plan))
         f.flush()
         os.fsync(f.fileno())
-    manifest.record_file(directory, PLAN_NAME)
+    plan = manifest.record_file(directory, PLAN_NAME)
     record = engine_record(
         tensorrt_version=built.tensorrt_version, gpu=built.gpu, settings=settings,
-        plan_sha256=manifest.files[PLAN_NAME]["sha256"], plan_bytes=manifest.files[PLAN_NAME]["bytes"],
+        plan_sha256=plan.sha256, plan_bytes=plan.bytes,
         build_seconds=built.build_seconds, summary=built.summary, timing_cache=built.timing_cache,
         timing_cache_reused=built.timing_cache_reused)
     manifest.engine = record
@@ -162,7 +163,7 @@ def plan_matches_manifest(artifact_dir: str | Path) -> bool:
     manifest = Manifest.read(artifact_dir)
     entry = manifest.files.get(PLAN_NAME)
     path = artifact_dir / PLAN_NAME
-    return entry is not None and path.is_file() and sha256_file(path) == entry.get("sha256")
+    return entry is not None and path.is_file() and sha256_file(path) == entry.sha256
 
 
 def describe_engine(record: EngineRecord) -> Iterable[str]:
@@ -171,4 +172,5 @@ def describe_engine(record: EngineRecord) -> Iterable[str]:
     yield "batch profiles: " + describe_profiles(record.profiles)
     yield "layers: " + ", ".join(f"{n} {p}" for p, n in record.layer_precisions.items())
     timing = record.timing_cache
-    yield f"timing cache: {timing.get('path')} ({'reused' if timing.get('reused') else 'new'})"
+    yield (f"timing cache: {timing.path if timing else None} "
+           f"({'reused' if timing is not None and timing.reused else 'new'})")

@@ -13,6 +13,7 @@ import torch
 
 from trtinfer.defaults import OPSET as DEFAULT_OPSET
 from trtinfer.errors import TrtInferError, ValidationError
+from trtinfer.manifest import ExportRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def _export_dynamo(model: torch.nn.Module, example: torch.Tensor, path: Path, op
         program.save(str(path))
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, input_size: int, opset: int = DEFAULT_OPSET) -> dict:
-    """Export ``model`` (eval mode, float32) and check the graph; returns facts for the manifest.
+def export_onnx(model: torch.nn.Module, path: str | Path, input_size: int, opset: int = DEFAULT_OPSET) -> ExportRecord:
+    """Export ``model`` (eval mode, float32) and check the graph; returns the manifest's record of it
+    (``validation.export``, its ``seconds`` added by the caller who timed it).
 
     The TorchScript-based exporter is tried first (fast, and what TensorRT's parser has seen most);
     the torch.export-based one is the fallback for models it cannot trace.
@@ -66,8 +68,9 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_size: int, opset
     model_proto = onnx.load(str(path))
     onnx.checker.check_model(model_proto)
     check_io(model_proto)
-    return {"exporter": exporter, "opset": max(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")),
-            "torch": torch.__version__, "onnx": onnx.__version__}
+    return ExportRecord(exporter=exporter,
+                        opset=max(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")),
+                        torch=torch.__version__, onnx=onnx.__version__)
 
 
 def check_io(model_proto: onnx.ModelProto) -> None:

@@ -6,10 +6,12 @@ guard over the results is :func:`..checks.accuracy_guard.guard_reduced`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trtinfer.errors import DataError
+from trtinfer.manifest import CalibrationRecord, ConversionRecord, Int8ChoiceRecord, read_record
 
 from ..logits import execution_logits
 from .int8_choice import SELECTION_SAMPLES, Selection, choose_int8
@@ -22,6 +24,14 @@ if TYPE_CHECKING:
 
     from ..options import BuildOptions
     from ..progress import Reporter
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """One reduced precision's records: the tool's facts and, for INT8, the calibration (with the choice)."""
+
+    conversion: ConversionRecord
+    calibration: CalibrationRecord = field(default_factory=CalibrationRecord)
 
 
 def calibration_set(opts: BuildOptions, report: Reporter, spec: PreprocessSpec,
@@ -73,15 +83,15 @@ def selection_slice(opts: BuildOptions, report: Reporter, spec: PreprocessSpec, 
 
 def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisions: list[str], outputs: dict[str, Path],
                   calib: CalibrationSet | None, selection: Selection | None = None,
-                  target: str = "cpu", *, int8_limit: float) -> dict[str, dict[str, Any]]:
-    """Write each reduced-precision ONNX to ``outputs[p]``; return manifest sections per precision.
+                  target: str = "cpu", *, int8_limit: float) -> dict[str, Reduced]:
+    """Write each reduced-precision ONNX to ``outputs[p]``; return each one's records.
 
     ``int8_limit``: the accuracy guard's INT8 allowance in top-1 points, which the INT8 choice aims at
     (the guard itself is :func:`..checks.accuracy_guard.guard_reduced`)."""
     from trtinfer.execution import judge_execution
 
     judge = judge_execution(target)
-    sections: dict[str, dict[str, Any]] = {"fp32": {}}
+    reduced: dict[str, Reduced] = {}
     for precision in precisions:
         with report.timed(f"converting to {precision.upper()}"):
             if precision == "int8":
@@ -94,43 +104,43 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
                                          lambda path, x: execution_logits(judge, path, x), judge.name,
                                          outputs["int8"].parent, int8_limit, method=opts.calib_method,
                                          fallback=opts.fallback, progress=lambda label: update)
-                facts = chosen["conversion"]
-                calibration = {**calib.summary(), "method": facts.get("method"), "quantizer": facts.get("tool"),
-                               "choice": chosen["choice"]}
-                _report_choice(report, chosen["choice"])
+                calibration = replace(read_record(CalibrationRecord, calib.summary(), name="calibration"),
+                                      method=chosen.conversion.method, quantizer=chosen.conversion.tool,
+                                      choice=chosen.choice)
+                _report_choice(report, chosen.choice)
+                reduced[precision] = Reduced(chosen.conversion, calibration)
             else:  # AutoCast checks activation ranges on real images when we have them
                 facts = reduce_precision(precision, fp32_path, outputs[precision],
                                          calibration=None if calib is None else calib.x[:64],
                                          nodes_to_exclude=list(opts.fp16_exclude) or None)
-        report.info(_describe(facts))
-        sections[precision] = {"conversion": facts}
-        if precision == "int8":
-            sections[precision]["calibration"] = calibration
-    return sections
+                reduced[precision] = Reduced(read_record(ConversionRecord, facts, name="conversion"))
+        report.info(_describe(reduced[precision].conversion))
+    return reduced
 
 
-def _report_choice(report: Reporter, choice: dict[str, Any]) -> None:
-    if not choice.get("ran"):
-        report.info(f"INT8 method {choice.get('method')}: {choice.get('reason')}")
+def _report_choice(report: Reporter, choice: Int8ChoiceRecord) -> None:
+    if not choice.ran:
+        report.info(f"INT8 method {choice.method}: {choice.reason}")
         return
-    tried = ", ".join(f"{m['method']} {m['top1_agreement']:.2%} (drop {m['top1_drop_points']:.2f})"
-                      for m in choice["methods"])
-    report.info(f"INT8 methods on the {choice['slice']['rows']}-row slice, top-1 agreement with FP32: "
-                        f"{tried}; chose {choice['method']}")
-    fb = choice.get("fallback") or {}
-    if fb.get("ran"):
-        report.info(f"sensitivity fallback: kept {len(fb['excluded_nodes'])} of {fb['quantized_layers']} "
-                            f"layers in float ({', '.join(fb['excluded_nodes'][:6])}"
-                            f"{' ...' if len(fb['excluded_nodes']) > 6 else ''}); slice drop "
-                            f"{fb['drop_before_points']:.2f} -> {fb['drop_after_points']:.2f} points")
-        if not fb.get("passed"):
+    tried = ", ".join(f"{m.method} {m.top1_agreement:.2%} (drop {m.top1_drop_points:.2f})"
+                      for m in choice.methods or ())
+    report.info(f"INT8 methods on the {choice.slice.rows if choice.slice else None}-row slice, top-1 agreement "
+                f"with FP32: {tried}; chose {choice.method}")
+    fb = choice.fallback
+    if fb is not None and fb.ran:
+        excluded = fb.excluded_nodes or ()
+        report.info(f"sensitivity fallback: kept {len(excluded)} of {fb.quantized_layers} "
+                    f"layers in float ({', '.join(excluded[:6])}{' ...' if len(excluded) > 6 else ''}); slice drop "
+                    f"{fb.drop_before_points:.2f} -> {fb.drop_after_points:.2f} points")
+        if not fb.passed:
             report.warn("the fallback reached its budget without meeting the allowance on the slice")
 
 
-def _describe(facts: dict[str, Any]) -> str:
-    if facts.get("precision") == "int8":
+def _describe(conversion: ConversionRecord) -> str:
+    facts = conversion.to_dict()
+    if conversion.precision == "int8":
         keys = ("quantize_linear", "quantized_ops", "seconds")
     else:
         keys = ("nodes_fp16", "nodes_fp32", "seconds")
-    return f"{facts.get('tool')} {facts.get('version')}: " + ", ".join(
+    return f"{conversion.tool} {conversion.version}: " + ", ".join(
         f"{k} {facts[k]}" for k in keys if k in facts and not isinstance(facts[k], (dict, list)))

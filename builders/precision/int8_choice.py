@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from trtinfer.manifest import (ConversionRecord, FallbackRecord, FallbackStepRecord, Int8ChoiceRecord, LayerRankRecord,
+                               MethodTrialRecord, SelectionSliceRecord, read_record)
+
 from .onnx_graph import COMPUTE_OPS
 from .registry import PrecisionTool
 
@@ -68,11 +71,11 @@ class Trial:
         """The drop plus :data:`DROP_MARGIN_SE` standard errors: what the fallback holds to the allowance."""
         return self.drop_points + DROP_MARGIN_SE * self.drop_se
 
-    def summary(self) -> dict[str, Any]:
-        return {"method": self.method, "excluded": len(self.excluded), "top1_agreement": round(self.agreement, 6),
-                "top1": round(self.top1, 6), "top1_drop_points": round(self.drop_points, 4),
-                "drop_se_points": round(self.drop_se, 4),
-                "logit_mse": round(self.mse, 6), "seconds": round(self.seconds, 2)}
+    def summary(self) -> MethodTrialRecord:
+        return MethodTrialRecord(method=self.method, excluded=len(self.excluded), top1_agreement=round(self.agreement, 6),
+                                 top1=round(self.top1, 6), top1_drop_points=round(self.drop_points, 4),
+                                 drop_se_points=round(self.drop_se, 4), logit_mse=round(self.mse, 6),
+                                 seconds=round(self.seconds, 2))
 
 
 @dataclass
@@ -148,7 +151,7 @@ class Int8Chooser:
         return [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name
                 and any(producers.get(i) == "DequantizeLinear" for i in n.input)]
 
-    def fallback(self, best: Trial, max_drop: float, progress: Progress | None = None) -> tuple[Trial, dict[str, Any]]:
+    def fallback(self, best: Trial, max_drop: float, progress: Progress | None = None) -> tuple[Trial, FallbackRecord]:
         """Keep the most sensitive layers (per unit of compute) in float until the slice's drop is
         within ``max_drop``."""
         layers = self.quantized_layers(best)
@@ -169,31 +172,31 @@ class Int8Chooser:
 
         ordered = sorted(scores, key=lambda s: -value(s))
         ranked = [layer for gain, layer in ordered if gain > 0]
-        steps: list[dict[str, Any]] = []
+        steps: list[FallbackStepRecord] = []
         chosen = best
         count = 0
         while count < min(budget, len(ranked)):
             count = min(budget, len(ranked), count + 1 if count < 4 else count * 2)
             chosen = self.trial(best.method, tuple(ranked[:count]))
-            steps.append({"excluded": count, "top1_drop_points": round(chosen.drop_points, 4),
-                          "top1_agreement": round(chosen.agreement, 6)})
+            steps.append(FallbackStepRecord(excluded=count, top1_drop_points=round(chosen.drop_points, 4),
+                                            top1_agreement=round(chosen.agreement, 6)))
             if progress:
                 progress(len(layers) + count, len(layers) + budget)
             if chosen.drop_bound <= max_drop + 1e-9:
                 break
-        info = {
-            "ran": True, "reason": f"the slice's top-1 drop {best.drop_points:.2f} points + {DROP_MARGIN_SE:g} standard "
-                                   f"error ({best.drop_se:.2f}) exceeded {max_drop:.2f}",
-            "ranked_on": f"{rows} slice rows, logit MSE recovered by keeping one layer in float, per share of the "
-                         f"model's multiply-accumulates",
-            "quantized_layers": len(layers), "budget": budget,
-            "ranking": [{"node": layer, "mse_recovered": round(gain, 6), "compute_share": round(share[layer], 4)}
-                        for gain, layer in ordered[:10]],
-            "steps": steps, "excluded_nodes": list(chosen.excluded),
-            "float_compute_share": round(sum(share[layer] for layer in chosen.excluded), 4),
-            "drop_before_points": round(best.drop_points, 4), "drop_after_points": round(chosen.drop_points, 4),
-            "drop_after_se_points": round(chosen.drop_se, 4), "passed": chosen.drop_bound <= max_drop + 1e-9,
-        }
+        info = FallbackRecord(
+            ran=True, reason=f"the slice's top-1 drop {best.drop_points:.2f} points + {DROP_MARGIN_SE:g} standard "
+                             f"error ({best.drop_se:.2f}) exceeded {max_drop:.2f}",
+            ranked_on=f"{rows} slice rows, logit MSE recovered by keeping one layer in float, per share of the "
+                      f"model's multiply-accumulates",
+            quantized_layers=len(layers), budget=budget,
+            ranking=tuple(LayerRankRecord(node=layer, mse_recovered=round(gain, 6), compute_share=round(share[layer], 4))
+                          for gain, layer in ordered[:10]),
+            steps=tuple(steps), excluded_nodes=tuple(chosen.excluded),
+            float_compute_share=round(sum(share[layer] for layer in chosen.excluded), 4),
+            drop_before_points=round(best.drop_points, 4), drop_after_points=round(chosen.drop_points, 4),
+            drop_after_se_points=round(chosen.drop_se, 4), passed=chosen.drop_bound <= max_drop + 1e-9,
+        )
         return chosen, info
 
 
@@ -225,14 +228,26 @@ def layer_macs(onnx_path: Path, input_shape: tuple[int, ...]) -> dict[str, int]:
     return macs
 
 
+@dataclass(frozen=True)
+class Int8Result:
+    """The INT8 stage's records: the tool's facts for the model written, and what was tried and why."""
+
+    conversion: ConversionRecord
+    choice: Int8ChoiceRecord
+
+
+def _conversion(facts: dict[str, Any]) -> ConversionRecord:
+    return read_record(ConversionRecord, facts, name="conversion")
+
+
 def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibration: np.ndarray,
                 selection: Selection | None, logits: Logits, judged_on: str, workdir: Path, max_drop: float,
                 method: str | None = None, fallback: bool = True,
-                progress: Callable[[str], Progress | None] | None = None) -> dict[str, Any]:
+                progress: Callable[[str], Progress | None] | None = None) -> Int8Result:
     """Quantize ``fp32_path`` into ``out_path`` with the method (and exclusions) that keep accuracy.
 
-    Returns ``{"conversion": tool facts, "choice": what was tried and why}``. Without a selection
-    slice (unlabelled calibration data) the tool's default method is used and nothing is chosen.
+    Without a selection slice (unlabelled calibration data) the tool's default method is used and
+    nothing is chosen.
     """
     import shutil
 
@@ -242,35 +257,35 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
         run_method = methods[0]
         facts = tool.run(fp32_path, out_path, calibration=calibration,
                          **({"method": run_method} if run_method != "default" else {}))
-        return {"conversion": facts, "choice": {"ran": False, "method": run_method,
-                                                "reason": "no labelled held-out training rows to judge methods on"}}
+        return Int8Result(_conversion(facts), Int8ChoiceRecord(
+            ran=False, method=run_method, reason="no labelled held-out training rows to judge methods on"))
     chooser = Int8Chooser(tool, fp32_path, calibration, selection, logits, workdir)
     best, trials = chooser.choose_method(methods, make("choosing the calibration method"), max_drop)
-    choice: dict[str, Any] = {
-        "ran": True, "judged_on": judged_on, "slice": {"source": selection.source, "split": "train",
-                                                        "rows": int(len(selection.x)),
-                                                        "held_out_of_calibration": True,
-                                                        "fp32_top1": round(selection.reference_top1, 6)},
-        "methods": [t.summary() for t in trials], "method": best.method,
-        "why": "given by --calib-method" if method else (
-            "highest top-1 agreement with FP32 on the slice among the methods within the allowance"
-            if best.drop_bound <= max_drop + 1e-9 else
-            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)"),
-    }
     final = best
     if best.drop_bound > max_drop + 1e-9:
         if fallback:
-            final, choice["fallback"] = chooser.fallback(best, max_drop, make("finding sensitive layers"))
+            final, kept_in_float = chooser.fallback(best, max_drop, make("finding sensitive layers"))
         else:
-            choice["fallback"] = {"ran": False, "reason": "--no-fallback"}
+            kept_in_float = FallbackRecord(ran=False, reason="--no-fallback")
     else:
-        choice["fallback"] = {"ran": False,
-                              "reason": f"the slice's top-1 drop {best.drop_points:.2f} points + {DROP_MARGIN_SE:g} "
-                                        f"standard error ({best.drop_se:.2f}) is within {max_drop:.2f}"}
+        kept_in_float = FallbackRecord(ran=False,
+                                       reason=f"the slice's top-1 drop {best.drop_points:.2f} points + "
+                                              f"{DROP_MARGIN_SE:g} standard error ({best.drop_se:.2f}) is within "
+                                              f"{max_drop:.2f}")
+    choice = Int8ChoiceRecord(
+        ran=True, judged_on=judged_on,
+        slice=SelectionSliceRecord(source=selection.source, split="train", rows=int(len(selection.x)),
+                                   held_out_of_calibration=True, fp32_top1=round(selection.reference_top1, 6)),
+        methods=tuple(t.summary() for t in trials), method=best.method,
+        why="given by --calib-method" if method else (
+            "highest top-1 agreement with FP32 on the slice among the methods within the allowance"
+            if best.drop_bound <= max_drop + 1e-9 else
+            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)"),
+        fallback=kept_in_float)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(final.path, out_path)
-    return {"conversion": final.facts, "choice": choice}
+    return Int8Result(_conversion(final.facts), choice)
 
 
-__all__ = ["Int8Chooser", "Selection", "Trial", "choose_int8", "SELECTION_SAMPLES",
+__all__ = ["Int8Chooser", "Int8Result", "Selection", "Trial", "choose_int8", "SELECTION_SAMPLES",
            "SENSITIVITY_SAMPLES", "MAX_FALLBACK_FRACTION"]

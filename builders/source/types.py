@@ -14,6 +14,8 @@ from typing import Any, TypeGuard
 
 import torch
 
+from trtinfer.manifest import CheckpointRecord
+
 #: state-dict entries no architecture is judged by (absent from old checkpoints)
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -32,9 +34,10 @@ class Checkpoint:
     labels: list[str] | None = None  # class names the checkpoint itself names (e.g. a Hugging Face id2label)
     hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face directory, parsed as JSON
 
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "file": self.path.name, "sha256": self.sha256, "format": self.format,
-                "stripped_prefixes": self.stripped_prefixes, "other_keys": self.extra_keys}
+    def record(self) -> CheckpointRecord:
+        """What the manifest's ``source.checkpoint`` says about this file."""
+        return CheckpointRecord(path=str(self.path), file=self.path.name, sha256=self.sha256, format=self.format,
+                                stripped_prefixes=tuple(self.stripped_prefixes), other_keys=tuple(self.extra_keys))
 
 
 @dataclass(frozen=True)

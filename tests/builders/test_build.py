@@ -45,11 +45,11 @@ def test_onnx_matches_pytorch_on_846_rows(tmp_path, capsys, cifar_root, arch, ci
     assert code == 0, err
     art = tmp_path / "out" / f"{arch}-fp32"
     m = Manifest.read(art)
-    ev = m.validation["eval"]
-    assert ev["samples"] == 846
-    assert ev["top1_agreement"] == 1.0
-    assert ev["max_abs_diff"] < 1e-3
-    assert m.arch == arch and m.num_classes == 10 and m.variant["cifar_stem"] == cifar
+    ev = m.validation.eval
+    assert ev is not None and ev.samples == 846
+    assert ev.top1_agreement == 1.0
+    assert ev.max_abs_diff is not None and ev.max_abs_diff < 1e-3
+    assert m.arch == arch and m.num_classes == 10 and m.variant.cifar_stem == cifar
     m.verify_files(art)
 
 

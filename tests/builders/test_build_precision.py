@@ -36,24 +36,24 @@ def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_
     assert code == 0, err
     arts = {p: Manifest.read(tmp_path / f"resnet18-{p}") for p in ("fp32", "fp16", "int8")}
     fp16, int8 = arts["fp16"].accuracy, arts["int8"].accuracy
-    assert fp16["checked"] and fp16["samples"] == 846 and fp16["passed"]
-    assert fp16["top1_agreement"] >= 0.995
-    assert int8["top1_drop_points"] <= 0.5 and int8["passed"] and int8["execution"] == "openvino"
-    assert arts["fp32"].accuracy["top1"] == pytest.approx(fp16["top1_reference"])
-    assert arts["fp32"].accuracy["top1"] > 0.3  # trained, not chance
-    assert arts["int8"].calibration["count"] == 512 and arts["int8"].calibration["split"] == "train"
+    assert fp16.checked and fp16.samples == 846 and fp16.passed
+    assert fp16.top1_agreement >= 0.995
+    assert int8.top1_drop_points <= 0.5 and int8.passed and int8.execution == "openvino"
+    assert arts["fp32"].accuracy.top1 == pytest.approx(fp16.top1_reference)
+    assert arts["fp32"].accuracy.top1 > 0.3  # trained, not chance
+    assert arts["int8"].calibration.count == 512 and arts["int8"].calibration.split == "train"
     # CPU target here: NNCF, each of its methods tried on held-out train rows, the kept one recorded
     calib = arts["int8"].calibration
-    assert arts["int8"].target == "cpu" and arts["int8"].conversion["tool"] == "nncf"
-    choice = calib["choice"]
-    assert [m["method"] for m in choice["methods"]] == ["performance", "mixed", "mean_minmax"]
-    assert calib["method"] == choice["method"] in ("performance", "mixed", "mean_minmax")
-    assert choice["slice"]["rows"] == 2000 and choice["slice"]["held_out_of_calibration"]
-    assert calib["diagnostics"]["coverage"]["covered"] == 10
-    assert arts["int8"].conversion["quantize_linear"] > 0
+    assert arts["int8"].target == "cpu" and arts["int8"].conversion.tool == "nncf"
+    choice = calib.choice
+    assert [m.method for m in choice.methods] == ["performance", "mixed", "mean_minmax"]
+    assert calib.method == choice.method in ("performance", "mixed", "mean_minmax")
+    assert choice.slice.rows == 2000 and choice.slice.held_out_of_calibration
+    assert calib.diagnostics["coverage"]["covered"] == 10
+    assert arts["int8"].conversion.quantize_linear > 0
     # every CPU execution was measured on the eval rows; the guard's is the OpenVINO one
-    executions = int8["executions"]
-    assert executions["openvino"]["top1"] == pytest.approx(int8["top1"])
+    executions = int8.executions
+    assert executions["openvino"].top1 == pytest.approx(int8.top1)
     assert {"onnxruntime", "openvino"} <= set(executions)
     # the NNCF artifact runs on OpenVINO and gives the accuracy the manifest records
     import trtinfer
@@ -62,17 +62,17 @@ def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_
     ev = make_eval_set(cifar_root, arts["int8"].preprocess, labels=arts["int8"].labels)
     with trtinfer.load(tmp_path / "resnet18-int8", backend="openvino") as model:
         top1 = float((model.infer(ev.x).argmax(1) == ev.labels).mean())
-    assert top1 == pytest.approx(int8["top1"], abs=1e-6)
+    assert top1 == pytest.approx(int8.top1, abs=1e-6)
     code, out, err = run_cli(["inspect", tmp_path / "resnet18-int8"], capsys)
     assert code == 0, err
-    assert f"kept {calib['method']}" in out and "execution" in out and "openvino: top-1" in out
+    assert f"kept {calib.method}" in out and "execution" in out and "openvino: top-1" in out
     assert "calibration covers 10/10 classes" in out and "(target cpu)" in out
-    assert arts["fp16"].conversion["nodes_fp16"] > 0
+    assert arts["fp16"].conversion.nodes_fp16 > 0
     for p, m in arts.items():
         assert m.precision == p
         m.verify_files(tmp_path / f"resnet18-{p}")
     # the three share one export: same validation record
-    assert arts["fp16"].validation["random"] == arts["fp32"].validation["random"]
+    assert arts["fp16"].validation.random == arts["fp32"].validation.random
 
 
 def _negated_logits(onnx_path) -> None:
@@ -116,8 +116,8 @@ def test_guard_failure_writes_nothing_unless_allowed(tmp_path, capsys, ckpt, cif
     code, _, err = run_cli([*args, "--allow-accuracy-drop"], capsys)
     assert code == 0, err
     acc = Manifest.read(tmp_path / "out" / "resnet18-int8").accuracy
-    assert acc["passed"] is False and acc["allowed"] is True and acc["samples"] == 400
-    assert acc["top1_drop_points"] > 10  # the negated logits, not rounding
+    assert acc.passed is False and acc.allowed is True and acc.samples == 400
+    assert acc.top1_drop_points > 10  # the negated logits, not rounding
 
 
 def test_int8_needs_calibration_data(tmp_path, capsys, ckpt, trained_model):

@@ -52,11 +52,11 @@ def test_default_method_fails_the_guard_and_the_fallback_fixes_it(fragile_ckpt, 
     code, err = _build(fragile_ckpt, cifar_root, tmp_path / "fb", trained_model, capsys)
     assert code == 0, err
     m = Manifest.read(tmp_path / "fb" / "fragile-int8")
-    choice = m.calibration["choice"]
-    assert all(t["top1_drop_points"] > 0.5 for t in choice["methods"])  # no method alone is enough
-    fallback = choice["fallback"]
-    assert fallback["ran"] and fallback["passed"]
-    assert fallback["excluded_nodes"][0] == READER
-    assert m.conversion["nodes_excluded"] == fallback["excluded_nodes"]
-    assert fallback["drop_after_points"] < fallback["drop_before_points"]
-    assert m.accuracy["passed"] and m.accuracy["top1_drop_points"] <= 0.5
+    choice = m.calibration.choice
+    assert all(t.top1_drop_points > 0.5 for t in choice.methods)  # no method alone is enough
+    fallback = choice.fallback
+    assert fallback.ran and fallback.passed
+    assert fallback.excluded_nodes[0] == READER
+    assert m.conversion.nodes_excluded == fallback.excluded_nodes
+    assert fallback.drop_after_points < fallback.drop_before_points
+    assert m.accuracy.passed and m.accuracy.top1_drop_points <= 0.5

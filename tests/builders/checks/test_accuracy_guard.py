@@ -14,6 +14,7 @@ from trtinfer.builders.checks.accuracy_guard import (DEFAULT_MAX_DROP, FP16_MAX_
                                                      evaluate_precisions, no_accuracy_check)
 from trtinfer.builders.logits import compare
 from trtinfer.errors import AccuracyError, DataError
+from trtinfer.manifest import AccuracyRecord
 
 pytest_plugins = ["conftest_trained"]
 
@@ -62,7 +63,7 @@ def test_guard_fails_on_nan():
 def test_no_accuracy_check_says_so(caplog):
     with caplog.at_level(logging.WARNING):
         block = no_accuracy_check()
-    assert block == {"checked": False, "reason": "no --eval-data given"}
+    assert block == AccuracyRecord(checked=False, reason="no --eval-data given")
     assert "no accuracy check ran" in caplog.text
 
 

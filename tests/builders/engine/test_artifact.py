@@ -84,8 +84,8 @@ def test_finish_from_onnx_evaluates_before_committing(fake_trt, fake_runtime, ar
     assert options == {"device": 0} and directory != artifact  # the staged copy
     result = Manifest.read(artifact).engine.evaluation
     assert result == section.evaluation
-    assert result["samples"] == 40 and result["top1_agreement"] == 1.0 and result["passed"] is True
-    assert result["max_drop_points"] == 0.5  # FP32 engines may use TF32: the FP16 allowance
+    assert result.samples == 40 and result.top1_agreement == 1.0 and result.passed is True
+    assert result.max_drop_points == 0.5  # FP32 engines may use TF32: the FP16 allowance
     assert any("agreement 100.00%" in m for m in messages)
 
 
@@ -118,7 +118,7 @@ def test_finish_from_onnx_accuracy_guard(fake_trt, fake_runtime, artifact, tmp_p
         finish_from_onnx(artifact, eval_data=data)
     assert snapshot(artifact) == before  # the engine that failed the guard was not written
     section = finish_from_onnx(artifact, eval_data=data, allow_accuracy_drop=True)
-    assert section.evaluation["passed"] is False and section.evaluation["allowed"] is True
+    assert section.evaluation.passed is False and section.evaluation.allowed is True
     assert (artifact / "model.plan").is_file()
 
 

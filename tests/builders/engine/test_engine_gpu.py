@@ -215,8 +215,8 @@ def test_gpu_timing_cache_is_reused(gpu_artifacts, tmp_path):
     second = build_engine_into_artifact(artifact, settings)
     second_s = time.perf_counter() - started
     print(f"build without cache {first_s:.2f} s, with cache {second_s:.2f} s")
-    assert first.timing_cache["reused"] is False
-    assert second.timing_cache["reused"] is True
+    assert first.timing_cache.reused is False
+    assert second.timing_cache.reused is True
     assert (tmp_path / "t.cache").stat().st_size > 0
 
 

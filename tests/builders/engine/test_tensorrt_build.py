@@ -15,7 +15,7 @@ from trtinfer.builders.engine.artifact import build_engine_into_artifact
 from trtinfer.builders.engine.profiles import parse_batch_profiles
 from trtinfer.builders.engine.settings import EngineBuildError, EngineBuildSettings
 from trtinfer.hashing import sha256_file
-from trtinfer.manifest import BatchProfile, Manifest
+from trtinfer.manifest import BatchProfile, Manifest, TimingCacheRecord
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -32,15 +32,15 @@ def test_build_writes_plan_and_engine_manifest(fake_trt, artifact, tmp_path):
     assert manifest.precision == "fp32"  # unchanged
     assert manifest.engine == section
     manifest.verify_files(artifact)  # model.onnx and model.plan both match their sha256
-    assert section.plan_sha256 == sha256_file(plan) == manifest.files["model.plan"]["sha256"]
+    assert section.plan_sha256 == sha256_file(plan) == manifest.files["model.plan"].sha256
     assert section.tensorrt_version == fake_trt.__version__ == manifest.versions["tensorrt"]
     assert section.gpu_name == GPU["name"] and section.compute_capability == "9.0"
     assert section.profiles == [BatchProfile(1, 1, 8), BatchProfile(16, 64, 256)]
     assert section.layer_precisions == {"total": 3, "fp32": 2, "other": 1}
     assert section.opt_level == 4 and section.workspace_mib == 512 and section.strongly_typed is True
     assert section.build_seconds >= 0
-    assert section.timing_cache["reused"] is False
-    assert Path(section.timing_cache["path"]).is_file()
+    assert section.timing_cache.reused is False
+    assert Path(section.timing_cache.path).is_file()
     assert not [p for p in artifact.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
     # What was asked of TensorRT.
@@ -62,11 +62,11 @@ def test_second_build_reuses_the_timing_cache(fake_trt, artifact, tmp_path):
     cache = tmp_path / "my.cache"
     settings = EngineBuildSettings(timing_cache=cache)
     first = build_engine_into_artifact(artifact, settings)
-    assert first.timing_cache == {"path": str(cache), "reused": False}
+    assert first.timing_cache == TimingCacheRecord(path=str(cache), reused=False)
     assert cache.read_bytes() == b"|entries"
     messages: list[str] = []
     second = build_engine_into_artifact(artifact, settings, progress=messages.append)
-    assert second.timing_cache == {"path": str(cache), "reused": True}
+    assert second.timing_cache == TimingCacheRecord(path=str(cache), reused=True)
     assert cache.read_bytes() == b"|entries|entries"  # loaded before, saved after
     assert any("reused" in m for m in messages)
 
@@ -75,7 +75,7 @@ def test_cache_from_another_gpu_is_replaced(fake_trt, artifact, tmp_path, caplog
     cache = tmp_path / "other.cache"
     cache.write_bytes(b"other-gpu")
     section = build_engine_into_artifact(artifact, EngineBuildSettings(timing_cache=cache))
-    assert section.timing_cache["reused"] is False
+    assert section.timing_cache.reused is False
     assert "another TensorRT or GPU" in caplog.text
     assert cache.read_bytes() == b"|entries"
 
@@ -92,7 +92,7 @@ def test_corrupt_timing_cache_is_replaced(fake_trt, artifact, tmp_path, monkeypa
 
     monkeypatch.setattr(FakeConfig, "create_timing_cache", picky)
     section = build_engine_into_artifact(artifact, EngineBuildSettings(timing_cache=cache))
-    assert section.timing_cache["reused"] is False and "unreadable" in caplog.text
+    assert section.timing_cache.reused is False and "unreadable" in caplog.text
     assert cache.read_bytes() == b"|entries"
 
 

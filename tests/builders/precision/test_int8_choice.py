@@ -18,6 +18,7 @@ from trtinfer.builders.logits import run_onnx
 from trtinfer.builders.precision.int8_choice import Int8Chooser, Selection, choose_int8
 from trtinfer.builders.precision.quantizer_for_target import int8_tool
 from trtinfer.builders.precision.tools import get_tool
+from trtinfer.manifest import FallbackRecord
 
 pytest.importorskip("nncf")
 assert int8_tool("nncf", "cpu")[0].name == "nncf-int8"
@@ -103,35 +104,35 @@ def test_fallback_keeps_the_layer_that_reads_the_outlier_in_float(fragile, tmp_p
     out = tmp_path / "int8.onnx"
     result = choose_int8(get_tool("int8", "nncf-int8"), onnx_path, out, calib.x, selection, _logits,
                          "onnxruntime", tmp_path, max_drop=2.0)
-    choice = result["choice"]
-    json.dumps(choice, allow_nan=False)
-    before = min(m["top1_drop_points"] for m in choice["methods"])
+    choice = result.choice
+    json.dumps(choice.to_dict(), allow_nan=False)
+    before = min(m.top1_drop_points for m in choice.methods)
     assert before > 10, f"the outlier channel should wreck per-tensor INT8 (best method drop {before})"
-    fallback = choice["fallback"]
-    assert fallback["ran"] and fallback["passed"], fallback
+    fallback = choice.fallback
+    assert fallback.ran and fallback.passed, fallback
     convs = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
-    assert fallback["excluded_nodes"][0] == convs[2]  # the conv that reads the outlier activation
-    assert fallback["drop_after_points"] <= 2.0 < fallback["drop_before_points"]
-    assert result["conversion"]["nodes_excluded"] == fallback["excluded_nodes"]
+    assert fallback.excluded_nodes[0] == convs[2]  # the conv that reads the outlier activation
+    assert fallback.drop_after_points <= 2.0 < fallback.drop_before_points
+    assert result.conversion.nodes_excluded == fallback.excluded_nodes
     # the written model is the fallback's, and it really is that accurate on the slice
     agree = (run_onnx(out, selection.x).argmax(1) == selection.labels).mean()
-    assert 100 * (1 - agree) == pytest.approx(fallback["drop_after_points"], abs=1e-6)
+    assert 100 * (1 - agree) == pytest.approx(fallback.drop_after_points, abs=1e-6)
 
 
 def test_no_fallback_keeps_the_failing_model_and_says_so(fragile, tmp_path):
     onnx_path, calib, selection = fragile
     result = choose_int8(get_tool("int8", "nncf-int8"), onnx_path, tmp_path / "m.onnx", calib.x, selection,
                          _logits, "onnxruntime", tmp_path, max_drop=2.0, method="performance", fallback=False)
-    assert result["choice"]["fallback"] == {"ran": False, "reason": "--no-fallback"}
-    assert [m["method"] for m in result["choice"]["methods"]] == ["performance"]
-    assert result["conversion"]["nodes_excluded"] == []
+    assert result.choice.fallback == FallbackRecord(ran=False, reason="--no-fallback")
+    assert [m.method for m in result.choice.methods] == ["performance"]
+    assert result.conversion.nodes_excluded == ()
 
 
 def test_without_a_selection_slice_the_default_method_runs(fragile, tmp_path):
     onnx_path, calib, _ = fragile
     result = choose_int8(get_tool("int8", "nncf-int8"), onnx_path, tmp_path / "m.onnx", calib.x, None, _logits,
                          "onnxruntime", tmp_path, max_drop=0.5)
-    assert result["choice"]["ran"] is False and result["choice"]["method"] == "performance"
+    assert result.choice.ran is False and result.choice.method == "performance"
     assert Path(tmp_path / "m.onnx").is_file()
 
 

@@ -158,9 +158,9 @@ def test_build_matches_source_model_on_846_rows(name, cases, tmp_path, capsys, c
     m = Manifest.read(art)
     m.verify_files(art)
     assert (m.arch, m.num_classes) == (case.arch, 10)
-    assert m.validation["passed"]
-    ev = m.validation["eval"]
-    assert ev["samples"] == EVAL_ROWS and ev["passed"] and ev["top1_agreement"] == 1.0
+    assert m.validation.passed
+    ev = m.validation.eval
+    assert ev is not None and ev.samples == EVAL_ROWS and ev.passed and ev.top1_agreement == 1.0
     if case.labels:
         assert m.labels == case.labels and "labels from the checkpoint" in out + err
     top1, max_diff, scale, classes = agreement(case, art, cifar_root)
