@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.errors import BackendUnavailable, DataError, ValidationError
+from trtinfer.errors import DataError, ValidationError
 
 EVAL_BATCH = 64
 Progress = Callable[[int, int], None]  # progress(done, total)
@@ -22,16 +22,11 @@ Progress = Callable[[int, int], None]  # progress(done, total)
 
 def cpu_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session, quiet; a model it cannot load is a ValidationError."""
+    from trtinfer.runtime.backends.onnxruntime import loader
+
+    loader.import_onnxruntime("the accuracy check runs ONNX Runtime", hint="pip install 'trtinfer[build]'")
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable("the accuracy check runs ONNX Runtime", hint="pip install 'trtinfer[build]'") from exc
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only; Q/DQ and FP16 graphs log fusion notes
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return loader.session(path, threads=threads)
     except Exception as exc:  # ORT raises its own exception types
         raise ValidationError(f"ONNX Runtime cannot load {path}: {exc}", hint="rebuild the model") from exc
 
@@ -70,12 +65,11 @@ def run_onnx(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH, prog
 def run_openvino(path: str | Path, x: np.ndarray, precision: str = "f32", batch_size: int = EVAL_BATCH,
                  progress: Progress | None = None) -> np.ndarray:
     """Logits of the ONNX model at ``path`` run by OpenVINO on the CPU at ``precision`` (f32 or bf16)."""
-    from trtinfer.runtime.backends.openvino.loader import compile_config, import_openvino
+    from trtinfer.runtime.backends.openvino.loader import compiled_model, import_openvino
 
-    ov = import_openvino()
+    import_openvino()
     try:
-        core = ov.Core()
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(0, precision))
+        compiled = compiled_model(path, threads=0, precision=precision)
     except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
         raise ValidationError(f"OpenVINO cannot load {path}: {exc}", hint="rebuild the model") from exc
     request = compiled.create_infer_request()

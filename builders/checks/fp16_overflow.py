@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.errors import AccuracyError, BackendUnavailable, DataError, ValidationError
+from trtinfer.errors import AccuracyError, DataError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -195,15 +195,11 @@ def _expose(model, tensors: list[str], types: dict[str, int]) -> None:
 
 def _run(model, tensors: list[str], x: np.ndarray, what: str) -> Iterator[dict[str, np.ndarray]]:
     """Yield {tensor: array} per batch of ``x`` (a static batch is filled up with repeated rows)."""
+    from trtinfer.runtime.backends.onnxruntime import loader
+
+    loader.import_onnxruntime("the FP16 check runs ONNX Runtime", hint="pip install 'trtinfer[build]'")
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable("the FP16 check runs ONNX Runtime", hint="pip install 'trtinfer[build]'") from exc
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        session = loader.session(model.SerializeToString())
     except Exception as exc:  # ORT raises its own exception types
         raise ValidationError(f"ONNX Runtime cannot load the {what} model with its intermediate tensors exposed: "
                               f"{exc}", hint="build fp32 or int8 meanwhile, and report this with both models") from exc

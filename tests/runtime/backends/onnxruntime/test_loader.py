@@ -56,11 +56,6 @@ def test_a_missing_onnxruntime_says_who_needs_it(monkeypatch):
     assert info.value.hint == "pip install 'trtinfer[build]'"
 
 
-# The build steps that still make their own session until they switch to this loader (issue 29: the
-# stage folders move first); remove each from this set when it does.
-NOT_YET_SWITCHED = {"builders/logits.py", "builders/checks/fp16_overflow.py"}
-
-
 def test_sessions_are_made_only_here():
     """Our code (runtime, build, calibration, benchmarks) makes ONNX Runtime sessions through this loader
     only. ``exporters/triton_classifier/model.py`` is apart: Triton runs it in its own Python, without trtinfer."""
@@ -69,4 +64,4 @@ def test_sessions_are_made_only_here():
         for path in (REPO / folder).rglob("*.py"):
             if re.search(r"\bInferenceSession\(", path.read_text(encoding="utf-8")):
                 found.add(path.relative_to(REPO).as_posix())
-    assert found - NOT_YET_SWITCHED == {"trtinfer/runtime/backends/onnxruntime/loader.py"}
+    assert found == {"trtinfer/runtime/backends/onnxruntime/loader.py"}
