@@ -26,7 +26,6 @@ from trtinfer.versions import library_versions
 from .options import BuildOptions, artifact_name
 from .progress import Reporter
 from .source.card import CheckpointCard, apply_card, card_path, read_card_for
-from .source.types import ArchMatch, Checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,19 +33,9 @@ if TYPE_CHECKING:
     from trtinfer.calibration.calibset import CalibrationSet, EvalSet
 
     from .precision.int8_choice import Selection
+    from .source.types import ArchMatch, Checkpoint, LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """The source stage's result: the checkpoint, the architecture it matched, the model built from it,
-    and the module to validate the export against (the checkpoint's own when it held one)."""
-
-    checkpoint: Checkpoint
-    match: ArchMatch
-    model: Any  # torch.nn.Module (torch is imported lazily)
-    reference: Any
 
 
 @dataclass(frozen=True)
@@ -97,6 +86,7 @@ class Builder:
     def load(self) -> LoadedModel:
         from .source.archs import build_model, family_of, match_arch
         from .source.checkpoint import load_checkpoint, non_finite_tensors
+        from .source.types import LoadedModel
 
         opts = self.opts
         with self.report.timed(f"loading checkpoint {opts.checkpoint}"):
@@ -241,8 +231,7 @@ class Builder:
         from .checks.export_validation import validate_export
         from .export.onnx_export import export_onnx
 
-        opts, spec, eval_set = self.opts, ctx.spec, ctx.eval_set
-        match, fp32_path = ctx.loaded.match, ctx.fp32_path
+        opts, spec, eval_set, fp32_path = self.opts, ctx.spec, ctx.eval_set, ctx.fp32_path
         with self.report.timed("exporting ONNX (dynamic batch, input 'input', output 'logits')") as facts:
             export = export_onnx(ctx.loaded.model, fp32_path, spec.input_size, opset=opts.opset)
         export = replace(export, seconds=facts["seconds"])

@@ -69,3 +69,14 @@ def is_tensor_dict(obj: Any) -> TypeGuard[Mapping[str, torch.Tensor]]:
     """A non-empty mapping of names to tensors: a state dict."""
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The source stage's result: the checkpoint, the architecture it matched, the model built from it,
+    and the module to validate the export against (the checkpoint's own when it held one)."""
+
+    checkpoint: Checkpoint
+    match: ArchMatch
+    model: torch.nn.Module
+    reference: torch.nn.Module
