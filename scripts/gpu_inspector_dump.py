@@ -8,16 +8,16 @@ The inspector phase of ``scripts/gpu_check.sh``. Writes into OUT_DIR:
 - ``inspector-no-context.json``: ``IEngineInspector.get_engine_information(JSON)`` as TensorRT
   returned it, no execution context attached (a dynamic-shape engine's tensor types then read
   "N/A due to dynamic shapes");
-- ``inspector-with-context.json``: the text ``builders.engine._inspect`` itself reads, with its
+- ``inspector-with-context.json``: the text ``builders.engine.tensorrt_build._inspect`` itself reads, with its
   execution context at profile 0's OPT shape attached (``IEngineInspector.set_execution_context``);
 - ``inspector-reading.json``: for each, the keys and type spellings found, the layer-precision
-  counts of ``builders.engine.summarize_layers`` and the verdict of its FP16 check, so a later
+  counts of ``builders.engine.layer_precisions.summarize_layers`` and the verdict of its FP16 check, so a later
   session can hold our parser against real output (TensorRT 11's key spelling, say).
 
 Exit 0 when, with the context attached, our reader reads tensor types from the layers' tensors and
 finds the FP16 compute layers (the build's own precision check passes); 1 otherwise (the dumps are
 still written when TensorRT produced them). Offline: a seeded tiny CNN is exported and cast to
-FP16 by the project's own FP16 step (ModelOpt AutoCast); the engine is built with builders/engine.py's
+FP16 by the project's own FP16 step (ModelOpt AutoCast); the engine is built with builders/engine/'s
 own steps, so this script adds no TensorRT call of its own beyond reading the inspector.
 """
 
@@ -60,9 +60,9 @@ def tiny_cnn() -> Any:
 def make_fp16_artifact(directory: Path) -> tuple[Any, dict[str, Any]]:
     """An FP16 artifact (model.onnx + manifest) of :func:`tiny_cnn` made the way ``trtinfer build`` makes
     one: the TorchScript-based export, then ModelOpt AutoCast with float32 inputs and outputs kept."""
-    from trtinfer.builders.export import INPUT_NAME, OUTPUT_NAME, export_onnx
-    from trtinfer.builders.precision import convert_fp16
-    from trtinfer.manifest import ONNX_NAME, Manifest, TensorSpec
+    from trtinfer.builders.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from trtinfer.builders.precision.modelopt import convert_fp16
+    from trtinfer.manifest import ONNX_NAME, ConversionRecord, Manifest, TensorSpec, read_record
     from trtinfer.preprocess import make_spec
 
     fp32 = directory / "fp32" / ONNX_NAME
@@ -73,45 +73,46 @@ def make_fp16_artifact(directory: Path) -> tuple[Any, dict[str, Any]]:
                         labels=[f"c{i}" for i in range(NUM_CLASSES)], precision=PRECISION,
                         input=TensorSpec(INPUT_NAME, [-1, 3, INPUT_SIZE, INPUT_SIZE]),
                         output=TensorSpec(OUTPUT_NAME, [-1, NUM_CLASSES]), preprocess=make_spec(INPUT_SIZE, "cifar10"),
-                        conversion=conversion, target="gpu")
+                        conversion=read_record(ConversionRecord, conversion, name="conversion"), target="gpu")
     manifest.record_file(directory, ONNX_NAME)
     manifest.write(directory)
-    facts = {"exporter": export.get("exporter"), "opset": export.get("opset"),
+    facts = {"exporter": export.exporter, "opset": export.opset,
              **{k: conversion.get(k) for k in ("nodes_fp16", "nodes_fp32", "cast_nodes", "fp32_op_types")}}
     return manifest, facts
 
 
 # -- the engine and its inspector (TensorRT) ---------------------------------------------------------------------
 def build_plan(trt: Any, directory: Path, manifest: Any, settings: Any) -> Any:
-    """builders/engine.py's build steps, without its precision check: the plan must come out even where
+    """builders/engine/'s build steps, without its precision check: the plan must come out even where
     our reader would reject it, since then the dump matters most."""
-    from trtinfer import trt_support
-    from trtinfer.builders import engine as eng
+    from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
+    from trtinfer.builders.engine.network import check_network_input, configure, create_network, parse_onnx
+    from trtinfer.builders.engine.settings import EngineBuildError
     from trtinfer.manifest import ONNX_NAME
 
-    logger = trt_support.trt_logger()
+    logger = tensorrt_loader.trt_logger()
     logger.drain_errors()
     builder = trt.Builder(logger)
-    network = eng._create_network(trt, builder)
-    parser = eng._parse_onnx(trt, network, directory / ONNX_NAME)
-    eng._check_network_input(network, manifest)
-    config = eng._configure(trt, builder, manifest, settings)
+    network = create_network(trt, builder)
+    parser = parse_onnx(trt, network, directory / ONNX_NAME)
+    check_network_input(network, manifest)
+    config = configure(trt, builder, manifest, settings)
     plan = builder.build_serialized_network(network, config)
     del parser
     if plan is None:
-        raise eng.EngineBuildError("TensorRT could not build the engine: "
+        raise EngineBuildError("TensorRT could not build the engine: "
                                    + ("; ".join(logger.drain_errors()) or "TensorRT gave no reason"))
     return plan
 
 
 def inspect_without_context(trt: Any, plan: Any) -> str:
-    from trtinfer import trt_support
+    from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
 
-    runtime = trt.Runtime(trt_support.trt_logger())
+    runtime = trt.Runtime(tensorrt_loader.trt_logger())
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise RuntimeError("TensorRT cannot load back the plan it built: "
-                           + ("; ".join(trt_support.trt_logger().drain_errors()) or "no reason given"))
+                           + ("; ".join(tensorrt_loader.trt_logger().drain_errors()) or "no reason given"))
     inspector = engine.create_engine_inspector()
     return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
@@ -126,17 +127,17 @@ class _Warnings(logging.Handler):
 
 
 def inspect_with_context(trt: Any, plan: Any, manifest: Any, batch: Any) -> tuple[str, list[str]]:
-    """The JSON ``builders.engine._inspect`` reads (its context attached at the profile's OPT shape),
+    """The JSON ``builders.engine.tensorrt_build._inspect`` reads (its context attached at the profile's OPT shape),
     taken from its call of ``summarize_layers``; and the warnings it logged (a context it could not attach)."""
-    from trtinfer.builders import engine as eng
+    from trtinfer.builders.engine import layer_precisions, tensorrt_build
 
     caught = _Warnings()
-    eng.log.addHandler(caught)
+    tensorrt_build.log.addHandler(caught)
     try:
-        with mock.patch.object(eng, "summarize_layers", wraps=eng.summarize_layers) as spy:
-            eng._inspect(trt, plan, manifest, batch)
+        with mock.patch.object(tensorrt_build, "summarize_layers", wraps=layer_precisions.summarize_layers) as spy:
+            tensorrt_build._inspect(trt, plan, manifest, batch)
     finally:
-        eng.log.removeHandler(caught)
+        tensorrt_build.log.removeHandler(caught)
     return str(spy.call_args.args[0]), caught.messages
 
 
@@ -148,7 +149,9 @@ def _layers(data: Any) -> list[Any]:
 
 def read_inspector_json(text: str, requested: str = PRECISION) -> dict[str, Any]:
     """The shape of one inspector JSON (keys, type spellings) and our reader's verdict on it."""
-    from trtinfer.builders import engine as eng
+    from trtinfer.builders.engine import layer_precisions
+    from trtinfer.builders.engine.layer_precisions import check_engine_precision, is_compute_layer, summarize_layers
+    from trtinfer.builders.engine.settings import EngineBuildError
 
     try:
         data = json.loads(text)
@@ -166,30 +169,30 @@ def read_inspector_json(text: str, requested: str = PRECISION) -> dict[str, Any]
         records = [t for key in ("Inputs", "Outputs") for t in (layer.get(key) or []) if isinstance(t, dict)]
         for record in records:
             tensor_keys.update(record.keys())
-            type_values.update(str(record[k]) for k in record if eng._type_key(k))
-        with_types += any(eng._tensor_type(t) for t in records)
+            type_values.update(str(record[k]) for k in record if layer_precisions._type_key(k))
+        with_types += any(layer_precisions._tensor_type(t) for t in records)
     reading: dict[str, Any] = {
         "top_level_keys": sorted(data) if isinstance(data, dict) else [],
         "layers": len(layers),
         "layer_keys": dict(layer_keys.most_common()),
         "tensor_keys": dict(tensor_keys.most_common()),
-        "type_keys": sorted(k for k in tensor_keys if eng._type_key(k)),
+        "type_keys": sorted(k for k in tensor_keys if layer_precisions._type_key(k)),
         "type_values": dict(type_values.most_common(20)),
         "layers_with_tensor_types": with_types,
     }
     try:
-        summary = eng.summarize_layers(data)
-    except eng.EngineBuildError as exc:
+        summary = summarize_layers(data)
+    except EngineBuildError as exc:
         reading["summary_error"] = exc.one_line()
         return reading
     reading["summary"] = {"total": summary.total, "precisions": summary.precisions,
                           "compute_precisions": summary.compute_precisions}
     try:
-        eng.check_engine_precision(requested, summary)
+        check_engine_precision(requested, summary)
         reading[f"{requested}_check"] = "ok"
-    except eng.EngineBuildError as exc:
+    except EngineBuildError as exc:
         reading[f"{requested}_check"] = exc.one_line()
-    compute = [layer for layer in layers if eng.is_compute_layer(layer)]
+    compute = [layer for layer in layers if is_compute_layer(layer)]
     reading["example_layer"] = (compute or layers or [None])[0]
     return reading
 
@@ -216,16 +219,16 @@ def _write(path: Path, text: str) -> None:
 
 
 def dump(out_dir: Path) -> dict[str, Any]:
-    from trtinfer import trt_support
-    from trtinfer.builders.engine import EngineBuildSettings
+    from trtinfer.runtime.backends.tensorrt import loader as tensorrt_loader
+    from trtinfer.builders.engine.settings import EngineBuildSettings
     from trtinfer.manifest import BatchProfile
-    from trtinfer.runtime import cuda
+    from trtinfer.runtime.backends.tensorrt import devices
 
     result: dict[str, Any] = {"ok": False, "precision": PRECISION, "profile": "%d:%d:%d" % PROFILE}
-    trt = trt_support.import_tensorrt()
+    trt = tensorrt_loader.import_tensorrt()
     result["tensorrt"] = str(trt.__version__)
-    result["gpu"] = cuda.gpu_info(0)
-    cuda.set_device(0)
+    result["gpu"] = devices.gpu_info(0)
+    devices.set_device(0)
     batch = BatchProfile(*PROFILE)
     settings = EngineBuildSettings(profiles=[batch])
     with tempfile.TemporaryDirectory(prefix="trtinfer-gpu-check-") as tmp:
