@@ -9,9 +9,8 @@ the reason (and the install command where one helps); the bench reports it as a 
 * the mission's CPU baselines: ``torch-eager`` FP32, ``torchscript`` (trace, freeze,
   ``optimize_for_inference``), ``torch-dynamic-quant`` (``quantize_dynamic`` on Linear layers);
 * what a user would pick instead: ``torch-compile`` (inductor), ``torch-int8`` (PT2E with the X86
-  Inductor quantizer from torchao), bare ONNX Runtime sessions (intra-op spinning on and off), and
-  on a GPU host eager CUDA FP32/FP16 (channels-last), Torch-TensorRT, and ONNX Runtime's CUDA and
-  TensorRT execution providers.
+  Inductor quantizer from torchao), bare ONNX Runtime sessions (intra-op spinning on and off); on a
+  GPU host, the peers in ``gpu_cases.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,7 @@ class Case:
 
 
 @contextlib.contextmanager
-def _timed(case: Case) -> Iterator[None]:
+def timed(case: Case) -> Iterator[None]:
     start = time.perf_counter()
     yield
     case.build_seconds += time.perf_counter() - start
@@ -132,7 +131,7 @@ class RuntimeCase(Case):
         if backend == "tensorrt":
             options.pop("threads")
         try:
-            with _timed(self):
+            with timed(self):
                 self.model = trtinfer.load(self.artifact, backend=backend, **options)
         except BackendUnavailable as exc:
             install = INSTALL.get(backend)
@@ -173,7 +172,7 @@ class BareOrtCase(Case):
             raise Skip(f"ONNX Runtime is not installed; {INSTALL['onnxruntime-bare']}")
         from trtinfer.runtime.backends.onnxruntime import loader
 
-        with _timed(self):
+        with timed(self):
             self.session = loader.session(self.path, threads=int(self.info.options["threads"]),
                                           spin=bool(self.info.options["spin"]))
         self._input = self.session.get_inputs()[0].name
@@ -211,7 +210,7 @@ class OpenVINONncfCase(Case):
         # quiet_nncf swaps the "nncf" logger's handlers for the call and puts them back; nncf.set_log_level(ERROR),
         # used here before, set the level of every handler that logger held, which in the test run included the
         # root logger's and silenced every warning for the rest of the process
-        with _timed(self), quiet_nncf([]):
+        with timed(self), quiet_nncf([]):
             items = [self.calibration[i:i + 1] for i in range(len(self.calibration))]
             quantized = nncf.quantize(ov.convert_model(str(self.path)), nncf.Dataset(items), subset_size=len(items))
             compiled = loader.compiled_model(quantized, threads=self.info.options["threads"], precision="f32")
@@ -248,7 +247,7 @@ class TorchCase(Case):
 
     def open(self) -> None:
         self._set_threads()
-        with _timed(self):
+        with timed(self):
             self.module = self.prepare(self.model_factory())
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -333,7 +332,7 @@ class TorchCompileCase(TorchCase):
     def infer(self, x: np.ndarray) -> np.ndarray:
         if len(x) not in self._compiled_sizes:
             self._compiled_sizes.add(len(x))
-            with _timed(self):
+            with timed(self):
                 return super().infer(x)
         return super().infer(x)
 
@@ -388,125 +387,3 @@ class TorchInt8Case(TorchCase):
 
 
 # -- GPU peers ---------------------------------------------------------------------------------
-
-def cuda_skip_reason() -> str | None:
-    """Why no CUDA case can run here (None: torch sees a GPU)."""
-    if not module_available("torch"):
-        return "torch is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to torch on this machine"
-    return None
-
-
-class TorchCudaCase(TorchCase):
-    """Eager PyTorch on the GPU, channels-last, FP32 or FP16 (autocast-free ``.half()``); host input is
-    copied to the device inside the timed call, as a server's would be."""
-
-    def __init__(self, model_factory: Callable[[], Any], precision: str) -> None:
-        super().__init__("torch-cuda", model_factory, threads=1, precision=precision, kind="peer", device="cuda",
-                         note="eager CUDA, channels-last, host input copied in the timed call")
-
-    def prepare(self, model: Any) -> Any:
-        reason = cuda_skip_reason()
-        if reason:
-            raise Skip(reason)
-        import torch
-
-        model = model.to("cuda", memory_format=torch.channels_last)
-        return model.half() if self.info.precision == "fp16" else model
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            t = torch.from_numpy(x).to("cuda", non_blocking=False).contiguous(memory_format=torch.channels_last)
-            if self.info.precision == "fp16":
-                t = t.half()
-            return self.module(t).float().cpu().numpy()
-
-    def sync(self) -> None:
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def shape_range(batch_sizes: Sequence[int], row_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """``torch_tensorrt.Input``'s ``min_shape``/``opt_shape``/``max_shape`` for an engine that is timed at
-    ``batch_sizes`` (every batch the bench runs it at lies in the range; a static batch-1 engine fails or
-    recompiles at the others). OPT, the shape TensorRT tunes its kernels for, is the upper median."""
-    sizes = sorted({int(b) for b in batch_sizes})
-    if not sizes or sizes[0] < 1:
-        raise ValueError(f"batch sizes must be positive: {list(batch_sizes)}")
-    opt = sizes[len(sizes) // 2]
-    return {"min_shape": (sizes[0], *row_shape), "opt_shape": (opt, *row_shape), "max_shape": (sizes[-1], *row_shape)}
-
-
-class TorchTensorRTCase(TorchCudaCase):
-    """Torch-TensorRT (dynamo) compiled over the range of batch sizes the bench times it at."""
-
-    def __init__(self, model_factory: Callable[[], Any], precision: str, example: np.ndarray,
-                 batch_sizes: Sequence[int]) -> None:
-        super().__init__(model_factory, precision)
-        self.info.backend = "torch-tensorrt"
-        self.shapes = shape_range(batch_sizes, tuple(example.shape[1:]))
-        self.info.note = (f"torch_tensorrt.compile (dynamo), batch {self.shapes['min_shape'][0]}.."
-                          f"{self.shapes['max_shape'][0]} (opt {self.shapes['opt_shape'][0]}), host input copied "
-                          "in the timed call")
-
-    def prepare(self, model: Any) -> Any:
-        if not module_available("torch_tensorrt"):
-            raise Skip(f"Torch-TensorRT is not installed; {INSTALL['torch-tensorrt']}")
-        model = super().prepare(model)
-        import torch
-        import torch_tensorrt
-
-        dtype = torch.half if self.info.precision == "fp16" else torch.float
-        return compile_torch_tensorrt(torch_tensorrt, model, self.shapes, dtype)
-
-
-def compile_torch_tensorrt(torch_tensorrt: Any, model: Any, shapes: dict[str, tuple[int, ...]], dtype: Any) -> Any:
-    """``torch_tensorrt.compile`` with one dynamic-batch ``Input``. Current releases name the argument
-    ``arg_inputs`` (``inputs`` is still accepted); older ones know only ``inputs``."""
-    import inspect
-
-    spec = [torch_tensorrt.Input(**shapes, dtype=dtype)]
-    key = "arg_inputs" if "arg_inputs" in inspect.signature(torch_tensorrt.compile).parameters else "inputs"
-    return torch_tensorrt.compile(model, ir="dynamo", **{key: spec}, enabled_precisions={dtype})
-
-
-class OrtGpuCase(Case):
-    """ONNX Runtime's CUDA or TensorRT execution provider on our ONNX model."""
-
-    PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-tensorrt": "TensorrtExecutionProvider"}
-
-    def __init__(self, backend: str, artifact: Path, manifest: Manifest) -> None:
-        super().__init__(CaseInfo(backend, manifest.precision, "cuda", "peer"))
-        self.path = artifact / ONNX_NAME
-        self.session: Any = None
-
-    def open(self) -> None:
-        reason = cuda_skip_reason() if module_available("torch") else None
-        if not module_available("onnxruntime"):
-            raise Skip(f"ONNX Runtime is not installed; {INSTALL[self.info.backend]}")
-        import onnxruntime as ort
-
-        from trtinfer.runtime.backends.onnxruntime import loader
-
-        provider = self.PROVIDERS[self.info.backend]
-        if provider not in ort.get_available_providers():
-            raise Skip(f"this ONNX Runtime has no {provider}; {INSTALL[self.info.backend]}")
-        if reason:
-            raise Skip(reason)
-        with _timed(self):
-            self.session = loader.session(self.path, providers=[provider])
-        if self.session.get_providers()[0] != provider:
-            raise Skip(f"ONNX Runtime fell back to {self.session.get_providers()[0]} ({provider} failed to start)")
-        self._input = self.session.get_inputs()[0].name
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: x})[0]  # run() returns host arrays: synchronous
-
-    def close(self) -> None:
-        self.session = None

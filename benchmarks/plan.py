@@ -20,6 +20,7 @@ from trtinfer.errors import ArtifactError, DataError, TrtInferError
 from trtinfer.manifest import PRECISIONS, Manifest
 
 from . import cases as C
+from . import gpu_cases as G
 from .options import BenchSettings
 from .results import CaseResult
 
@@ -175,9 +176,9 @@ def plan_cases(s: BenchSettings, threads: int, model: Any, artifacts: dict[str, 
         for precision in ("fp32", "fp16"):
             if precision in s.precisions:
                 if s.wants("torch-cuda"):
-                    out.append(C.TorchCudaCase(factory, precision))
+                    out.append(G.TorchCudaCase(factory, precision))
                 if s.wants("torch-tensorrt"):
-                    out.append(C.TorchTensorRTCase(factory, precision, inputs.check[:1], s.batch_sizes))
+                    out.append(G.TorchTensorRTCase(factory, precision, inputs.check[:1], s.batch_sizes))
     return out
 
 
@@ -195,7 +196,7 @@ def _artifact_cases(s: BenchSettings, threads: int, precision: str, directory: P
     if cpu and precision == "fp32" and "int8" in s.precisions and s.wants("openvino-nncf"):
         out.append(C.OpenVINONncfCase(directory, manifest, threads, inputs.calibration))
     if cuda:
-        out += [C.OrtGpuCase(b, directory, manifest) for b in ("ort-cuda", "ort-tensorrt") if s.wants(b)]
+        out += [G.OrtGpuCase(b, directory, manifest) for b in ("ort-cuda", "ort-tensorrt") if s.wants(b)]
     return out
 
 

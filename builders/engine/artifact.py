@@ -96,10 +96,10 @@ def add_engine(directory: Path, manifest: Manifest, settings: EngineBuildSetting
         f.write(memoryview(built.plan))
         f.flush()
         os.fsync(f.fileno())
-    plan = manifest.record_file(directory, PLAN_NAME)
+    plan_file = manifest.record_file(directory, PLAN_NAME)
     record = engine_record(
         tensorrt_version=built.tensorrt_version, gpu=built.gpu, settings=settings,
-        plan_sha256=plan.sha256, plan_bytes=plan.bytes,
+        plan_sha256=plan_file.sha256, plan_bytes=plan_file.bytes,
         build_seconds=built.build_seconds, summary=built.summary, timing_cache=built.timing_cache,
         timing_cache_reused=built.timing_cache_reused)
     manifest.engine = record

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from trtinfer.benchmarks.cases import TorchTensorRTCase, compile_torch_tensorrt, shape_range
+from trtinfer.benchmarks.gpu_cases import TorchTensorRTCase, compile_torch_tensorrt, shape_range
 
 
 def test_the_shape_range_covers_every_timed_batch():
