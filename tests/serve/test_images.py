@@ -14,7 +14,8 @@ import pytest
 from trtinfer import pixels
 from trtinfer.manifest import PreprocessSpec
 from trtinfer.preprocess import decode_image_bytes, make_spec, preprocess
-from trtinfer.serve.images import check_images, images_to_tensor, trim_memory
+from trtinfer.serve.heap import trim_memory
+from trtinfer.serve.images import check_images, images_to_tensor
 from trtinfer.serve.options import Limits
 from trtinfer.serve.service import ServeError
 

@@ -25,13 +25,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..runtime.model import softmax
 from . import outputs, protocol, service
 from .bodies import BodyParser, read_body, read_upload
 from .images import images_to_tensor
 from .metrics import CONTENT_TYPE
 from .registry import VERSION, ServedModel
 from .responses import error_response
-from .service import Failure, ServeError, ServerState, failure, find, softmax
+from .service import Failure, ServeError, ServerState, failure, find
 
 log = logging.getLogger(__name__)
 

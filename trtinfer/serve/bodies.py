@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from . import protocol
 from .failures import ServeError
+from .heap import trim_memory
 
 #: JSON bodies up to this size are parsed on the event loop (a few milliseconds); larger ones in the parser
 #: process. Binary tensors after a small JSON header are views of the body and cost nothing to parse.
@@ -81,7 +82,7 @@ class BodyParser:
                 main = sys.modules["__main__"]
                 sys.modules["__main__"] = types.ModuleType("__main__")
                 try:
-                    pool.submit(protocol.trim_heap)
+                    pool.submit(trim_memory)
                 finally:
                     sys.modules["__main__"] = main
                 self._pool = pool

@@ -13,12 +13,8 @@ the full decode's, so the tensor would differ from what the model was calibrated
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import logging
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -27,12 +23,12 @@ import numpy as np
 from ..errors import DataError
 from ..preprocess import check_image_size, decode_image_bytes, open_image, preprocess_one
 from .failures import ServeError
+from .heap import trim_memory
 
 if TYPE_CHECKING:
     from .options import Limits
     from .registry import ServedModel
 
-log = logging.getLogger(__name__)
 
 #: File signatures of the formats decoded (anything else is 415 before a decoder sees it).
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"RIFF", "WebP"))
@@ -149,27 +145,3 @@ def _numbered(which: str) -> Iterator[None]:
         yield
     except DataError as exc:
         raise ServeError(400, which + exc.one_line()) from None
-
-
-def trim_memory() -> bool:
-    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim(0)``); False where the C
-    library has no such call (musl, macOS)."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None).malloc_trim  # the C library the process already runs on
-    except (OSError, AttributeError):
-        log.debug("this C library has no malloc_trim; freed image memory stays with the process")
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function

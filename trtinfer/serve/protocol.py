@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .heap import trim_memory
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 #: OIP datatype <-> numpy (BYTES is an object array of bytes).
 DATATYPES: dict[str, Any] = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -335,7 +337,7 @@ def parse_in_worker(body: bytes, header_length: str | None, max_bytes_elements: 
     try:
         return parse_infer_request(body, header_length, max_bytes_elements)
     finally:
-        trim_heap()
+        trim_memory()
 
 
 def parser_process_init() -> None:
@@ -344,24 +346,6 @@ def parser_process_init() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def trim_heap() -> None:
-    """Give freed heap pages back to the system (glibc's ``malloc_trim``; elsewhere nothing)."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 -- glibc only
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
 
 
 MAX_TIMEOUT_US = 3600 * 10**6

@@ -167,9 +167,3 @@ def submit(served: ServedModel, x: np.ndarray, parsed: protocol.InferRequest) ->
 
 def output_tensors(served: ServedModel, logits: np.ndarray) -> dict[str, np.ndarray]:
     return {served.manifest.output.name: np.asarray(logits)}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
