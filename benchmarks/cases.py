@@ -9,7 +9,8 @@ the reason (and the install command where one helps); the bench reports it as a 
 * the mission's CPU baselines: ``torch-eager`` FP32, ``torchscript`` (trace, freeze,
   ``optimize_for_inference``), ``torch-dynamic-quant`` (``quantize_dynamic`` on Linear layers);
 * what a user would pick instead: ``torch-compile`` (inductor), ``torch-int8`` (PT2E with the X86
-  Inductor quantizer from torchao), bare ONNX Runtime sessions (intra-op spinning on and off); on a
+  Inductor quantizer from torchao), bare ONNX Runtime sessions (intra-op spinning on and off); OpenVINO
+  as its users run it (``openvino_peers.py``: its own ``benchmark_app``, and NNCF's INT8 IR); on a
   GPU host, the peers in ``gpu_cases.py``.
 """
 
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,11 +32,14 @@ from trtinfer.versions import module_available
 
 from .measure import CallWorkload
 
+if TYPE_CHECKING:
+    from .openvino_peers import AppWorkload
+
 log = logging.getLogger(__name__)
 
 OURS = ("auto", "onnxruntime", "openvino", "tensorrt")
 TORCH_CPU = ("torch-eager", "torchscript", "torch-dynamic-quant", "torch-compile", "torch-int8")
-PEERS_CPU = ("onnxruntime-bare", "openvino-nncf")
+PEERS_CPU = ("onnxruntime-bare", "openvino-nncf", "openvino-benchmark_app")
 GPU_PEERS = ("torch-cuda", "torch-tensorrt", "ort-cuda", "ort-tensorrt")
 ALL_BACKENDS = OURS + TORCH_CPU + PEERS_CPU + GPU_PEERS
 #: What a user installs to get a skipped backend.
@@ -46,6 +50,7 @@ INSTALL = {
     "tensorrt": "pip install 'trtinfer[tensorrt]' on a GPU host, then trtinfer build --from-onnx DIR",
     "torch-int8": "pip install torchao",
     "openvino-nncf": "pip install 'trtinfer[bench]' (nncf and openvino)",
+    "openvino-benchmark_app": "pip install 'trtinfer[openvino]' (the openvino wheel installs benchmark_app)",
     "torch-tensorrt": "pip install torch-tensorrt",
     "ort-cuda": "pip install onnxruntime-gpu (on a GPU host)",
     "ort-tensorrt": "pip install onnxruntime-gpu and TensorRT (on a GPU host)",
@@ -91,7 +96,8 @@ class Case:
     def sync(self) -> None:
         """Wait for device work (GPU cases); timings include it."""
 
-    def workload(self, x: np.ndarray) -> CallWorkload:
+    def workload(self, x: np.ndarray) -> CallWorkload | AppWorkload:
+        """How the timing runs this case at ``x``'s batch size: calls timed here, or a tool timing itself."""
         return CallWorkload(lambda: self.infer(x), len(x), self.sync if self.info.device == "cuda" else None)
 
     def close(self) -> None:
@@ -182,47 +188,6 @@ class BareOrtCase(Case):
 
     def close(self) -> None:
         self.session = None
-
-
-class OpenVINONncfCase(Case):
-    """OpenVINO on NNCF's own INT8 model of our FP32 ONNX: NNCF post-training quantization (its
-    default preset) on the same calibration images, compiled with our OpenVINO settings. The peer
-    a CPU user would pick instead of our Q/DQ artifact."""
-
-    def __init__(self, artifact: Path, manifest: Manifest, threads: int, calibration: np.ndarray | None) -> None:
-        super().__init__(CaseInfo("openvino-nncf", "int8", "cpu", "peer", {"threads": threads},
-                                  "NNCF PTQ of our FP32 ONNX, OpenVINO IR, same calibration images"))
-        self.path = artifact / ONNX_NAME
-        self.calibration = calibration
-        self.request: Any = None
-
-    def open(self) -> None:
-        if self.calibration is None:
-            raise Skip("needs calibration images (--calib-data, or a CIFAR --eval-data folder)")
-        if not (module_available("nncf") and module_available("openvino")):
-            raise Skip(f"NNCF or OpenVINO is not installed; {INSTALL['openvino-nncf']}")
-        import nncf
-        import openvino as ov
-
-        from trtinfer.builders.precision.nncf_int8 import quiet_nncf
-        from trtinfer.runtime.backends.openvino import loader
-
-        # quiet_nncf swaps the "nncf" logger's handlers for the call and puts them back; nncf.set_log_level(ERROR),
-        # used here before, set the level of every handler that logger held, which in the test run included the
-        # root logger's and silenced every warning for the rest of the process
-        with timed(self), quiet_nncf([]):
-            items = [self.calibration[i:i + 1] for i in range(len(self.calibration))]
-            quantized = nncf.quantize(ov.convert_model(str(self.path)), nncf.Dataset(items), subset_size=len(items))
-            compiled = loader.compiled_model(quantized, threads=self.info.options["threads"], precision="f32")
-        self.info.options["nncf"] = nncf.__version__
-        self.request = compiled.create_infer_request()
-        self._output = compiled.outputs[0]
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.array(self.request.infer({0: x}, share_inputs=True)[self._output], copy=True)
-
-    def close(self) -> None:
-        self.request = None
 
 
 # -- PyTorch on the CPU ---------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def check_case(case: C.Case, reference: Reference, inputs: Inputs, batch: int, b
         return {**result, "passed": False, "why": "NaN or Inf in the outputs"}
     precision = case.info.precision
     judged_as = precision
-    if precision == "fp32" and case.info.options.get("chosen") in LOSSY_EXECUTIONS:
+    if precision == "fp32" and (case.info.options.get("chosen") in LOSSY_EXECUTIONS
+                                or case.info.options.get("inference_precision") in ("bf16", "f16")):
         judged_as = "fp16"  # BF16 arithmetic on an FP32 model: the build checked it with the FP16 allowance
     if judged_as == "fp32":
         atol = defaults.ATOL if build.get("atol") is None else build["atol"]  # 0 is a tolerance too

@@ -21,6 +21,7 @@ from trtinfer.manifest import PRECISIONS, Manifest
 
 from . import cases as C
 from . import gpu_cases as G
+from . import openvino_peers as OV
 from .options import BenchSettings
 from .results import CaseResult
 
@@ -193,8 +194,11 @@ def _artifact_cases(s: BenchSettings, threads: int, precision: str, directory: P
             out.append(C.RuntimeCase(directory, manifest, backend, threads))
     if cpu and precision == "fp32" and s.wants("onnxruntime-bare"):
         out += [C.BareOrtCase(directory, manifest, threads, spin) for spin in (True, False)]
-    if cpu and precision == "fp32" and "int8" in s.precisions and s.wants("openvino-nncf"):
-        out.append(C.OpenVINONncfCase(directory, manifest, threads, inputs.calibration))
+    if cpu and precision in ("fp32", "int8") and s.wants(OV.BENCHMARK_APP):
+        out += OV.artifact_cases(directory, manifest, threads, s.batch_sizes)
+    nncf_row, app_rows = s.wants(OV.NNCF), s.wants(OV.BENCHMARK_APP)
+    if cpu and precision == "fp32" and "int8" in s.precisions and (nncf_row or app_rows):
+        out += OV.nncf_cases(directory, threads, inputs.calibration, s.batch_sizes, nncf_row, app_rows)
     if cuda:
         out += [G.OrtGpuCase(b, directory, manifest) for b in ("ort-cuda", "ort-tensorrt") if s.wants(b)]
     return out

@@ -69,11 +69,14 @@ def _throughput(r: CaseResult) -> float:
 
 
 def headline(timed: list[CaseResult], s: BenchSettings) -> dict[str, Any]:
-    """The figures the summary leads with: ours and the peers against eager at :data:`HEADLINE_BATCH`,
-    ``auto`` against the fastest peer, the server against its offline reference, ONNX Runtime against a
-    bare session."""
+    """The figures the summary leads with: ours and the peers against eager at :data:`HEADLINE_BATCH`;
+    the fastest row of ours, and ``auto``, against the fastest peer within the accuracy allowance, whoever
+    it is (named); the server against its offline reference; ONNX Runtime against a bare session."""
     h: dict[str, Any] = {}
     h.update(_fastest_vs_eager(timed))
+    ours_vs_peer = _fastest_ours_vs_fastest_peer(timed)
+    if ours_vs_peer:
+        h["fastest_ours_vs_fastest_peer"] = ours_vs_peer
     auto_vs_peer = _auto_vs_fastest_peer(timed)
     if auto_vs_peer:
         h["auto_vs_fastest_peer"] = auto_vs_peer
@@ -98,6 +101,20 @@ def headline(timed: list[CaseResult], s: BenchSettings) -> dict[str, Any]:
     return h
 
 
+def within_allowance(r: CaseResult) -> bool:
+    """A row the headline may name: its top-1 drop against eager FP32 is within :data:`HEADLINE_MAX_DROP`
+    points (or no accuracy ran)."""
+    return r.accuracy_drop_points is None or r.accuracy_drop_points <= HEADLINE_MAX_DROP
+
+
+def fastest_peer(timed: list[CaseResult], batch: int | None) -> CaseResult | None:
+    """The fastest CPU peer row at ``batch`` within the accuracy allowance, of any precision and any tool
+    (benchmark_app's rows included); None where no peer ran."""
+    peers = [p for p in timed if p.kind == "peer" and p.device == "cpu" and p.batch_size == batch
+             and p.scenario != "server" and p.throughput and within_allowance(p)]
+    return max(peers, key=_throughput) if peers else None
+
+
 def _fastest_vs_eager(timed: list[CaseResult]) -> dict[str, Any]:
     """The fastest CPU row of ours, and of the peers, within the allowed drop, against eager at
     :data:`HEADLINE_BATCH`."""
@@ -106,16 +123,14 @@ def _fastest_vs_eager(timed: list[CaseResult]) -> dict[str, Any]:
     eager = next((r for r in at if r.backend == "torch-eager"), None)
     if eager is None:
         return h
-    eligible = [r for r in at if r.device == "cpu" and r.kind == "ours" and
-                (r.accuracy_drop_points is None or r.accuracy_drop_points <= HEADLINE_MAX_DROP)]
+    eligible = [r for r in at if r.device == "cpu" and r.kind == "ours" and within_allowance(r)]
     if eligible:
         top = max(eligible, key=_throughput)
         h["fastest_ours_cpu_vs_eager"] = {
             "case": f"{top.label} {top.precision}", "batch_size": HEADLINE_BATCH,
             "speedup": _throughput(top) / _throughput(eager), "accuracy_drop_points": top.accuracy_drop_points,
             "accuracy_checked": top.accuracy_drop_points is not None}
-    peers = [r for r in at if r.device == "cpu" and r.kind != "ours" and
-             (r.accuracy_drop_points is None or r.accuracy_drop_points <= HEADLINE_MAX_DROP)]
+    peers = [r for r in at if r.device == "cpu" and r.kind != "ours" and within_allowance(r)]
     if peers:
         top = max(peers, key=_throughput)
         h["fastest_peer_cpu_vs_eager"] = {"case": f"{top.label} {top.precision}",
@@ -123,19 +138,36 @@ def _fastest_vs_eager(timed: list[CaseResult]) -> dict[str, Any]:
     return h
 
 
+def _fastest_ours_vs_fastest_peer(timed: list[CaseResult]) -> list[dict[str, Any]]:
+    """At each batch size, the fastest CPU row of ours against the fastest peer, both within the accuracy
+    allowance, whoever they are: the headline ratio, with both named."""
+    out = []
+    for batch in sorted({r.batch_size for r in timed if r.batch_size and r.scenario != "server"}):
+        ours = [r for r in timed if r.kind == "ours" and r.device == "cpu" and r.batch_size == batch
+                and r.scenario != "server" and r.throughput and within_allowance(r)]
+        peer = fastest_peer(timed, batch)
+        if ours and peer is not None:
+            top = max(ours, key=_throughput)
+            out.append({"batch_size": batch, "ours": f"{top.label} {top.precision}", "peer": f"{peer.label} {peer.precision}",
+                        "ratio": _throughput(top) / _throughput(peer), "ours_drop_points": top.accuracy_drop_points,
+                        "peer_drop_points": peer.accuracy_drop_points,
+                        "peer_measured_by": peer.options.get("measured_by", "the bench's interleaved rounds")})
+    return out
+
+
 def _auto_vs_fastest_peer(timed: list[CaseResult]) -> list[dict[str, Any]]:
-    """What load(backend="auto") gets, against the fastest peer of its precision at its batch size."""
+    """What load(backend="auto") gets, against the fastest peer within the accuracy allowance at its batch
+    size, whoever it is (any precision, benchmark_app's rows included)."""
     out = []
     for r in timed:
-        if r.backend != "auto" or r.scenario == "server" or r.device != "cpu":
+        if r.backend != "auto" or r.scenario == "server" or r.device != "cpu" or not r.throughput:
             continue
-        peers = [p for p in timed if p.kind == "peer" and p.device == "cpu" and p.batch_size == r.batch_size
-                 and p.precision == r.precision and p.scenario != "server" and p.throughput]
-        if peers and r.throughput:
-            top = max(peers, key=_throughput)
+        top = fastest_peer(timed, r.batch_size)
+        if top is not None:
             out.append({"case": f"{r.label} {r.precision}", "batch_size": r.batch_size,
                         "peer": f"{top.label} {top.precision}", "ratio": r.throughput / _throughput(top),
-                        "accuracy_drop_points": r.accuracy_drop_points})
+                        "accuracy_drop_points": r.accuracy_drop_points,
+                        "peer_drop_points": top.accuracy_drop_points})
     return out
 
 

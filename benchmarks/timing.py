@@ -14,6 +14,7 @@ from trtinfer.manifest import Manifest
 
 from . import cases as C
 from .measure import CallWorkload, Measured, Workload, interleave
+from .openvino_peers import AppWorkload
 from .options import BenchSettings
 from .plan import Inputs
 from .results import CaseResult
@@ -89,6 +90,10 @@ def time_batches(s: BenchSettings, live: dict[str, C.Case], checks: dict[str, di
                                            reason=f"failed at batch {batch}: {type(exc).__name__}: {exc}"))
                 continue
             record = case_record(case, batch, check=checks[cid], measured=measured[cid], rss=rss.get(cid))
+            timed_by = workloads[cid]
+            if isinstance(timed_by, AppWorkload):  # timed by benchmark_app: its own latency figures
+                record.latency_ms = timed_by.latency_ms()
+                record.options.update(timed_by.settings())
             if isinstance(case, C.RuntimeCase) and case.info.device == "cuda":
                 note = profile_note(case.manifest, batch)
                 if note:

@@ -67,3 +67,20 @@ def test_the_settings_record_holds_paths_as_text_and_what_ran():
     assert record["checkpoint"] == "m.pth" and record["build"] == {"eval_data": "cifar"} and "cache_root" not in record
     assert record["threads"] == 3 and record["artifacts"] == {"fp32": "a"} and record["check_rows"] == "random inputs"
     assert "interleaved" in record["interleaving"]
+
+
+def test_the_headline_is_against_the_fastest_peer_within_the_allowance_whoever_it_is():
+    b = HEADLINE_BATCH
+    records = _records() + [
+        _row("openvino-benchmark_app", b, 450.0, kind="peer", options={"variant": "throughput", "measured_by": "x"}),
+        # the fastest peer of all, but beyond the allowance: never the headline's peer
+        _row("openvino-benchmark_app", b, 900.0, kind="peer", precision="int8", drop=1.5,
+             options={"variant": "throughput, NNCF IR"}),
+    ]
+    h = summary(records, BenchSettings(Path("m.pth"), concurrency=(4, 64)))["headline"]
+    (auto,) = h["auto_vs_fastest_peer"]  # the INT8 auto row against an FP32 peer: whoever is fastest
+    assert auto["peer"] == "openvino-benchmark_app (throughput) fp32" and auto["ratio"] == pytest.approx(380 / 450)
+    (top,) = h["fastest_ours_vs_fastest_peer"]  # no peer ran at batch 1: no ratio there
+    assert top["batch_size"] == b and top["ours"] == "auto -> openvino int8"
+    assert top["peer"] == "openvino-benchmark_app (throughput) fp32" and top["ratio"] == pytest.approx(380 / 450)
+    assert top["peer_measured_by"] == "x"
