@@ -112,28 +112,32 @@ class AppReport:
     inference_precision: str | None = None  # what the compiled model reports, e.g. bf16
 
 
-_FIGURES = {"iterations": r"Count:\s+(\d+) iterations", "duration_ms": r"Duration:\s+([\d.]+) ms",
+_FIGURES = {"iterations": r"Count:\s+(\d+) iterations", "duration": r"Duration:\s+([\d.]+) (ms|us|ns|s)\b",
             "throughput": r"Throughput:\s+([\d.]+) FPS"}
 _LATENCY = {"p50": "Median", "mean": "Average", "min": "Min", "max": "Max"}
+#: benchmark_app prints a time in the unit that suits it (a tiny model's latencies in us).
+_TO_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 
 
 def parse_report(output: str) -> AppReport:
     """The figures of benchmark_app's report (its log on stdout); ValueError where one is missing."""
-    found: dict[str, str] = {}
+    found: dict[str, re.Match[str]] = {}
     for key, pattern in _FIGURES.items():
         m = re.search(pattern, output)
         if m is None:
             raise ValueError(f"benchmark_app's output has no {key} line ({pattern!r}): {error_line(output)}")
-        found[key] = m.group(1)
+        found[key] = m
     latency = {}
     for key, name in _LATENCY.items():
-        m = re.search(rf"^\[ INFO \]\s+{name}:\s+([\d.]+) ms", output, re.MULTILINE)
+        m = re.search(rf"^\[ INFO \]\s+{name}:\s+([\d.]+) (ms|us|ns|s)\b", output, re.MULTILINE)
         if m is not None:
-            latency[key] = float(m.group(1))
+            latency[key] = float(m.group(1)) * _TO_MS[m.group(2)]
     requests = re.search(r"Start inference \w+, (\d+) inference requests", output)
     streams = re.search(r"^\[ INFO \]\s+NUM_STREAMS: (\d+)", output, re.MULTILINE)
     precision = re.search(r"INFERENCE_PRECISION_HINT: <Type: '(\w+)'>", output)
-    return AppReport(int(found["iterations"]), float(found["duration_ms"]), float(found["throughput"]), latency,
+    duration = found["duration"]
+    return AppReport(int(found["iterations"].group(1)), float(duration.group(1)) * _TO_MS[duration.group(2)],
+                     float(found["throughput"].group(1)), latency,
                      int(requests.group(1)) if requests else None, int(streams.group(1)) if streams else None,
                      _short_type(precision.group(1)) if precision else None)
 
@@ -197,7 +201,9 @@ class AppWorkload:
     def window(self, seconds: float) -> Window:
         report = self.run(**self.window_args(seconds))
         self.reports.append(report)
-        return Window(items=self.batch * report.iterations, seconds=report.duration_ms / 1e3,
+        items = self.batch * report.iterations
+        # the window's time from benchmark_app's own rate (its printed duration is rounded to 0.01 ms)
+        return Window(items=items, seconds=items / report.throughput if report.throughput > 0 else 0.0,
                       latencies=np.empty(0))
 
     def latency_ms(self) -> dict[str, float]:
