@@ -28,6 +28,7 @@ from trtinfer.errors import BackendUnavailable, DataError, InternalError
 from trtinfer.versions import package_version
 
 from .onnx_graph import CALIBRATION_BATCH, int8_source, io_types, opset, publish_int8, static_batch
+from .unsigned_activations import make_activations_unsigned
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,10 @@ def quantize_int8_nncf(onnx_in: str | Path, onnx_out: str | Path, calibration: n
                 ignored_scope=nncf.IgnoredScope(names=exclude) if exclude else None, advanced_parameters=advanced)
         except Exception as exc:  # NNCF raises assorted types
             raise InternalError(f"NNCF INT8 quantization failed on {onnx_in}: {exc}") from exc
+    unsigned = make_activations_unsigned(quantized)
+    if unsigned:
+        notes.append(f"{unsigned} asymmetric activation quantizer(s) written as uint8 instead of int8 (exact), which "
+                     "OpenVINO runs in INT8 and compiles under its default bf16 precision on CPUs with native BF16")
     with tempfile.TemporaryDirectory(prefix="trtinfer-nncf-", dir=os.environ.get("TMPDIR")) as tmp:
         staged = Path(tmp) / "int8.onnx"
         onnx.save(quantized, str(staged))
