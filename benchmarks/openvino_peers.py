@@ -174,10 +174,9 @@ def run_benchmark_app(cmd: list[str], timeout: float = RUN_TIMEOUT_SECONDS) -> A
 
 
 class AppWorkload:
-    """The bench's timing rules with benchmark_app doing the timing: the warm-up is one short run (it also
-    gives the rate that sizes sub-second windows), and each window is one run, ``-t`` whole seconds or
-    ``-niter`` iterations (``calls`` when ``--iterations`` is given, else the warm-up's rate times the
-    window). A window's latencies stay empty: the row takes benchmark_app's own figures
+    """The bench's timing rules with benchmark_app doing the timing: each window is one run, ``-t`` whole
+    seconds or ``-niter`` iterations (``calls`` when ``--iterations`` is given, else the rate of one short
+    probe run times the window). A window's latencies stay empty: the row takes benchmark_app's own figures
     (:meth:`latency_ms`)."""
 
     def __init__(self, run: Callable[..., AppReport], batch: int, calls: int | None = None) -> None:
@@ -188,14 +187,21 @@ class AppWorkload:
         self.reports: list[AppReport] = []
 
     def warmup(self, calls: int, seconds: float) -> None:
-        report = self.run(iterations=max(calls, MIN_ITERATIONS))
-        self.rate = report.iterations / (report.duration_ms / 1e3) if report.duration_ms > 0 else None
+        """Nothing to warm here: each run is a process of its own, and benchmark_app leaves its first
+        inference out of its figures."""
+
+    def _probe(self) -> None:
+        """One short run for the rate that sizes a sub-second window (outside every window)."""
+        report = self.run(iterations=MIN_ITERATIONS)
+        self.rate = report.iterations / (report.duration_ms / 1e3) if report.duration_ms > 0 else 0.0
 
     def window_args(self, seconds: float) -> dict[str, int]:
         if self.calls:
             return {"iterations": max(self.calls, 1)}
         if seconds >= 1 and float(seconds).is_integer():
             return {"seconds": int(seconds)}
+        if self.rate is None:
+            self._probe()
         return {"iterations": max(MIN_ITERATIONS, math.ceil((self.rate or 0.0) * seconds))}
 
     def window(self, seconds: float) -> Window:

@@ -39,11 +39,13 @@ def test_a_compile_failure_is_openvino_s_message_on_one_line():
 
 
 def test_window_settings_follow_the_bench_seconds():
-    w = OV.AppWorkload(lambda **kw: None, batch=4)  # type: ignore[arg-type,return-value]
-    w.rate = 100.0
+    probes = []
+    w = OV.AppWorkload(lambda **kw: probes.append(kw) or OV.AppReport(4, 40.0, 400.0, {}), batch=4)
+    assert w.window_args(0.02) == {"iterations": OV.MIN_ITERATIONS} and probes == [{"iterations": OV.MIN_ITERATIONS}]
+    assert w.rate == pytest.approx(100.0)  # 4 iterations in 40 ms: probed once, outside the windows
     assert w.window_args(2.0) == {"seconds": 2}  # -t takes whole seconds
     assert w.window_args(0.02) == {"iterations": OV.MIN_ITERATIONS}  # a quick run: the fewest honest
-    assert w.window_args(0.5) == {"iterations": 50}  # the warm-up's rate times the window
+    assert w.window_args(0.5) == {"iterations": 50} and len(probes) == 1  # the probe's rate times the window
     w.calls = 7
     assert w.window_args(2.0) == {"iterations": 7}  # --iterations
 
