@@ -68,6 +68,11 @@ def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_
     assert f"kept {calib.method}" in out and "execution" in out and "openvino: top-1" in out
     assert "calibration covers 10/10 classes" in out and "(target cpu)" in out
     assert arts["fp16"].conversion.nodes_fp16 > 0
+    # every CPU artifact compiles in OpenVINO's own tools with their defaults (bf16 on CPUs that have it)
+    from openvino_defaults import openvino_compile_failures
+
+    for p in arts:
+        assert openvino_compile_failures(tmp_path / f"resnet18-{p}" / "model.onnx") == {}, p
     for p, m in arts.items():
         assert m.precision == p
         m.verify_files(tmp_path / f"resnet18-{p}")
