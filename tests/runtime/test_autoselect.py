@@ -80,6 +80,17 @@ def test_bf16_only_after_the_build_checked_it(artifact):
         assert OPENVINO_BF16 not in checked
 
 
+def test_an_int8_artifacts_float_layers_may_run_in_bf16_once_checked(artifact):
+    manifest = Manifest.read(artifact)
+    manifest.precision = "int8"
+    assert OPENVINO_BF16 not in candidates(manifest, _options())[0]  # not checked: out, as for FP32
+    assert (OPENVINO_BF16 in executions_checked_at_build("int8")) == cpu_info().has_bf16
+    _record(artifact, {"openvino-bf16": {"passed": True, "top1_drop_points": 0.1}})
+    manifest = Manifest.read(artifact)
+    manifest.precision = "int8"
+    assert (OPENVINO_BF16 in candidates(manifest, _options())[0]) == cpu_info().has_bf16
+
+
 def test_bf16_is_out_on_a_cpu_without_native_bf16(monkeypatch):
     # A stand-in for the CPU's flags (labelled as such): this checks our rule, not OpenVINO.
     info = dataclasses.replace(cpu_info(), flags=[f for f in cpu_info().flags if "bf16" not in f])

@@ -49,8 +49,6 @@ def candidates(manifest: Manifest, options: RuntimeOptions) -> tuple[list[Execut
     recorded = manifest.accuracy.executions or {}
     chosen, ruled_out = [], []
     for execution in available_cpu_executions():
-        if execution.lossy and manifest.precision == "int8":
-            continue  # INT8 layers are integer already; the build does not check BF16 on them
         record = recorded.get(execution.name)
         passed = record.passed if record is not None else None
         if passed is False:
