@@ -206,7 +206,7 @@ def _server(plt: Any, server: list[CaseResult], bound: float | None, machine: st
 def _save(fig: Any, path: Path, plt: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15)  # the legend beside the axes whole
     plt.close(fig)
     tmp.replace(path)
     return path
