@@ -332,7 +332,7 @@ def _open_fds() -> int:
 
 # Each CPU backend by name: which one `auto` picks is measured per machine (OpenVINO on one thread here,
 # ONNX Runtime on two), and the handle that close() releases is the backend's own.
-@pytest.mark.parametrize("backend, handle", [("onnxruntime", "_session"), ("openvino", "_compiled")])
+@pytest.mark.parametrize("backend, handle", [("onnxruntime", "_session"), ("openvino", "_core")])
 def test_load_close_cycles_leak_no_threads_or_files(tiny_artifact, backend, handle):
     x = distinct_inputs(2)
     for _ in range(3):  # warm up caches and libraries

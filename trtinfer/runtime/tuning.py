@@ -37,7 +37,7 @@ MAX_ENTRIES = 512  # the file stays small: oldest entries go first
 MAX_TUNING_BYTES = 1 << 20
 MAX_WHY_CHARS = 4096
 #: The fields an entry may hold, by type; every entry says ``why`` (what was measured), printed on later loads.
-ENTRY_FIELDS: dict[str, type] = {"why": str, "spin": bool, "execution": str}
+ENTRY_FIELDS: dict[str, type] = {"why": str, "spin": bool, "execution": str, "static": bool}
 _IGNORED = "ignored, measured again"
 _lock = threading.Lock()
 

@@ -33,12 +33,24 @@ def compile_config(threads: int, precision: str) -> dict[str, Any]:
     }
 
 
-def compiled_model(model: bytes | str | Path | Any, *, threads: int, precision: str = "f32", core: Any = None) -> Any:
+def read_model(model: bytes | str | Path, core: Any) -> Any:
+    """ONNX bytes or a path as an ``openvino.Model`` (not compiled)."""
+    return core.read_model(model if isinstance(model, bytes) else str(model))
+
+
+def compiled_model(model: bytes | str | Path | Any, *, threads: int, precision: str = "f32", core: Any = None,
+                   batch: int | None = None) -> Any:
     """``model`` (ONNX bytes, a path, or an ``openvino.Model`` already in memory) compiled for the CPU
     by ``core`` (an ``openvino.Core``; default a new one). The CPU backend passes its own and keeps it
-    for the compiled model's lifetime, released after the model, as it always has."""
+    for the compiled model's lifetime, released after the model, as it always has. ``batch``: compile a
+    copy whose batch dimension is fixed at that size (a static shape), the model itself untouched."""
     if core is None:
         core = import_openvino().Core()
     if isinstance(model, (bytes, str, Path)):
-        model = core.read_model(model if isinstance(model, bytes) else str(model))
+        model = read_model(model, core)
+    if batch is not None:
+        model = model.clone()
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.inputs[0]: shape})
     return core.compile_model(model, "CPU", compile_config(threads, precision))
