@@ -185,6 +185,9 @@ def _print(results: Any) -> None:
         drop = "accuracy not checked" if not f["accuracy_checked"] else f"top-1 drop {f['accuracy_drop_points']:+.2f} points"
         console.print(f"fastest CPU row of ours at batch {f['batch_size']}: {f['case']}, {f['speedup']:.2f}x eager "
                       f"FP32 ({drop})")
+    for t in h.get("fastest_ours_vs_fastest_peer", []):
+        console.print(f"headline at batch {t['batch_size']}: fastest CPU row of ours ({t['ours']}) / fastest peer within "
+                      f"the allowance ({t['peer']}, measured by {t['peer_measured_by']}): {t['ratio']:.3f}")
     for a in h.get("auto_vs_fastest_peer", []):
         drop = "" if a["accuracy_drop_points"] is None else f", top-1 drop {a['accuracy_drop_points']:+.2f} points"
         console.print(f"{a['case']} at batch {a['batch_size']} / fastest peer ({a['peer']}): {a['ratio']:.3f}{drop}")
