@@ -30,7 +30,7 @@ import numpy as np
 from trtinfer.manifest import ONNX_NAME, PLAN_NAME, Manifest
 from trtinfer.versions import module_available
 
-from .measure import CallWorkload
+from .measure import CallersWorkload, CallWorkload
 
 if TYPE_CHECKING:
     from .openvino_peers import AppWorkload
@@ -96,7 +96,7 @@ class Case:
     def sync(self) -> None:
         """Wait for device work (GPU cases); timings include it."""
 
-    def workload(self, x: np.ndarray) -> CallWorkload | AppWorkload:
+    def workload(self, x: np.ndarray) -> CallWorkload | CallersWorkload | AppWorkload:
         """How the timing runs this case at ``x``'s batch size: calls timed here, or a tool timing itself."""
         return CallWorkload(lambda: self.infer(x), len(x), self.sync if self.info.device == "cuda" else None)
 
@@ -159,6 +159,25 @@ class RuntimeCase(Case):
         if self.model is not None:
             self.model.close()
             self.model = None
+
+
+class ConcurrentRuntimeCase(RuntimeCase):
+    """``trtinfer.load(artifact, backend="openvino", openvino_streams=N)`` driven by N callers at once, each
+    calling ``infer`` on its own batch back to back: the throughput configuration, measured the way
+    ``benchmark_app -hint throughput`` measures (N requests in flight, none waiting for another)."""
+
+    def __init__(self, artifact: Path, manifest: Manifest, threads: int, callers: int) -> None:
+        super().__init__(artifact, manifest, "openvino", threads, {"openvino_streams": callers})
+        self.callers = callers
+        self.info.options["variant"] = f"{callers} streams, {callers} callers"
+        self.info.options["callers"] = callers
+        self.info.note = (f"{callers} callers at once, each running its own batches on OpenVINO's throughput "
+                          f"configuration ({callers} streams): what benchmark_app -hint throughput measures")
+
+    def workload(self, x: np.ndarray) -> CallersWorkload:
+        batches = [x] + [x.copy() for _ in range(self.callers - 1)]
+        infer = self.model.infer
+        return CallersWorkload(lambda i: infer(batches[i]), len(x), self.callers)
 
 
 class BareOrtCase(Case):

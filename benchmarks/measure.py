@@ -144,6 +144,48 @@ class CallWorkload:
         return Window(items=self.items * len(latencies), seconds=now - start, latencies=np.asarray(latencies))
 
 
+class CallersWorkload:
+    """``callers`` threads each calling ``call(i)`` back to back, none waiting for another: requests in
+    flight the way ``benchmark_app -hint throughput`` keeps them. A window runs them all for ``seconds``
+    (or ``calls`` calls each); its items are every call's, its latencies each call's own."""
+
+    def __init__(self, call: Callable[[int], Any], items: int, callers: int, calls: int | None = None) -> None:
+        self.call = call
+        self.items = items
+        self.callers = callers
+        self.calls = calls
+
+    def warmup(self, calls: int, seconds: float) -> None:
+        self._run(seconds, calls)
+
+    def _run(self, seconds: float, calls: int | None) -> tuple[float, list[list[float]]]:
+        import threading
+
+        clock = time.perf_counter
+        latencies: list[list[float]] = [[] for _ in range(self.callers)]
+        start = clock()
+        end = start + seconds
+
+        def caller(i: int) -> None:
+            mine = latencies[i]
+            while (len(mine) < calls) if calls else (clock() < end or len(mine) < MIN_CALLS_PER_WINDOW):
+                t0 = clock()
+                self.call(i)
+                mine.append(clock() - t0)
+
+        threads = [threading.Thread(target=caller, args=(i,), name=f"bench-caller-{i}") for i in range(self.callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return clock() - start, latencies
+
+    def window(self, seconds: float) -> Window:
+        elapsed, latencies = self._run(seconds, self.calls)
+        every = [t for mine in latencies for t in mine]
+        return Window(items=self.items * len(every), seconds=elapsed, latencies=np.asarray(every))
+
+
 @dataclass
 class Measured:
     """A workload's windows and the figures taken from them (medians over windows)."""

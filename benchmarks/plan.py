@@ -192,6 +192,8 @@ def _artifact_cases(s: BenchSettings, threads: int, precision: str, directory: P
         device = "cuda" if backend == "tensorrt" else "cpu"
         if s.wants(backend) and (backend == "auto" or s.wants_device(device)):
             out.append(C.RuntimeCase(directory, manifest, backend, threads))
+    if cpu and s.wants("openvino") and threads >= 2:  # the throughput configuration, as benchmark_app's hint runs
+        out.append(C.ConcurrentRuntimeCase(directory, manifest, threads, callers=min(threads, 2)))
     if cpu and precision == "fp32" and s.wants("onnxruntime-bare"):
         out += [C.BareOrtCase(directory, manifest, threads, spin) for spin in (True, False)]
     if cpu and precision in ("fp32", "int8") and s.wants(OV.BENCHMARK_APP):

@@ -106,3 +106,24 @@ def test_measured_figures_are_medians_over_windows():
 def test_max_windows_below_three_is_refused():
     with pytest.raises(ValueError):
         interleave({}, max_windows=2)
+
+
+def test_callers_run_at_once_and_every_call_counts():
+    import threading
+    import time as _time
+
+    from trtinfer.benchmarks.measure import CallersWorkload
+
+    seen: set[int] = set()
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        with lock:
+            seen.add(threading.get_ident())
+        _time.sleep(0.01)  # releases the GIL, as a backend's run does
+
+    workload = CallersWorkload(call, items=4, callers=3, calls=5)
+    window = workload.window(0.0)
+    assert len(seen) == 3 and len(window.latencies) == 15 and window.items == 60
+    # overlapped: the window took about a third of its calls' summed time, never all of it
+    assert window.seconds < 0.6 * float(window.latencies.sum())

@@ -39,6 +39,22 @@ def test_float_layers_stay_f32_unless_asked(tiny_artifact):
             assert compiled.get_property("INFERENCE_NUM_THREADS") == model.threads
 
 
+def test_streams_overlap_callers_and_batches(tiny_artifact):
+    with trtinfer.load(tiny_artifact, backend="openvino", openvino_streams=2, static_shapes=True, max_batch=8) as model:
+        assert model.concurrency == 2
+        for compiled in _compiled_models(model):
+            assert compiled.get_property("NUM_STREAMS") == 2
+            assert str(compiled.get_property("PERFORMANCE_HINT")) in ("PerformanceMode.THROUGHPUT", "THROUGHPUT")
+        x = distinct_inputs(8, seed=5)
+        expected = model.infer(x)
+        results: list = []
+        run_in_threads(lambda seed: results.append(model.infer(x)), 4)
+        assert all(np.array_equal(r, expected) for r in results) and len(results) == 4
+        assert model._ensure_batcher().concurrency == 2
+    with trtinfer.load(tiny_artifact, backend="openvino") as model:
+        assert model.concurrency == 1 and model._dynamic.compiled.get_property("NUM_STREAMS") == 1
+
+
 def test_static_shapes_are_one_row_and_the_full_batch(tiny_artifact):
     with trtinfer.load(tiny_artifact, backend="openvino", static_shapes=True, max_batch=8) as model:
         assert model.static_batch_sizes() == (1, 8) and model.static_reason == "given"

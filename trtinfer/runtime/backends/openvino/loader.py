@@ -2,7 +2,8 @@
 
 Every model trtinfer runs on OpenVINO (the CPU backend, the build's accuracy check, the
 benchmark's NNCF peer) is compiled for the CPU with :func:`compile_config`: ``threads``
-inference threads (0: OpenVINO's choice), the latency hint with one stream, and float layers at
+inference threads (0: OpenVINO's choice), the latency hint with one stream (or the throughput hint with
+``streams`` streams), and float layers at
 ``precision`` (``f32`` unless a caller asks for ``bf16``: on CPUs with AVX512-BF16 OpenVINO would
 otherwise pick bf16 by itself and change the artifact's numbers). A model OpenVINO cannot read
 or compile raises OpenVINO's own exception: each caller turns it into its error.
@@ -24,11 +25,13 @@ def import_openvino() -> Any:
     return openvino
 
 
-def compile_config(threads: int, precision: str) -> dict[str, Any]:
+def compile_config(threads: int, precision: str, streams: int = 1) -> dict[str, Any]:
+    """One stream on every thread (the latency hint), or ``streams`` streams sharing them (the throughput
+    hint: runs overlap, each on ``threads / streams`` cores)."""
     return {
         "INFERENCE_NUM_THREADS": int(threads),
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+        "NUM_STREAMS": int(streams),
         "INFERENCE_PRECISION_HINT": precision,
     }
 
@@ -39,7 +42,7 @@ def read_model(model: bytes | str | Path, core: Any) -> Any:
 
 
 def compiled_model(model: bytes | str | Path | Any, *, threads: int, precision: str = "f32", core: Any = None,
-                   batch: int | None = None) -> Any:
+                   batch: int | None = None, streams: int = 1) -> Any:
     """``model`` (ONNX bytes, a path, or an ``openvino.Model`` already in memory) compiled for the CPU
     by ``core`` (an ``openvino.Core``; default a new one). The CPU backend passes its own and keeps it
     for the compiled model's lifetime, released after the model, as it always has. ``batch``: compile a
@@ -53,4 +56,4 @@ def compiled_model(model: bytes | str | Path | Any, *, threads: int, precision: 
         shape = model.inputs[0].get_partial_shape()
         shape[0] = batch
         model.reshape({model.inputs[0]: shape})
-    return core.compile_model(model, "CPU", compile_config(threads, precision))
+    return core.compile_model(model, "CPU", compile_config(threads, precision, streams))

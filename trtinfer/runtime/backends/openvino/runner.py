@@ -1,7 +1,10 @@
 """OpenVINO on the CPU (optional extra ``[openvino]``): runs INT8 Q/DQ models in INT8 on x86 CPUs
 with VNNI, where ONNX Runtime runs them slower than FP32.
 
-Float layers run at ``openvino_precision`` (``f32`` by default; see :mod:`.loader`). Each compiled
+Float layers run at ``openvino_precision`` (``f32`` by default; see :mod:`.loader`). One run uses every
+core (the latency configuration) unless ``openvino_streams`` asks for several overlapped runs (the
+throughput configuration, as ``benchmark_app -hint throughput``); then the batcher runs as many batches
+at once. Each compiled
 model is shared; each concurrent call takes an infer request from that model's pool (a request is
 not thread-safe).
 
@@ -83,6 +86,7 @@ class OpenVINOModel(Model):
         ov = loader.import_openvino()
         self.threads = self.options.cpu_threads
         self.precision_hint = self.options.openvino_precision or "f32"
+        self.streams = min(self.options.openvino_streams or 1, self.threads)
         self._static: dict[int, _Compiled] = {}
         self.static_shapes = False
         self.static_reason = "the model's batch size is fixed"
@@ -90,7 +94,7 @@ class OpenVINOModel(Model):
             self._core = ov.Core()
             source = loader.read_model(model_bytes, self._core)
             compiled = loader.compiled_model(source, threads=self.threads, precision=self.precision_hint,
-                                             core=self._core)
+                                             core=self._core, streams=self.streams)
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot load {self.artifact_dir / 'model.onnx'}: {exc}",
                                 hint="re-export the model (trtinfer build), or use backend='onnxruntime'") from exc
@@ -102,7 +106,7 @@ class OpenVINOModel(Model):
                            openvino_dims(compiled.outputs[self._dynamic.output].get_partial_shape()),
                            str(self.artifact_dir / "model.onnx"))
         self.max_chunk = self.options.chunk_size or DEFAULT_CPU_CHUNK
-        self.concurrency = 1
+        self.concurrency = self.streams  # the batcher runs as many batches at once as OpenVINO overlaps
         self.default_max_batch = DEFAULT_CPU_MAX_BATCH
         if compiled.inputs[0].get_partial_shape()[0].is_dynamic:
             self._open_static(source)
@@ -120,7 +124,8 @@ class OpenVINOModel(Model):
             return
         try:
             static = {n: _Compiled(loader.compiled_model(source, threads=self.threads, precision=self.precision_hint,
-                                                         core=self._core, batch=n), self.manifest.output.name)
+                                                         core=self._core, batch=n, streams=self.streams),
+                                   self.manifest.output.name)
                       for n in sizes}
         except Exception as exc:  # a graph OpenVINO cannot fix at a size keeps the dynamic model, which works
             self.static_reason = f"OpenVINO cannot compile it at a fixed batch size: {' '.join(str(exc).split())[:200]}"
@@ -146,7 +151,7 @@ class OpenVINOModel(Model):
         sha = entry.sha256 if entry is not None else ""
         sizes = sorted(static)
         prefer = self.options.prefer
-        library = f"openvino {loader.import_openvino().__version__} {self.precision_hint}"
+        library = f"openvino {loader.import_openvino().__version__} {self.precision_hint} streams={self.streams}"
         key = tuning.tuning_key(f"openvino-static-{prefer}-{'-'.join(map(str, sizes))}", sha, library, self.threads)
         cached = tuning.lookup(key) if sha else None
         if cached is not None and isinstance(cached.get("static"), bool):
