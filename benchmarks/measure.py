@@ -222,11 +222,11 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
                warmup_seconds: float = DEFAULT_WARMUP_SECONDS,
                progress: Callable[[str], None] | None = None,
                on_error: Callable[[str, BaseException], None] | None = None,
-               settle_seconds: float = SETTLE_SECONDS) -> dict[str, Measured]:
+               settle_seconds: float = SETTLE_SECONDS, min_windows: int = STABLE_WINDOWS) -> dict[str, Measured]:
     """Warm every workload up, then run rounds of one window each until all are stable.
 
-    The first :data:`STABLE_WINDOWS` rounds run every workload; later rounds (up to
-    ``max_windows``) only those not yet stable, still interleaved. A workload that raises is
+    The first ``min_windows`` rounds (at least :data:`STABLE_WINDOWS`) run every workload; later rounds (up
+    to ``max_windows``) only those not yet stable, still interleaved. A workload that raises is
     dropped (``on_error(name, exc)``), the others go on.
     """
     if max_windows < STABLE_WINDOWS:
@@ -249,7 +249,7 @@ def interleave(workloads: dict[str, Workload], window_seconds: float = DEFAULT_W
         say(f"warming up {name}")
         attempt(name, functools.partial(workload.warmup, warmup_calls, warmup_seconds))
     for round_index in range(max_windows):
-        todo = [n for n in live if round_index < STABLE_WINDOWS or not results[n].stable]
+        todo = [n for n in live if round_index < max(STABLE_WINDOWS, min_windows) or not results[n].stable]
         if not todo:
             break
         say(f"round {round_index + 1}: {len(todo)} case(s)")

@@ -49,6 +49,7 @@ class BenchSettings:
     warmup: int = DEFAULT_WARMUP_CALLS
     warmup_seconds: float = DEFAULT_WARMUP_SECONDS
     max_windows: int = DEFAULT_MAX_WINDOWS
+    min_windows: int = 3  # rounds every case runs before stable ones stop (the figures: at least 5)
     scenarios: tuple[str, ...] = SCENARIOS
     concurrency: tuple[int, ...] = DEFAULT_CONCURRENCY
     latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS
@@ -82,6 +83,9 @@ class BenchSettings:
             raise TrtInferError(f"--latency-bound-ms {self.latency_bound_ms} must be a positive number")
         if self.max_windows < 3:
             raise TrtInferError(f"--max-windows {self.max_windows} must be at least 3 (three windows must agree)")
+        if not 3 <= self.min_windows <= self.max_windows:
+            raise TrtInferError(f"--min-windows {self.min_windows} must be between 3 and --max-windows ({self.max_windows})",
+                                hint="rounds every case runs before a stable one stops, e.g. 5 for a median of 5")
 
     def wants(self, backend: str) -> bool:
         return self.backends is None or backend in self.backends

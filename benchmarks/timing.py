@@ -81,7 +81,7 @@ def time_batches(s: BenchSettings, live: dict[str, C.Case], checks: dict[str, di
             workloads[cid] = workload
         errors: dict[str, BaseException] = {}
         say(f"batch {batch}: timing {len(workloads)} case(s) in interleaved rounds")
-        measured = interleave(workloads, s.seconds, s.max_windows, s.warmup, s.warmup_seconds, say,
+        measured = interleave(workloads, s.seconds, s.max_windows, s.warmup, s.warmup_seconds, say, min_windows=s.min_windows,
                               on_error=errors.__setitem__)
         for cid, case in live.items():
             if cid in errors:

@@ -127,3 +127,11 @@ def test_callers_run_at_once_and_every_call_counts():
     assert len(seen) == 3 and len(window.latencies) == 15 and window.items == 60
     # overlapped: the window took about a third of its calls' summed time, never all of it
     assert window.seconds < 0.6 * float(window.latencies.sum())
+
+
+def test_min_windows_makes_every_figure_a_median_of_that_many_rounds():
+    from trtinfer.benchmarks.measure import CallWorkload, interleave
+
+    steady = CallWorkload(lambda: None, 1, calls=3)
+    assert len(interleave({"a": steady}, max_windows=9)["a"].windows) == 3  # stable after three
+    assert len(interleave({"a": steady}, max_windows=9, min_windows=5)["a"].windows) == 5

@@ -59,6 +59,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
               help="Least warm-up time per case and batch size.")
 @click.option("--max-windows", type=click.IntRange(3, 100), default=o.DEFAULT_MAX_WINDOWS, show_default=True,
               help="Most timed windows per case; unstable beyond.")
+@click.option("--min-windows", type=click.IntRange(3, 100), default=3, show_default=True,
+              help="Rounds every case runs before a stable one stops (5: every figure a median of at least 5).")
 @click.option("--scenarios", callback=_names, default=_csv(o.SCENARIOS), show_default=True, metavar="LIST",
               help="MLPerf scenarios: single-stream (batch 1), offline (larger batches), server (concurrent clients).")
 @click.option("--concurrency", callback=_ints, default=_csv(o.DEFAULT_CONCURRENCY), show_default=True, metavar="LIST",
@@ -71,7 +73,7 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
               help="Print throughput ratios between two results.json files and flag regressions beyond noise.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def bench(checkpoint: Path | None, artifacts: tuple[Path, ...], backends, precisions, device, batch_sizes, threads,
-          seconds, iterations, warmup, warmup_seconds, max_windows, scenarios, concurrency, latency_bound_ms, out_dir, rebuild,
+          seconds, iterations, warmup, warmup_seconds, max_windows, min_windows, scenarios, concurrency, latency_bound_ms, out_dir, rebuild,
           compare, quiet, **kwargs: Any) -> None:
     """Benchmark CHECKPOINT's artifacts (built and cached when not given) against PyTorch and peers.
 
@@ -93,7 +95,7 @@ def bench(checkpoint: Path | None, artifacts: tuple[Path, ...], backends, precis
     settings = o.BenchSettings(
         checkpoint=checkpoint, artifact_dirs=list(artifacts), backends=backends, precisions=precisions,
         device=device, batch_sizes=batch_sizes, threads=threads, seconds=seconds, iterations=iterations,
-        warmup=warmup, warmup_seconds=warmup_seconds, max_windows=max_windows, scenarios=scenarios, concurrency=concurrency,
+        warmup=warmup, warmup_seconds=warmup_seconds, max_windows=max_windows, min_windows=min_windows, scenarios=scenarios, concurrency=concurrency,
         latency_bound_ms=latency_bound_ms, build=pop_options(kwargs, MODEL_OPTION_NAMES + DATA_OPTION_NAMES),
         rebuild=rebuild)
     if out_dir is not None:
