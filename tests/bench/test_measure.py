@@ -130,8 +130,18 @@ def test_callers_run_at_once_and_every_call_counts():
 
 
 def test_min_windows_makes_every_figure_a_median_of_that_many_rounds():
-    from trtinfer.benchmarks.measure import CallWorkload, interleave
+    import numpy as _np
 
-    steady = CallWorkload(lambda: None, 1, calls=3)
-    assert len(interleave({"a": steady}, max_windows=9)["a"].windows) == 3  # stable after three
-    assert len(interleave({"a": steady}, max_windows=9, min_windows=5)["a"].windows) == 5
+    from trtinfer.benchmarks.measure import Window, interleave
+
+    class Steady:  # a stand-in workload whose every window is the same (labelled as such): tests the rounds only
+        calls = None
+
+        def warmup(self, calls, seconds):
+            pass
+
+        def window(self, seconds):
+            return Window(items=10, seconds=0.01, latencies=_np.full(10, 0.001))
+
+    assert len(interleave({"a": Steady()}, max_windows=9, settle_seconds=0)["a"].windows) == 3  # stable after three
+    assert len(interleave({"a": Steady()}, max_windows=9, min_windows=5, settle_seconds=0)["a"].windows) == 5
