@@ -22,6 +22,6 @@ def test_defaults_are_compared_with_every_bare_session(tmp_path, monkeypatch):
     assert names[0].startswith("trtinfer.load defaults (") and result["ours"] == names[0]
     assert {n for n in names[1:]} == {"onnxruntime bare (spin on)", "onnxruntime bare (spin off)",
                                       "openvino bare (defaults, dynamic batch)", "openvino bare (defaults, batch fixed at 1)"}
-    assert result["best_bare"] in names[1:] and result["calls"] == 5
+    assert result["best_bare"] in names[1:] and result["calls"] == 5 and result["rounds"] == 1
     fastest_bare = min(result["per_call_us"][n] for n in names[1:])
     assert result["ratio_vs_best_bare"] == pytest.approx(fastest_bare / result["per_call_us"][names[0]])

@@ -71,7 +71,7 @@ def test_a_bad_entry_is_ignored_with_a_warning(cache, caplog, entry, problem):
     ("{not json", "is not JSON"),
     ("[" + " " * (1 << 20) + "]", "over the 1,048,576-byte bound"),
     ("[" * 50_000 + "]" * 50_000, "is nested too deeply"),
-    (json.dumps({"version": tuning.TUNING_VERSION, "entries": []}), "is not a version-2 tuning cache"),
+    (json.dumps({"version": tuning.TUNING_VERSION, "entries": []}), "is not a version-3 tuning cache"),
     (b"\xff\xfe not UTF-8", "is not UTF-8"),
 ])
 def test_a_malformed_or_huge_cache_is_ignored_with_a_warning(cache, caplog, content, problem):

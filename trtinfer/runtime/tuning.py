@@ -30,14 +30,14 @@ from ..files import read_bounded
 log = logging.getLogger(__name__)
 
 TUNING_FILE = "tuning.json"
-TUNING_VERSION = 2  # 2: backend choice by measurement, spin per use; older measurements are dropped
+TUNING_VERSION = 3  # 3: spinning by one rule for every use, OpenVINO static shapes; older measurements are dropped
 MAX_ENTRIES = 512  # the file stays small: oldest entries go first
 #: An entry is about half a kB (key, choice, why): MAX_ENTRIES of them fill some 250 kB, so 1 MiB leaves room
 #: to spare and a larger file is not one trtinfer wrote.
 MAX_TUNING_BYTES = 1 << 20
 MAX_WHY_CHARS = 4096
 #: The fields an entry may hold, by type; every entry says ``why`` (what was measured), printed on later loads.
-ENTRY_FIELDS: dict[str, type] = {"why": str, "spin": bool, "execution": str, "static": bool}
+ENTRY_FIELDS: dict[str, type] = {"why": str, "spin": bool, "execution": str, "static_sizes": list}
 _IGNORED = "ignored, measured again"
 _lock = threading.Lock()
 
