@@ -61,7 +61,7 @@ class _Compiled:
         request's buffer before the request goes back to the pool (another thread may run it next)."""
         request = self.take()
         try:
-            y = request.infer({0: x}, share_inputs=True)[self.output]
+            y = request.infer({0: x}, share_inputs=True, share_outputs=True)[self.output]  # a view: copied below
             if out is None:
                 return np.array(y, dtype=np.float32, copy=True)
             out[...] = y
