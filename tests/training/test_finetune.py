@@ -90,8 +90,9 @@ def _test_accuracy(checkpoint: Path, cifar_dir: Path) -> tuple[float, float]:
         model = fresh_model("resnet18", 10, cifar_stem=True, seed=3)
         if weights is not None:
             model.load_state_dict(weights)
-        with torch.no_grad():
-            scores.append(float((model.eval()(x).argmax(1).numpy() == test.labels).mean()))
+        with torch.no_grad():  # in batches of 128: a third faster on 2 cores than all 846 rows at once
+            predicted = torch.cat([model.eval()(x[i:i + 128]).argmax(1) for i in range(0, len(x), 128)])
+        scores.append(float((predicted.numpy() == test.labels).mean()))
     return scores[0], scores[1]
 
 
@@ -150,12 +151,14 @@ def test_a_card_beside_other_weights_is_ignored(short_run, tmp_path, capsys):
 def test_the_same_seed_repeats_and_resume_continues_exactly(few_rows, tmp_path, monkeypatch):
     """A run stopped after epoch 1 and resumed ends with exactly the weights of an uninterrupted run: its
     epoch 1 repeated the first run's bit for bit (same seed, same machine and threads) and the resume
-    continued exactly (optimizer, schedule, RNG, moving average)."""
+    continued exactly (optimizer, schedule, RNG, moving average). ResNet-18's standard stem: at 32x32 it
+    computes about a sixteenth of the CIFAR stem's work, and what a resume restores does not depend on the stem
+    (the CIFAR stem trains in the tests above and below)."""
     from trtinfer.training import finetune as ft
     from trtinfer.training.options import FinetuneOptions
 
     def run(out: Path, **extra) -> dict:
-        options = FinetuneOptions(arch="resnet18", cifar_stem=True, batch_size=64, lr=0.002, seed=3, data=few_rows, epochs=2,
+        options = FinetuneOptions(arch="resnet18", cifar_stem=False, batch_size=64, lr=0.002, seed=3, data=few_rows, epochs=2,
                                   normalize="cifar10", precision="fp32",
                                   out=out, **extra)
         ft.run_finetune(options)
