@@ -213,6 +213,7 @@ def bench_defaults_batch1(artifact: Path, threads: int, rounds: int, calls: int)
     sessions measured every side up to 2x slower). The figure per side is the median over rounds of each
     block's median call."""
     import trtinfer
+    from trtinfer.runtime import tuning
 
     with trtinfer.load(artifact, threads=threads) as model:
         x = _inputs(model, 1, seed=3)
@@ -221,18 +222,9 @@ def bench_defaults_batch1(artifact: Path, threads: int, rounds: int, calls: int)
         for fn in sides.values():
             for _ in range(20):
                 fn()
-        clock = time.perf_counter
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(rounds):
-            for name, fn in sides.items():
-                time.sleep(SETTLE_SECONDS)
-                block = []
-                for _ in range(calls):
-                    start = clock()
-                    fn()
-                    block.append(clock() - start)
-                times[name].append(statistics.median(block))
-    medians = {name: statistics.median(t) for name, t in times.items()}
+        raced = tuning.race({name: {"b1": fn} for name, fn in sides.items()}, calls={"b1": calls}, rounds=rounds,
+                            settle_s=SETTLE_SECONDS)
+    medians = {name: t["b1"] for name, t in raced.items()}
     ours = next(iter(medians))
     best = min((n for n in medians if n != ours), key=lambda n: medians[n])
     ratio = medians[best] / medians[ours]

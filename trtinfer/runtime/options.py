@@ -142,10 +142,10 @@ class RuntimeOptions:
     #                                     single caller; more pays when callers (or the batcher's workers, as many as the
     #                                     streams) run at once: 2 streams ran 2 callers' batches of 32 1.13x faster here
     static_shapes: bool | None = None   # OpenVINO: also compile the model at fixed batch sizes 1 and max_batch (one
-    #                                     row, the batcher's full batch); None: measured here at first load and cached,
-    #                                     as static shapes ran 5-13 % faster on an AMX Xeon (more memory: 2 more models)
-    prefer: str = "throughput"          # backend="auto" and ONNX Runtime spinning: time full batches (throughput)
-    #                                     or single rows (latency) when measuring what runs fastest here
+    #                                     row, the batcher's full batch); None: each size kept where a first-load race
+    #                                     finds it faster, cached (5-14 % on an AMX Xeon; a copy costs memory)
+    prefer: str = "throughput"          # backend="auto": time full batches (throughput) or single rows (latency)
+    #                                     when measuring which CPU execution runs fastest here
     check_finite: bool = True           # refuse host input holding NaN or inf (each backend answers it differently:
     #                                     NaN on one, a confident class on another); False skips the check
 

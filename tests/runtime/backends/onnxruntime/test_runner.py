@@ -111,13 +111,16 @@ def test_spinning_is_measured_once_then_cached(artifact_copy, monkeypatch, tmp_p
     real_race = tuning.race
     monkeypatch.setattr(tuning, "race", lambda *a, **k: raced.append(1) or real_race(*a, **k))
     with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as first:
-        assert first.spin_reason.startswith("measured: prefer=throughput, spinning ")
+        assert first.spin_reason.startswith("measured: spinning ")
         spin = first.spin
     with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1) as second:
         assert second.spin_reason.startswith("cached measurement: ")
         assert second.spin == spin
         so = second._session.get_session_options()
         assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+    with trtinfer.load(artifact_copy, backend="onnxruntime", threads=1, prefer="latency") as latency:
+        assert latency.spin_reason.startswith("cached measurement: ")  # one rule for every use: not raced again
+        assert latency.spin == spin
     assert len(raced) == 1
     with trtinfer.load(artifact_copy, backend="onnxruntime", threads=2) as other_threads:
         assert other_threads.spin_reason.startswith("measured: ")  # another thread count: measured anew

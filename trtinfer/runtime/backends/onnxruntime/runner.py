@@ -69,16 +69,14 @@ class OnnxRuntimeModel(Model):
         return session
 
     def _measured_session(self, ort: Any, model_bytes: bytes, threads: int) -> tuple[Any, bool, str]:
-        """Spinning on or off, whichever ran this model faster here for the caller's use (``prefer``:
-        batch 1 for latency, a full batch for throughput); measured once per model, CPU, ONNX
-        Runtime version, thread count and use, then cached."""
+        """Spinning on or off, by one rule for every use (below): measured once per model, CPU, ONNX Runtime
+        version and thread count, then cached."""
         from ....manifest import ONNX_NAME
         from ... import tuning
 
         entry = self.manifest.files.get(ONNX_NAME)
         sha = entry.sha256 if entry is not None else ""
-        prefer = self.options.prefer
-        key = tuning.tuning_key(f"onnxruntime-spin-{prefer}", sha, f"onnxruntime {ort.__version__}", threads)
+        key = tuning.tuning_key("onnxruntime-spin", sha, f"onnxruntime {ort.__version__}", threads)
         cached = tuning.lookup(key) if sha else None
         if cached is not None and isinstance(cached.get("spin"), bool):
             spin = cached["spin"]
@@ -96,7 +94,7 @@ class OnnxRuntimeModel(Model):
         # ResNet-18): load()'s defaults must serve a caller sending one request at a time too.
         full = f"b{rows[1]}"
         spin = on["b1"] < off["b1"] and on[full] <= 1.03 * off[full]
-        why = (f"prefer={prefer}, spinning {'on' if spin else 'off'}: batch 1 {on['b1'] * 1e6:.0f} vs {off['b1'] * 1e6:.0f} us, "
+        why = (f"spinning {'on' if spin else 'off'}: batch 1 {on['b1'] * 1e6:.0f} vs {off['b1'] * 1e6:.0f} us, "
                f"batch {rows[1]} {on[f'b{rows[1]}'] * 1e3:.1f} vs {off[f'b{rows[1]}'] * 1e3:.1f} ms (on vs off)")
         if sha:
             tuning.remember(key, {"spin": spin, "why": why})

@@ -84,7 +84,6 @@ class OpenVINOModel(Model):
         self.precision_hint = self.options.openvino_precision or "f32"
         self.streams = min(self.options.openvino_streams or 1, self.threads)
         self._static: dict[int, _Compiled] = {}
-        self.static_shapes = False
         self.static_reason = "the model's batch size is fixed"
         try:
             self._core = ov.Core()
@@ -136,7 +135,11 @@ class OpenVINOModel(Model):
                 self._static[n] = compiled
             else:
                 compiled.free()
-        self.static_shapes = bool(self._static)
+
+    @property
+    def static_shapes(self) -> bool:
+        """Whether any fixed-batch copy is in use (``static_batch_sizes`` says which sizes may have one)."""
+        return bool(self._static)
 
     def _measured_static(self, static: dict[int, _Compiled]) -> tuple[tuple[int, ...], str]:
         """The batch sizes whose static-shape copy beats the dynamic model here, each size judged on its own (a
@@ -155,14 +158,14 @@ class OpenVINOModel(Model):
                 and all(n in sizes for n in cached["static_sizes"]):
             return tuple(cached["static_sizes"]), f"cached measurement: {cached['why']}"
         inputs = {n: np.zeros((n, *self.row_shape), np.float32) for n in sizes}
-        contenders = {False: self._dynamic, True: None}
+        runs: dict[str, dict[str, Any]] = {
+            "static": {f"b{n}": functools.partial(static[n].run, inputs[n]) for n in sizes},
+            "dynamic": {f"b{n}": functools.partial(self._dynamic.run, inputs[n]) for n in sizes}}
         # 30 calls of one row and 5 full batches per round (about 0.4 s for a ResNet-18 at 32x32): with 10 and 2 a
         # 4 % difference flipped between loads. Each size is judged alone: an FP32 ResNet-18 in bf16 ran one row 14 %
         # faster static and full batches 4 % slower, and one rule for both threw the batch-1 gain away.
-        times = tuning.race({use: {f"b{n}": functools.partial((c or static[n]).run, inputs[n]) for n in sizes}
-                             for use, c in contenders.items()}, calls={f"b{n}": (30 if n == 1 else 5) for n in sizes},
-                            settle_s=0.02)
-        fixed, dynamic = times[True], times[False]
+        times = tuning.race(runs, calls={f"b{n}": (30 if n == 1 else 5) for n in sizes}, settle_s=0.02)
+        fixed, dynamic = times["static"], times["dynamic"]
         kept = tuple(n for n in sizes if fixed[f"b{n}"] < dynamic[f"b{n}"])
         listing = ", ".join(f"batch {n} {fixed[f'b{n}'] * 1e3:.2f} vs {dynamic[f'b{n}'] * 1e3:.2f} ms" for n in sizes)
         why = (f"static shapes for batch {', '.join(map(str, kept))}" if kept else "no static shapes") + \
