@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from trtinfer.runtime.backends.openvino.loader import users_default_precision
+
 
 def compile_graph(spec: str, batch: int, threads: int, profile: bool) -> tuple[str, Any]:
     import openvino as ov
@@ -35,6 +37,8 @@ def compile_graph(spec: str, batch: int, threads: int, profile: bool) -> tuple[s
                               "PERF_COUNT": profile}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
+    else:
+        config.update(users_default_precision())
     return label, core.compile_model(model, "CPU", config)
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from trtinfer.manifest import ONNX_NAME, Manifest
+from trtinfer.runtime.backends.openvino.loader import users_default_precision
 from trtinfer.versions import module_available
 
 from .cases import INSTALL, Case, CaseInfo, Skip, timed
@@ -70,8 +71,9 @@ def find_benchmark_app() -> str | None:
 def peer_config(threads: int, hint: str) -> dict[str, Any]:
     """What an OpenVINO user compiles with: OpenVINO's defaults, a performance ``hint`` and the bench's
     thread count; no INFERENCE_PRECISION_HINT (OpenVINO's default precision) and no stream count (the
-    hint picks it)."""
-    return {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_NUM_THREADS": int(threads)}
+    hint picks it; said as f32 only where the kernels are held below BF16, see
+    :func:`~trtinfer.runtime.backends.openvino.loader.users_default_precision`)."""
+    return {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_NUM_THREADS": int(threads), **users_default_precision()}
 
 
 def one_line(message: str, limit: int = 400) -> str:
@@ -366,7 +368,7 @@ class BenchmarkAppCase(Case):
         self.info.options["model"] = str(path)
         self._dir = tempfile.mkdtemp(prefix="trtinfer-bench-app-")
         config = {k: str(v) for k, v in peer_config(self.info.options["threads"], "latency").items()
-                  if k == "INFERENCE_NUM_THREADS"}  # the hint goes in as -hint
+                  if k != "PERFORMANCE_HINT"}  # the hint goes in as -hint
         (Path(self._dir) / "config.json").write_text(json.dumps({"CPU": config}))
         with timed(self):
             self.core = ov.Core()

@@ -181,6 +181,7 @@ def bare_sessions(artifact: Path, threads: int) -> dict[str, Any]:
     import openvino as ov
 
     from trtinfer.runtime.backends.onnxruntime import loader
+    from trtinfer.runtime.backends.openvino.loader import users_default_precision
 
     path = artifact / "model.onnx"
     x = np.random.default_rng(3).standard_normal((1, *_row_shape(artifact)), dtype=np.float32)
@@ -194,7 +195,8 @@ def bare_sessions(artifact: Path, threads: int) -> dict[str, Any]:
         model = core.read_model(str(path))
         if fixed:
             model.reshape([1, *_row_shape(artifact)])
-        request = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads}).create_infer_request()
+        config = {"INFERENCE_NUM_THREADS": threads, **users_default_precision()}
+        request = core.compile_model(model, "CPU", config).create_infer_request()
         out[f"openvino bare (defaults, {'batch fixed at 1' if fixed else 'dynamic batch'})"] = \
             functools.partial(request.infer, {0: x}, share_inputs=True)
     return out

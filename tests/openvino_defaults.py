@@ -12,7 +12,11 @@ def openvino_user_configs() -> dict[str, dict[str, str]]:
     """The configurations a user's tool compiles with, by name. OpenVINO's default inference precision is
     bf16 on CPUs with native BF16 (AMX, AVX512-BF16) and f32 elsewhere; the explicit bf16 hint is asked
     only where the CPU has it (elsewhere OpenVINO emulates it and no user would ask)."""
-    configs: dict[str, dict[str, str]] = {"defaults": {}, "throughput hint": {"PERFORMANCE_HINT": "THROUGHPUT"}}
+    from trtinfer.runtime.backends.openvino.loader import users_default_precision
+
+    default = users_default_precision()  # f32 said only where the ISA is held below BF16 (the AVX2 variant)
+    configs: dict[str, dict[str, str]] = {"defaults": default,
+                                          "throughput hint": {"PERFORMANCE_HINT": "THROUGHPUT", **default}}
     if cpu_info().has_bf16:
         configs["bf16 hint"] = {"INFERENCE_PRECISION_HINT": "bf16"}
     return configs

@@ -36,6 +36,17 @@ def compile_config(threads: int, precision: str, streams: int = 1) -> dict[str, 
     }
 
 
+def users_default_precision() -> dict[str, str]:
+    """The inference precision OpenVINO's users get by default, as properties to compile with: none (OpenVINO
+    decides: bf16 on CPUs with native BF16, f32 elsewhere), except where the kernels are held below BF16 by
+    ``ONEDNN_MAX_CPU_ISA`` (how the test variants stand in for an AVX2 CPU). OpenVINO 2026.4 still reads bf16
+    from the CPU's ID there and compiling fails ("object is not initialized", or no MaxPool kernel for an
+    INT8 graph), where a CPU that really lacks BF16 gets f32: so f32 is said explicitly."""
+    from ....cpu_info import cpu_info
+
+    return {} if cpu_info().has_bf16 else {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def read_model(model: bytes | str | Path, core: Any) -> Any:
     """ONNX bytes or a path as an ``openvino.Model`` (not compiled)."""
     return core.read_model(model if isinstance(model, bytes) else str(model))
