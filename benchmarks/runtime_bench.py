@@ -4,7 +4,8 @@
 
 (a) batching: 64 client threads each submitting single images through ``submit`` (max_batch 32)
     against direct ``infer`` calls on full batches of 32, same artifact, backend and run; the
-    ratio of their throughputs (target >= 0.95).
+    ratio of their throughputs (target >= 0.95); and the same clients as coroutines on one event loop
+    awaiting ``infer_async``, the way ``trtinfer serve`` submits.
 (b) per call at batch 1: ``trtinfer.load(artifact)`` with its defaults against the best bare session
     of the same file: ONNX Runtime (spinning on and off) and OpenVINO (compiled with its defaults, dynamic
     and at a fixed batch of 1), calls alternating (target: within 5 % of the best); and the wrapper's own
@@ -103,6 +104,34 @@ def batched_throughput(model: Any, images: np.ndarray, clients: int, seconds: fl
     return sum(counts) / elapsed, sum(counts) / max(1e-9, cpu_used), mean_batch
 
 
+def coroutine_throughput(model: Any, images: np.ndarray, clients: int, seconds: float) -> float:
+    """Rows per second with ``clients`` coroutines on one event loop, each awaiting ``infer_async`` of one
+    image at a time (a server's requests: no thread per client)."""
+    import asyncio
+
+    async def run() -> float:
+        stop = False
+        count = 0
+
+        async def client(i: int) -> None:
+            nonlocal count
+            x = images[i % len(images)][None]
+            while not stop:
+                await model.infer_async(x)
+                count += 1
+
+        tasks = [asyncio.ensure_future(client(i)) for i in range(clients)]
+        await asyncio.sleep(0.2)  # every client in its loop
+        first, start = count, time.perf_counter()
+        await asyncio.sleep(seconds)
+        done, elapsed = count - first, time.perf_counter() - start
+        stop = True
+        await asyncio.gather(*tasks)
+        return done / elapsed
+
+    return asyncio.run(run())
+
+
 def _busy_elsewhere() -> float | None:
     """Load average minus this process's share: above ~0.5 on 2 cores, other work is skewing timings."""
     try:
@@ -116,7 +145,7 @@ def bench_batching(model: Any, clients: int, rounds: int, seconds: float) -> dic
     images = _inputs(model, clients, seed=2)
     model.infer(full)
     model.submit(images[0][None]).result()
-    direct, batched, sizes, direct_cpu, batched_cpu = [], [], [], [], []
+    direct, batched, sizes, direct_cpu, batched_cpu, coroutines = [], [], [], [], [], []
     for r in range(rounds):
         rate, per_cpu = _direct(model, full, seconds)
         direct.append(rate)
@@ -125,16 +154,20 @@ def bench_batching(model: Any, clients: int, rounds: int, seconds: float) -> dic
         batched.append(rate)
         batched_cpu.append(per_cpu)
         sizes.append(mean_batch)
+        coroutines.append(coroutine_throughput(model, images, clients, seconds))
         progress(f"batching round {r + 1}/{rounds}: direct {direct[-1]:.0f} img/s, "
-                 f"{clients} clients {rate:.0f} img/s (mean batch {mean_batch:.1f}); "
+                 f"{clients} clients {rate:.0f} img/s (mean batch {mean_batch:.1f}), "
+                 f"{clients} coroutines {coroutines[-1]:.0f} img/s; "
                  f"per CPU-second {direct_cpu[-1]:.0f} vs {per_cpu:.0f}")
     ratios = [b / d for b, d in zip(batched, direct)]
     cpu_ratios = [b / d for b, d in zip(batched_cpu, direct_cpu)]
+    coroutine_ratios = [c / d for c, d in zip(coroutines, direct)]
     return {
         "clients": clients, "max_batch": model.max_batch, "max_delay_ms": model.options.max_delay_ms,
         "direct_img_s": statistics.median(direct), "batched_img_s": statistics.median(batched),
         "mean_batch_size": statistics.median(sizes), "ratio_rounds": ratios,
         "ratio": statistics.median(ratios), "target": TARGET_BATCHING,
+        "coroutine_img_s": statistics.median(coroutines), "coroutine_ratio": statistics.median(coroutine_ratios),
         # Images per CPU-second of this process: the same comparison, immune to other processes
         # taking cores (64 client threads win a larger share of a busy machine than one caller).
         "cpu_ratio": statistics.median(cpu_ratios), "load_average": _busy_elsewhere(),
@@ -341,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batching ratio ({args.clients} clients via submit / direct infer at {args.max_batch}): "
           f"{b['ratio']:.3f}  [{b['batched_img_s']:.0f} / {b['direct_img_s']:.0f} img/s; target >= {TARGET_BATCHING}]"
           f"  {'OK' if b['ratio'] >= TARGET_BATCHING else 'MISSED'}")
+    print(f"  {args.clients} coroutines via infer_async on one event loop / direct infer: {b['coroutine_ratio']:.3f} "
+          f"[{b['coroutine_img_s']:.0f} img/s]")
     load = b["load_average"]
     print(f"  same comparison per CPU-second of this process: {b['cpu_ratio']:.3f}"
           + (f" (load average {load:.1f} on {os.cpu_count()} cores; when other work keeps the cores busy, "

@@ -7,7 +7,6 @@ checked, C-contiguous float32 batch of any size >= 1) and ``_close_impl`` (free 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -23,6 +22,7 @@ import numpy as np
 from ..errors import DataError, InternalError, TrtInferError
 from ..manifest import Manifest
 from .batcher import DynamicBatcher, ModelClosedError
+from .handoff import wait_result
 from .options import (DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH, MAX_TIMEOUT_MS, RuntimeOptions, check_number,
                       check_timeout_s, is_integer)
 from .stats import Stats, StatsSnapshot
@@ -275,8 +275,9 @@ class Model:
 
     async def infer_async(self, x: Any, timeout: float | None = None) -> Any:
         """``await model.infer_async(x)``: :meth:`submit` for coroutines; cancelling the await
-        cancels the request if it has not started."""
-        return await asyncio.wrap_future(self.submit(x, timeout=timeout))
+        cancels the request if it has not started. A batch's results reach the event loop in one
+        wake-up (:mod:`.handoff`), not one per request."""
+        return await wait_result(self.submit(x, timeout=timeout))
 
     # -- statistics --------------------------------------------------------------------------
     def stats(self) -> StatsSnapshot:

@@ -11,7 +11,6 @@ Bodies are read and parsed by ``bodies.py``; the middleware that carries the dra
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from importlib import resources
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..runtime.handoff import wait_result
 from ..runtime.model import softmax
 from . import outputs, protocol, service
 from .bodies import BodyParser, read_body, read_upload
@@ -165,7 +165,7 @@ class _Handlers:
             x = value if isinstance(value, np.ndarray) else await run_in_threadpool(
                 images_to_tensor, value, served, state.limits, state.decode_budget)
             input_s = time.perf_counter() - started
-            logits = await asyncio.wrap_future(service.submit(served, x, parsed))
+            logits = await wait_result(service.submit(served, x, parsed))
             built = time.perf_counter()
             content, headers = outputs.build_infer_response(
                 name, VERSION, parsed, service.output_tensors(served, logits), served.labels)
