@@ -19,6 +19,7 @@ BUILD = [
     "onnx>=1.16",
     "onnxscript>=0.2",
     "nvidia-modelopt[onnx]>=0.27",
+    "requests",  # modelopt.torch.quantization (QAT for TensorRT targets) imports it; nvidia-modelopt does not declare it
     "nncf>=2.14",  # INT8 for CPU targets (builders/precision/nncf_int8.py); its ONNX backend needs no OpenVINO
     "pillow>=10",
     "rich>=13",
@@ -64,6 +65,7 @@ setup(
         "trtinfer.builders.precision",
         "trtinfer.builders.checks",
         "trtinfer.builders.engine",
+        "trtinfer.builders.qat",
         "trtinfer.calibration",
         "trtinfer.benchmarks",
         "trtinfer.exporters",

@@ -43,6 +43,9 @@ class BuildOptions:
     quantizer: str = defaults.QUANTIZER  # auto | modelopt | nncf (precision.quantizer_for_target.int8_tool)
     target: str | None = None  # cpu | gpu; None: gpu where TensorRT and a GPU are present
     fallback: bool = True  # keep sensitive layers in float when INT8 misses the allowance
+    qat: str = defaults.QAT  # off | on | auto: quantization-aware fine-tuning (builders.qat.run)
+    qat_epochs: int = defaults.QAT_EPOCHS
+    qat_lr: float = defaults.QAT_LR
     fp16_exclude: tuple[str, ...] = ()  # ONNX node names AutoCast keeps in FP32
     seed: int = defaults.SEED
     max_accuracy_drop: float | None = None

@@ -160,6 +160,19 @@ class Builder:
         if opts.max_accuracy_drop is not None and not (math.isfinite(opts.max_accuracy_drop)
                                                        and 0 <= opts.max_accuracy_drop <= 100):
             raise TrtInferError(f"--max-accuracy-drop {opts.max_accuracy_drop} must be 0..100 top-1 points")
+        if opts.qat not in defaults.QAT_MODES:
+            raise TrtInferError(f"unknown --qat {opts.qat!r}", hint=f"use one of {', '.join(defaults.QAT_MODES)}")
+        if opts.qat != "off" and "int8" not in opts.precisions:
+            raise TrtInferError(f"--qat {opts.qat} fine-tunes the INT8 model, and this build makes no INT8",
+                                hint="add --int8 (or --precision int8), or leave --qat out")
+        if opts.qat != "off" and opts.calib_data is None:
+            raise TrtInferError(f"--qat {opts.qat} needs labelled training images to fine-tune on",
+                                hint="pass --calib-data DIR (a CIFAR folder or an image folder with one sub-folder "
+                                     "per class)")
+        if not (isinstance(opts.qat_epochs, int) and 1 <= opts.qat_epochs <= 100) or \
+                not (isinstance(opts.qat_lr, (int, float)) and math.isfinite(opts.qat_lr) and 0 < opts.qat_lr <= 1):
+            raise TrtInferError(f"--qat-epochs {opts.qat_epochs} / --qat-lr {opts.qat_lr} out of range",
+                                hint="epochs 1..100, learning rate in (0, 1]")
         # The preprocessing options, checked as `calib make` checks them, before the checkpoint is read (the
         # input size may still come from the checkpoint: the smallest one stands in for it here).
         make_spec(opts.input_size or defaults.INPUT_SIZE_RANGE[0], opts.normalize, opts.mean, opts.std,
@@ -261,6 +274,8 @@ class Builder:
                                       self.target, int8_limit=int8_limit)
             for precision, result in converted.items():
                 records[precision].conversion, records[precision].calibration = result.conversion, result.calibration
+            if "int8" in reduced and opts.qat != "off":
+                self._qat_stage(ctx, outputs["int8"], records["int8"], int8_limit)
             self._check_fp16(fp32_path, outputs, eval_set, reference)
             guarded = guard_reduced(opts, self.report, fp32_path, reduced, outputs, eval_set, self.target, reference)
             for precision, accuracy in guarded.items():
@@ -290,6 +305,10 @@ class Builder:
                 shutil.copyfile(src, directory / ONNX_NAME)
                 manifest = self._manifest(ctx, precision, source, validation, records[precision])
                 manifest.record_file(directory, ONNX_NAME)
+                qat = records[precision].calibration.qat
+                if qat is not None and qat.curves:
+                    shutil.copyfile(src.parent / qat.curves, directory / qat.curves)
+                    manifest.record_file(directory, qat.curves)
                 artifacts.append((directory, manifest))
             if not self._engine_stage(artifacts, eval_set):  # the engine stage writes the manifests it extends
                 for directory, manifest in artifacts:
@@ -298,6 +317,31 @@ class Builder:
         for path in committed:
             self.report.step(f"wrote {path}")
         return committed
+
+    def _qat_stage(self, ctx: BuildContext, int8_path: Path, records: PrecisionRecords, limit: float) -> None:
+        """``--qat on|auto``: quantization-aware fine-tuning when asked or when post-training INT8 missed the
+        allowance on the selection slice (:mod:`.qat.run`); ``records`` take what was done."""
+        from trtinfer.execution import judge_execution
+        from trtinfer.manifest import ConversionRecord, Int8ChoiceRecord, QatRecord, read_record
+
+        from .qat.run import decide, run_qat
+
+        opts, calibration = self.opts, records.calibration
+        decision = decide(opts.qat, calibration.choice or Int8ChoiceRecord(ran=False), limit)
+        if not decision.run:
+            self.report.info(f"quantization-aware fine-tune not run: {decision.reason}")
+            records.calibration = replace(calibration, qat=QatRecord(ran=False, reason=decision.reason))
+            return
+        assert ctx.calib is not None  # --int8 has calibration data
+        with self.report.timed("quantization-aware fine-tune"):
+            record, facts = run_qat(
+                model=ctx.loaded.model, spec=ctx.spec, calib=ctx.calib, calib_data=opts.calib_data,
+                target=self.target, fp32_path=ctx.fp32_path, ptq_path=int8_path,
+                judge=judge_execution(self.target), decision=decision, mode=opts.qat, epochs=opts.qat_epochs,
+                lr=opts.qat_lr, batch_size=defaults.QAT_BATCH_SIZE, seed=opts.seed, report=self.report)
+        records.calibration = replace(calibration, qat=record)
+        if facts is not None:
+            records.conversion = read_record(ConversionRecord, facts, name="conversion")
 
     def _manifest(self, ctx: BuildContext, precision: str, source: SourceRecord, validation: ValidationRecord,
                   records: PrecisionRecords) -> Manifest:

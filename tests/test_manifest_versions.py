@@ -72,15 +72,14 @@ def test_schema_2_engine_section_reads_into_the_typed_record(tmp_path):
     with trtinfer.load(art) as model:  # no TensorRT here: its ONNX model runs on the CPU
         x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
         assert model.infer(x).shape == (4, 10) and model.backend != "tensorrt"
-    # written back, it becomes schema 3 with the same record
+    # written back, it becomes the current schema with the same record
     m.schema_version = SCHEMA_VERSION
     m.write(art)
     again = Manifest.read(art)
-    assert again.schema_version == 3 and again.engine == record
+    assert again.schema_version == SCHEMA_VERSION and again.engine == record
 
 
 def test_schema_3_engine_is_null_or_complete(tmp_path):
-    assert SCHEMA_VERSION == 3
     art = tmp_path / "v3"
     shutil.copytree(V2, art)
     data = json.loads((art / "manifest.json").read_text())
@@ -107,7 +106,30 @@ def test_schema_3_engine_is_null_or_complete(tmp_path):
     assert Manifest.read(art).engine is None
 
 
-@pytest.mark.parametrize("version", [0, 4, "2", True, None])
+def test_schema_4_adds_calibration_qat_and_schema_3_reads_without_it(tmp_path):
+    """Schema 4 (issue 31) records quantization-aware fine-tuning; a schema-3 INT8 manifest (a real one,
+    tests/data/manifest-v3) reads with no ``qat``, and a schema-4 one carries it through a write."""
+    from trtinfer.manifest import QatRecord
+
+    assert SCHEMA_VERSION == 4
+    art = tmp_path / "v3"
+    shutil.copytree(V2, art)
+    v3 = json.loads((Path(__file__).parent / "data" / "manifest-v3" / "int8.json").read_text())
+    (art / "manifest.json").write_text(json.dumps({**v3, "files": json.loads(
+        (art / "manifest.json").read_text())["files"]}))
+    m = Manifest.read(art)
+    assert m.schema_version == 3 and m.calibration.qat is None
+    data = m.to_dict()
+    data["schema_version"] = 4
+    data["calibration"]["qat"] = {"ran": True, "kept": True, "epochs": 2, "learning_rate": 0.005,
+                                  "drop_before_points": 0.59, "drop_after_points": 0.1}
+    (art / "manifest.json").write_text(json.dumps(data))
+    again = Manifest.read(art)
+    assert again.calibration.qat == QatRecord(ran=True, kept=True, epochs=2, learning_rate=0.005,
+                                              drop_before_points=0.59, drop_after_points=0.1)
+
+
+@pytest.mark.parametrize("version", [0, 5, "2", True, None])
 def test_other_versions_are_refused(tmp_path, version):
     art = tmp_path / "v"
     shutil.copytree(V1, art)

@@ -16,6 +16,13 @@ SEED_RANGE = (0, 2**32 - 1)
 #: INT8 quantizers: auto follows the target (NNCF for CPU targets, ModelOpt for TensorRT).
 QUANTIZERS = ("auto", "modelopt", "nncf")
 QUANTIZER = "auto"
+#: Quantization-aware fine-tuning (trtinfer build --int8 --qat): off, on, or auto (only when post-training INT8
+#: and the fallback miss the allowance on the selection slice); its epochs, learning rate and batch size.
+QAT_MODES = ("off", "on", "auto")
+QAT = "off"
+QAT_EPOCHS = 2
+QAT_LR = 0.005
+QAT_BATCH_SIZE = 64
 #: Square input size of ImageNet-style torchvision models, and of a CIFAR-stem ResNet.
 INPUT_SIZE = 224
 CIFAR_INPUT_SIZE = 32

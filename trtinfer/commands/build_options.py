@@ -30,7 +30,7 @@ CALIB_METHODS = ("entropy", "max", "performance", "mixed", "mean_minmax")  # the
 
 MODEL_OPTION_NAMES = ("arch", "trust_checkpoint", "input_size", "resize", "normalize", "mean", "std", "labels")
 DATA_OPTION_NAMES = ("eval_data", "eval_samples", "calib_data", "calib_samples", "calib_method", "seed", "quantizer",
-                     "target", "fallback", "max_accuracy_drop")
+                     "target", "fallback", "max_accuracy_drop", "qat", "qat_epochs", "qat_lr")
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -87,7 +87,7 @@ def model_options(f: F) -> F:
 
 def data_options(f: F) -> F:
     """--eval-data, --eval-samples, --calib-data, --calib-samples, --calib-method, --seed, --quantizer,
-    --target, --max-accuracy-drop, --no-fallback."""
+    --target, --max-accuracy-drop, --no-fallback, --qat, --qat-epochs, --qat-lr."""
     return _apply(f, [
         click.option("--eval-data", type=click.Path(path_type=Path),
                      help="Labelled data (CIFAR folder or its parent, image folder, .npz) for validation and accuracy."),
@@ -112,6 +112,13 @@ def data_options(f: F) -> F:
                           f"{defaults.INT8_MAX_DROP} for INT8)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="Keep the most sensitive INT8 layers in float when the drop exceeds the allowance."),
+        click.option("--qat", type=click.Choice(defaults.QAT_MODES), default=defaults.QAT, show_default=True,
+                     help="Quantization-aware fine-tuning of the INT8 model on --calib-data's training rows: on, or "
+                          "auto (only when post-training INT8 and the fallback miss the allowance on held-out rows)."),
+        click.option("--qat-epochs", type=click.IntRange(1, 100), default=defaults.QAT_EPOCHS, show_default=True,
+                     help="Epochs of the quantization-aware fine-tune."),
+        click.option("--qat-lr", type=click.FloatRange(min=0, min_open=True, max=1), default=defaults.QAT_LR,
+                     show_default=True, help="Peak learning rate of the fine-tune (SGD, cosine schedule)."),
     ])
 
 

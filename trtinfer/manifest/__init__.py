@@ -12,7 +12,8 @@ from .engine import BatchProfile, EngineEvaluationRecord, EngineRecord, TimingCa
 from .reader import check_file_name, read_record
 from .records import (AccuracyRecord, CalibrationRecord, CheckpointRecord, ConversionRecord, EvalDataRecord,
                       ExecutionRecord, ExportComparison, ExportRecord, FallbackRecord, FallbackStepRecord, FileRecord,
-                      Int8ChoiceRecord, IoTypesRecord, LayerRankRecord, MethodTrialRecord, PreprocessSpec,
+                      Int8ChoiceRecord, IoTypesRecord, LayerRankRecord, MethodTrialRecord, PreprocessSpec, QatEpochRecord,
+                      QatRecord,
                       SelectionSliceRecord, SourceRecord, TensorSpec, ValidationRecord, VariantRecord)
 from .schema import (MANIFEST_NAME, MAX_MANIFEST_BYTES, ONNX_NAME, PLAN_NAME, PRECISIONS, READABLE_SCHEMA_VERSIONS,
                      REBUILD, SCHEMA_VERSION, TARGETS, JsonObject, JsonValue)
@@ -22,7 +23,8 @@ __all__ = [
     "read_record",
     "AccuracyRecord", "CalibrationRecord", "CheckpointRecord", "ConversionRecord", "EvalDataRecord", "ExecutionRecord",
     "ExportComparison", "ExportRecord", "FallbackRecord", "FallbackStepRecord", "FileRecord", "Int8ChoiceRecord",
-    "IoTypesRecord", "LayerRankRecord", "MethodTrialRecord", "PreprocessSpec", "SelectionSliceRecord", "SourceRecord",
+    "IoTypesRecord", "LayerRankRecord", "MethodTrialRecord", "PreprocessSpec", "QatEpochRecord", "QatRecord",
+    "SelectionSliceRecord", "SourceRecord",
     "TensorSpec", "ValidationRecord", "VariantRecord", "MANIFEST_NAME", "MAX_MANIFEST_BYTES", "ONNX_NAME", "PLAN_NAME",
     "PRECISIONS", "READABLE_SCHEMA_VERSIONS", "REBUILD", "SCHEMA_VERSION", "TARGETS", "JsonObject", "JsonValue",
 ]

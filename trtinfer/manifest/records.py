@@ -258,6 +258,41 @@ class Int8ChoiceRecord(Record):
 
 
 @dataclass(frozen=True)
+class QatEpochRecord(Record):
+    """One epoch of ``calibration.qat``: training loss and top-1 (augmented), and on the held-out rows."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class QatRecord(Record):
+    """``calibration.qat`` (schema 4): quantization-aware fine-tuning, whether it ran and why, its recipe and
+    data, and the top-1 drop against FP32 on rows held out of it, before (post-training INT8) and after."""
+
+    ran: bool
+    reason: str | None = None
+    kept: bool | None = None  # the stored INT8 model is the fine-tuned one
+    tool: str | None = None
+    version: str | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    train_source: str | None = None
+    train_rows: int | None = None
+    val_rows: int | None = None
+    drop_before_points: float | None = None
+    drop_after_points: float | None = None
+    seconds: float | None = None
+    history: tuple[QatEpochRecord, ...] | None = None
+    curves: str | None = None  # the PNG beside the model, listed in ``files``
+
+
+@dataclass(frozen=True)
 class CalibrationRecord(Record):
     """``calibration``: the calibration set (its own summary), the INT8 method and tool, the choice,
     and the diagnostics of the set.
@@ -284,6 +319,7 @@ class CalibrationRecord(Record):
     quantizer: str | None = None
     choice: Int8ChoiceRecord | None = None
     diagnostics: JsonObject | None = None
+    qat: QatRecord | None = None
 
 
 # -- conversion (the FP16 / INT8 tool's facts) --------------------------------------------------

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeAlias, Union, cast
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Versions this trtinfer reads. 2 (issue 16) added ``target`` (cpu|gpu: which deployment the
 #: artifact's INT8 graph and accuracy checks were made for) and ``accuracy.executions`` (each CPU
 #: execution's measured accuracy, which ``load(backend="auto")`` may choose from); a version-1
@@ -23,8 +23,9 @@ SCHEMA_VERSION = 3
 #: else every field present and checked; a version-1 or -2 ``engine`` object reads into the same
 #: record (``{}`` as no engine), with the fields those versions could lack left at their defaults.
 #: Issue 29 typed every other section (:mod:`.records`) without changing the file: the same keys,
-#: in the same order, so the version stays 3.
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+#: in the same order, so the version stays 3. 4 (issue 31) added ``calibration.qat`` (quantization-aware
+#: fine-tuning: :class:`QatRecord`); a version 1-3 manifest reads with no ``qat`` (it never ran).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 TARGETS = ("cpu", "gpu")
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse anything absurd before parsing it
