@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtinfer.errors import TrtInferError
+from trtinfer.manifest import QatEpochRecord
 
 
 @dataclass(frozen=True)
@@ -20,22 +21,12 @@ class QatRecipe:
     seed: int
 
 
-@dataclass(frozen=True)
-class QatEpoch:
-    """One epoch's figures (the fields :func:`training.curves.plot_curves` draws)."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-
-
 def fine_tune(model: Any, train: Any, val: Any, spec: Any, recipe: QatRecipe,
-              advance: Callable[[int, int, str], None], on_epoch: Callable[[QatEpoch], None]) -> list[QatEpoch]:
+              advance: Callable[[int, int, str], None], on_epoch: Callable[[QatEpochRecord], None]
+              ) -> list[QatEpochRecord]:
     """Train ``model`` (fake-quantized) in place on ``train`` (LabeledImages) for ``recipe.epochs``; after each
-    epoch, evaluate on ``val`` (held out of training) and call ``on_epoch``. ``advance(done, total, note)``
+    epoch, evaluate on ``val`` (held out of training) and call ``on_epoch`` with the epoch's record (the
+    manifest's, and the fields :func:`training.curves.plot_curves` draws). ``advance(done, total, note)``
     reports the rows of the epoch done so far."""
     import torch
     import torch.nn.functional as F
@@ -47,7 +38,7 @@ def fine_tune(model: Any, train: Any, val: Any, spec: Any, recipe: QatRecipe,
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True)
     steps = recipe.epochs * max(1, -(-len(train) // recipe.batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    history: list[QatEpoch] = []
+    history: list[QatEpochRecord] = []
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -67,8 +58,8 @@ def fine_tune(model: Any, train: Any, val: Any, spec: Any, recipe: QatRecipe,
             correct += int((logits.argmax(1) == y).sum())
             advance(seen, len(train), f"epoch {epoch}/{recipe.epochs} loss {loss_sum / seen:.3f}")
         val_loss, val_accuracy = evaluate(model, val, spec)
-        result = QatEpoch(epoch, loss_sum / max(1, seen), correct / max(1, seen), val_loss, val_accuracy,
-                          time.perf_counter() - started)
+        result = QatEpochRecord(epoch, round(loss_sum / max(1, seen), 6), round(correct / max(1, seen), 6),
+                                round(val_loss, 6), round(val_accuracy, 6), round(time.perf_counter() - started, 2))
         history.append(result)
         on_epoch(result)
     model.eval()

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from trtinfer.manifest import PreprocessSpec
 
     from ..progress import Reporter
-    from .loop import QatEpoch
 
 QAT_MODES = ("off", "on", "auto")
 VAL_FRACTION = 0.1
@@ -110,7 +109,7 @@ def run_qat(*, model: Any, spec: PreprocessSpec, calib: CalibrationSet, calib_da
     started = time.perf_counter()
     with report.timed("inserting and calibrating the fake quantizers"):
         prepared = tool.prepare(copy.deepcopy(model), calib.x)  # the FP32 model stays as loaded
-    def on_epoch(result: QatEpoch) -> None:
+    def on_epoch(result: QatEpochRecord) -> None:
         report.info(f"QAT epoch {result.epoch}/{epochs}: train loss {result.train_loss:.3f} top-1 "
                     f"{result.train_accuracy:.1%}; held-out loss {result.val_loss:.3f} top-1 {result.val_accuracy:.1%} "
                     f"({result.seconds:.0f} s)")
@@ -149,8 +148,6 @@ def run_qat(*, model: Any, spec: PreprocessSpec, calib: CalibrationSet, calib_da
         ran=True, reason=decision.reason, kept=kept, tool=str(facts["tool"]), version=tool_version, epochs=epochs,
         learning_rate=lr, batch_size=batch_size, train_source=data.source, train_rows=len(data.train),
         val_rows=len(labels), drop_before_points=round(before, 4), drop_after_points=round(after, 4),
-        seconds=round(seconds, 1), curves=curves,
-        history=tuple(QatEpochRecord(h.epoch, round(h.train_loss, 6), round(h.train_accuracy, 6), round(h.val_loss, 6),
-                                     round(h.val_accuracy, 6), round(h.seconds, 2)) for h in history))
+        seconds=round(seconds, 1), curves=curves, history=tuple(history))
     return record, facts if kept else None
 
