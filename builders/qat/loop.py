@@ -42,6 +42,7 @@ def fine_tune(model: Any, train: Any, val: Any, spec: Any, recipe: QatRecipe,
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         model.train()
+        freeze_batchnorm(model)
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in batches(train, spec, recipe.batch_size, generator):
             logits = model(x)
@@ -64,6 +65,18 @@ def fine_tune(model: Any, train: Any, val: Any, spec: Any, recipe: QatRecipe,
         on_epoch(result)
     model.eval()
     return history
+
+
+def freeze_batchnorm(model: Any) -> None:
+    """BatchNorm keeps its running statistics (eval mode) while everything else trains: the quantizers' ranges
+    were calibrated with them, and batch statistics would move every activation off those ranges (with
+    ModelOpt's unfolded BatchNorm, a randomly initialised MobileNetV2 got NaN gradients on its first step).
+    Its scale and shift still learn. NNCF's path has no BatchNorm left (folded before quantizing)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def evaluate(model: Any, data: Any, spec: Any) -> tuple[float, float]:

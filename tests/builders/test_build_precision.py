@@ -32,7 +32,8 @@ def _common(trained_model):
 
 def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_model):
     code, out, err = run_cli(["build", ckpt, "--precision", "fp32,fp16,int8", "--calib-data", cifar_root,
-                              "--eval-data", cifar_root, "-o", tmp_path, *_common(trained_model)], capsys)
+                              "--eval-data", cifar_root, "--qat", "auto", "-o", tmp_path, *_common(trained_model)],
+                             capsys)
     assert code == 0, err
     arts = {p: Manifest.read(tmp_path / f"resnet18-{p}") for p in ("fp32", "fp16", "int8")}
     fp16, int8 = arts["fp16"].accuracy, arts["int8"].accuracy
@@ -51,6 +52,9 @@ def test_fp32_fp16_int8_in_one_call(tmp_path, capsys, ckpt, cifar_root, trained_
     assert choice.slice.rows == 2000 and choice.slice.held_out_of_calibration
     assert calib.diagnostics["coverage"]["covered"] == 10
     assert arts["int8"].conversion.quantize_linear > 0
+    # --qat auto leaves a model that passed post-training INT8 on the slice untouched, and says so
+    assert not calib.qat.ran and "met the allowance on the selection slice" in calib.qat.reason
+    assert not (tmp_path / "resnet18-int8" / "qat_curves.png").exists() and set(arts["int8"].files) == {"model.onnx"}
     # every CPU execution was measured on the eval rows; the guard's is the OpenVINO one
     executions = int8.executions
     assert executions["openvino"].top1 == pytest.approx(int8.top1)
@@ -157,4 +161,11 @@ def test_quantizer_options_are_checked_before_anything_runs(tmp_path, capsys, ck
     code, _, err = run_cli(["build", ckpt, "--int8", "--calib-data", cifar_root, "-o", tmp_path / "o", *extra,
                             *_common(trained_model)], capsys)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_qat_is_refused_without_an_int8_build(tmp_path, capsys, ckpt, cifar_root, trained_model):
+    code, _, err = run_cli(["build", ckpt, "--fp16", "--qat", "on", "--calib-data", cifar_root, "-o", tmp_path / "o",
+                            *_common(trained_model)], capsys)
+    assert code == 1 and "this build makes no INT8" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

@@ -59,8 +59,13 @@ def folder_rows(tmp_path_factory, cifar_dir):
     return root
 
 
-def test_cpu_target_fine_tune_is_exported_judged_and_recorded(tmp_path, folder_rows, monkeypatch):
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_fine_tune_of_each_target_is_exported_judged_and_recorded(tmp_path, folder_rows, monkeypatch, target):
+    """CPU: NNCF, BatchNorm folded, uint8/int8 Q/DQ OpenVINO judges. GPU: ModelOpt, the Q/DQ TensorRT needs
+    (signed INT8, zero points 0, per-channel weights on axis 0: checked structurally), ONNX Runtime judges."""
     pytest.importorskip("nncf")
+    if target == "gpu":
+        pytest.importorskip("modelopt.torch.quantization")
     import onnx
     import onnxruntime as ort
     import torch
@@ -89,10 +94,11 @@ def test_cpu_target_fine_tune_is_exported_judged_and_recorded(tmp_path, folder_r
     quantize_int8_nncf(fp32, ptq, calib.x[:32])
     before = onnx.load(str(ptq))
 
-    record, facts = run_qat(model=model, spec=spec, calib=calib, calib_data=folder_rows, target="cpu", fp32_path=fp32,
-                            ptq_path=ptq, judge=judge_execution("cpu"), decision=QatDecision(True, "asked"),
+    record, facts = run_qat(model=model, spec=spec, calib=calib, calib_data=folder_rows, target=target, fp32_path=fp32,
+                            ptq_path=ptq, judge=judge_execution(target), decision=QatDecision(True, "asked"),
                             mode="on", epochs=2, lr=0.01, batch_size=48, seed=0, report=Reporter(quiet=True))
-    assert record.ran and record.kept and record.epochs == 2 and record.tool == "nncf-qat"
+    assert record.ran and record.kept and record.epochs == 2
+    assert record.tool == {"cpu": "nncf-qat", "gpu": "modelopt"}[target]
     assert record.train_rows + record.val_rows == 160 and record.val_rows >= 10  # a held-out tenth
     assert len(record.history) == 2 and all(math.isfinite(h.train_loss) for h in record.history)
     assert math.isfinite(record.drop_before_points) and math.isfinite(record.drop_after_points)
@@ -101,7 +107,13 @@ def test_cpu_target_fine_tune_is_exported_judged_and_recorded(tmp_path, folder_r
     graph = onnx.load(str(ptq))
     assert graph.SerializeToString() != before.SerializeToString()  # the fine-tuned model replaced the PTQ one
     ops = {n.op_type for n in graph.graph.node}
-    assert "BatchNormalization" not in ops and "QuantizeLinear" in ops  # folded BN: the post-training graph's layout
+    assert "QuantizeLinear" in ops
+    if target == "cpu":
+        assert "BatchNormalization" not in ops  # folded BN: the post-training graph's layout
+    else:
+        from trtinfer.builders.qat.modelopt_qat import check_tensorrt_qdq
+
+        check_tensorrt_qdq(graph)  # raises unless every zero point is int8 0 and weights are per-channel on axis 0
     assert not any(n.domain.startswith("org.openvinotoolkit") for n in graph.graph.node)
     session = ort.InferenceSession(str(ptq), providers=["CPUExecutionProvider"])
     for rows in (1, 5):
