@@ -23,7 +23,7 @@ from pathlib import Path
 
 #: The build's stages in pipeline order: a folder of ``builders/`` each; a module may import its own
 #: stage and the stages before it, never one after it.
-STAGES = ("source", "export", "precision", "checks", "engine")
+STAGES = ("source", "export", "precision", "qat", "checks", "engine")
 #: Modules at the top of ``builders/`` that drive the stages (above all of them); every other top-level
 #: module is a shared utility, below every stage.
 TOP = ("pipeline",)
