@@ -6,6 +6,7 @@ guard over the results is :func:`..checks.accuracy_guard.guard_reduced`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +104,8 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
                     chosen = choose_int8(tool, fp32_path, outputs["int8"], calib.x, selection,
                                          lambda path, x: execution_logits(judge, path, x), judge.name,
                                          outputs["int8"].parent, int8_limit, method=opts.calib_method,
-                                         fallback=opts.fallback, progress=lambda label: update)
+                                         fallback=opts.fallback, progress=lambda label: update,
+                                         runs=_runs_check(judge.name, calib.x.shape[1:]))
                 calibration = replace(read_record(CalibrationRecord, calib.summary(), name="calibration"),
                                       method=chosen.conversion.method, quantizer=chosen.conversion.tool,
                                       choice=chosen.choice)
@@ -118,6 +120,16 @@ def build_reduced(opts: BuildOptions, report: Reporter, fp32_path: Path, precisi
     return reduced
 
 
+def _runs_check(judge: str, row_shape: tuple[int, ...]) -> Callable[[Path], str | None] | None:
+    """For CPU artifacts judged on OpenVINO: the crash-safe check that OpenVINO runs the chosen model at every
+    batch the runtime uses (:mod:`.runs_check`); none for other judges."""
+    if not judge.startswith("openvino"):
+        return None
+    from .runs_check import openvino_failure
+
+    return lambda path: openvino_failure(path, tuple(int(d) for d in row_shape))
+
+
 def _report_choice(report: Reporter, choice: Int8ChoiceRecord) -> None:
     if not choice.ran:
         report.info(f"INT8 method {choice.method}: {choice.reason}")
@@ -126,6 +138,8 @@ def _report_choice(report: Reporter, choice: Int8ChoiceRecord) -> None:
                       for m in choice.methods or ())
     report.info(f"INT8 methods on the {choice.slice.rows if choice.slice else None}-row slice, top-1 agreement "
                 f"with FP32: {tried}; chose {choice.method}")
+    for refusal in (choice.why or "").split("; refused ")[1:]:
+        report.warn(f"INT8 method refused because its model does not run: {refusal}")
     fb = choice.fallback
     if fb is not None and fb.ran:
         excluded = fb.excluded_nodes or ()

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from trtinfer.errors import ValidationError
 from trtinfer.manifest import (ConversionRecord, FallbackRecord, FallbackStepRecord, Int8ChoiceRecord, LayerRankRecord,
                                MethodTrialRecord, SelectionSliceRecord, read_record)
 
@@ -49,6 +50,8 @@ DROP_MARGIN_SE = 1.0
 
 Logits = Callable[[Path, np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]
+#: Whether the target's runtime runs a model: None when it does, else why not (:mod:`.runs_check`).
+Runs = Callable[[Path], "str | None"]
 
 
 @dataclass
@@ -123,7 +126,7 @@ class Int8Chooser:
                      drop_se=100.0 * discordant ** 0.5 / max(1, len(y)))
 
     def choose_method(self, methods: tuple[str, ...], progress: Progress | None = None,
-                      max_drop: float | None = None) -> tuple[Trial, list[Trial]]:
+                      max_drop: float | None = None, runs: Runs | None = None) -> tuple[Trial, list[Trial], list[str]]:
         """Every method once; the best by :func:`pick_method` among those whose slice drop is within
         ``max_drop`` (with the margin), else among all of them.
 
@@ -139,7 +142,20 @@ class Int8Chooser:
             log.info("int8 method %s: agreement %.4f, drop %.2f points", method, trials[-1].agreement,
                      trials[-1].drop_points)
         within = [t for t in trials if max_drop is None or t.drop_bound <= max_drop + 1e-9]
-        return pick_method(within or trials), trials
+        candidates, refused = list(within or trials), list[str]()
+        while True:  # the best that the target's runtime really runs (``runs``: None when it does)
+            best = pick_method(candidates)
+            failure = runs(best.path) if runs is not None else None
+            if failure is None:
+                return best, trials, refused
+            refused.append(f"{best.method}: {failure}")
+            log.info("int8 method %s refused: %s", best.method, failure)
+            candidates.remove(best)
+            if not candidates:
+                candidates = [t for t in trials if t.method not in {r.split(":")[0] for r in refused}]
+            if not candidates:
+                raise ValidationError(f"no INT8 model of {self.tool.name} runs on the target's runtime: "
+                                      + "; ".join(refused), hint="build fp32/fp16 for this target, or report the model")
 
     def quantized_layers(self, trial: Trial) -> list[str]:
         """Names of compute nodes that read a dequantized input in ``trial``'s model (graph order)."""
@@ -258,7 +274,7 @@ def _conversion(facts: dict[str, Any]) -> ConversionRecord:
 def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibration: np.ndarray,
                 selection: Selection | None, logits: Logits, judged_on: str, workdir: Path, max_drop: float,
                 method: str | None = None, fallback: bool = True,
-                progress: Callable[[str], Progress | None] | None = None) -> Int8Result:
+                progress: Callable[[str], Progress | None] | None = None, runs: Runs | None = None) -> Int8Result:
     """Quantize ``fp32_path`` into ``out_path`` with the method (and exclusions) that keep accuracy.
 
     Without a selection slice (unlabelled calibration data) the tool's default method is used and
@@ -275,7 +291,7 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
         return Int8Result(_conversion(facts), Int8ChoiceRecord(
             ran=False, method=run_method, reason="no labelled held-out training rows to judge methods on"))
     chooser = Int8Chooser(tool, fp32_path, calibration, selection, logits, workdir)
-    best, trials = chooser.choose_method(methods, make("choosing the calibration method"), max_drop)
+    best, trials, refused = chooser.choose_method(methods, make("choosing the calibration method"), max_drop, runs)
     final = best
     if best.drop_bound > max_drop + 1e-9:
         if fallback:
@@ -295,8 +311,14 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
         why="given by --calib-method" if method else (
             "highest top-1 agreement with FP32 on the slice among the methods within the allowance"
             if best.drop_bound <= max_drop + 1e-9 else
-            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)"),
+            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)")
+        + "".join(f"; refused {r}" for r in refused),
         fallback=kept_in_float)
+    failure = runs(final.path) if runs is not None and final is not best else None
+    if failure is not None:
+        raise ValidationError(f"the INT8 model with {len(kept_in_float.excluded_nodes or ())} layer(s) kept in float "
+                              f"does not run on the target's runtime: {failure}",
+                              hint="pass --no-fallback, or another --calib-method")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(final.path, out_path)
     return Int8Result(_conversion(final.facts), choice)

@@ -91,11 +91,43 @@ def test_every_method_is_tried_and_the_best_kept(fragile, tmp_path):
     onnx_path, calib, selection = fragile
     tool = get_tool("int8", "nncf-int8")
     chooser = Int8Chooser(tool, onnx_path, calib.x, selection, _logits, tmp_path)
-    best, trials = chooser.choose_method(tool.methods)
-    assert [t.method for t in trials] == list(tool.methods)
+    best, trials, refused = chooser.choose_method(tool.methods)
+    assert [t.method for t in trials] == list(tool.methods) and refused == []
     top = max(t.agreement for t in trials)
     assert best.agreement >= top - best.drop_se / 100 - 1e-12  # the best, or tied with it within the noise
     assert all(t.path.is_file() for t in trials)
+    # a model the target's runtime cannot run is passed over for the next best, and the refusal said
+    # (a stand-in for the runtime check: it refuses the first pick, whatever it is)
+    probed: list[Path] = []
+
+    def refuse_the_first(path: Path) -> str | None:
+        probed.append(path)
+        return "OpenVINO crashed (SIGSEGV) at f32 dynamic batch 1" if len(probed) == 1 else None
+
+    again, trials, refused = Int8Chooser(tool, onnx_path, calib.x, selection, _logits, tmp_path / "again"
+                                         ).choose_method(tool.methods, runs=refuse_the_first)
+    first = next(t.method for t in trials if t.path == probed[0])
+    assert again.method != first and again.path == probed[1] and len(probed) == 2
+    assert refused == [f"{first}: OpenVINO crashed (SIGSEGV) at f32 dynamic batch 1"]
+
+
+def test_the_runs_check_reports_a_crash_and_a_refusal_and_passes_a_model_that_runs(tmp_path, monkeypatch):
+    """The real probe on a real model passes; a child killed by a signal and one that raises are named (stand-ins
+    for OpenVINO's crash, which needs a trained model to reproduce: see builders/precision/runs_check.py)."""
+    pytest.importorskip("openvino")
+    from runtime.helpers import export_artifact, tiny_net
+
+    from trtinfer.builders.precision import runs_check
+
+    art = export_artifact(tmp_path / "tiny", tiny_net(), "tiny")
+    assert runs_check.openvino_failure(art / "model.onnx", (3, 32, 32)) is None
+    monkeypatch.setattr(runs_check, "_PROBE", "import os, signal; print('f32 dynamic batch 1', flush=True); "
+                                              "os.kill(os.getpid(), signal.SIGSEGV)")
+    assert runs_check.openvino_failure(art / "model.onnx", (3, 32, 32)) == \
+        "OpenVINO crashed (SIGSEGV) at f32 dynamic batch 1"
+    monkeypatch.setattr(runs_check, "_PROBE", "print('compiling f32', flush=True); raise RuntimeError('no kernel')")
+    assert runs_check.openvino_failure(art / "model.onnx", (3, 32, 32)) == \
+        "OpenVINO failed at compiling f32: RuntimeError: no kernel"
 
 
 def _trial(method: str, agreement: float, se_points: float = 0.3, mse: float = 0.01) -> Trial:
