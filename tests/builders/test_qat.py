@@ -119,3 +119,44 @@ def test_fine_tune_of_each_target_is_exported_judged_and_recorded(tmp_path, fold
     for rows in (1, 5):
         assert session.run(None, {"input": calib.x[:rows]})[0].shape == (rows, 10)
     assert not list(tmp_path.glob("int8/qat.onnx"))  # no leftovers
+
+
+def test_a_fine_tune_that_will_not_fit_is_refused_before_it_starts(tmp_path, folder_rows, monkeypatch):
+    """The memory estimate refuses up front, naming the need and the batch size that fits; nothing is written."""
+    import torchvision
+
+    from trtinfer.builders.progress import Reporter
+    from trtinfer.builders.qat import run as qat_run
+    from trtinfer.errors import TrtInferError
+    from trtinfer.preprocess import make_spec
+    from trtinfer.training import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 64 << 20)  # a 64 MiB machine
+    prepared = []
+    monkeypatch.setattr(qat_run, "quantizer_for", lambda target: _Never(prepared))
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    ptq = tmp_path / "int8" / "model.onnx"
+    with pytest.raises(TrtInferError, match=r"fine-tune \(batch 64, with fake quantizers\) .*needs about .* GiB to "
+                                            r"train.*cpu memory available for it is") as caught:
+        qat_run.run_qat(model=model, spec=make_spec(32, "cifar10"), calib=None, calib_data=folder_rows, target="cpu",
+                        fp32_path=tmp_path / "fp32.onnx", ptq_path=ptq, judge=None,
+                        decision=qat_run.QatDecision(True, "asked"), mode="on", epochs=1, lr=0.01, batch_size=64,
+                        seed=0, report=Reporter(quiet=True))
+    assert "leave --qat out" in caught.value.hint
+    assert prepared == [] and not tmp_path.joinpath("int8").exists()
+
+
+class _Never:
+    """A stand-in quantizer module that records a call it must never get (the refusal comes first)."""
+
+    __name__ = "never"
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def need_nncf(self) -> str:
+        return "0"
+
+    def prepare(self, *args, **kwargs):
+        self.calls.append("prepare")
+        raise AssertionError("prepare ran before the memory check")

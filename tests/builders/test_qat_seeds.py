@@ -43,3 +43,23 @@ def test_qat_beats_calibration_by_more_than_the_seed_spread(fragile_mobilenet, c
     assert ptq["mean"] - qat["mean"] > spread, summary
     assert all(o.drop_points <= INT8_MAX_DROP for o in outcomes if o.variant == "QAT"), summary
     assert statistics.fmean(o.drop_points for o in outcomes if o.variant == "QAT") == pytest.approx(qat["mean"])
+
+
+def test_gpu_target_qat_build_is_within_the_allowance_with_tensorrt_qdq(fragile_mobilenet, cifar_dir, tmp_path):
+    """A GPU-target build with --qat on: ModelOpt's Q/DQ graph, judged by ONNX Runtime on the test rows, within
+    the default allowance, with TensorRT's constraints (signed INT8, zero points 0, per-channel weights)."""
+    import onnx
+
+    from trtinfer.builders.options import BuildOptions
+    from trtinfer.builders.pipeline import Builder
+    from trtinfer.builders.progress import Reporter
+    from trtinfer.builders.qat.modelopt_qat import check_tensorrt_qdq
+    from trtinfer.manifest import Manifest
+
+    opts = BuildOptions(checkpoint=fragile_mobilenet, precisions=("int8",), out_dir=tmp_path, target="gpu",
+                        calib_data=cifar_dir, eval_data=cifar_dir, input_size=32, normalize="cifar10", qat="on")
+    [path] = Builder(opts, Reporter(quiet=True)).run()
+    m = Manifest.read(path)
+    assert m.target == "gpu" and m.conversion.tool == "modelopt" and m.calibration.qat.kept
+    assert m.accuracy.execution == "onnxruntime" and m.accuracy.passed
+    check_tensorrt_qdq(onnx.load(str(path / "model.onnx")))
