@@ -15,7 +15,7 @@ import torch
 
 from builders_util import make_model, save
 from trtinfer.cli import main
-from trtinfer.manifest import Manifest
+from trtinfer.manifest import SCHEMA_VERSION, Manifest
 
 FAMILIES_846 = [  # six families, checked on all 846 shared test rows
     ("resnet18", True, None), ("mobilenet_v2", False, 32), ("efficientnet_b0", False, 32),
@@ -61,7 +61,7 @@ def test_artifact_contract(tmp_path, capsys, r18_ckpt):
     assert sorted(p.name for p in art.iterdir()) == ["manifest.json", "model.onnx"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
     data = json.loads((art / "manifest.json").read_text())
-    assert data["schema_version"] == 3 and data["target"] == "cpu" and data["engine"] is None  # no plan here
+    assert data["schema_version"] == SCHEMA_VERSION == 4 and data["target"] == "cpu" and data["engine"] is None  # no plan
     assert data["input"] == {"name": "input", "shape": [-1, 3, 32, 32], "dtype": "float32"}
     assert data["output"]["name"] == "logits" and data["output"]["shape"] == [-1, 10]
     assert data["preprocess"]["input_size"] == 32 and data["preprocess"]["normalize"] == "cifar10"
