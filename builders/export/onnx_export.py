@@ -22,7 +22,10 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 
 
-def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """``model`` -> ONNX at ``path`` by the TorchScript-based exporter, with the artifact's input and output names
+    and a dynamic batch (the exporter's warnings and prints kept off the terminal). The fake-quantized models of
+    quantization-aware training export through it too: only this exporter writes their Q/DQ nodes."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
@@ -56,7 +59,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_size: int, opset
     example = torch.randn(2, 3, input_size, input_size)
     exporter = "torchscript"
     try:
-        _export_torchscript(model, example, path, opset)
+        export_torchscript(model, example, path, opset)
     except Exception as first:  # exporter internals raise many types
         log.info("TorchScript-based export failed (%s); trying torch.export", first)
         exporter = "dynamo"

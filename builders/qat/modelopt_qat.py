@@ -170,7 +170,7 @@ def export(model, path: str | Path, input_size: int) -> dict[str, Any]:
     import onnx
     import torch
 
-    from ..export.onnx_export import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, check_io
+    from ..export.onnx_export import check_io, export_torchscript
     from ..precision.onnx_graph import qdq_counts
 
     version = need_modelopt()
@@ -181,9 +181,7 @@ def export(model, path: str | Path, input_size: int) -> dict[str, Any]:
     example = torch.randn(_EXPORT_BATCH, 3, input_size, input_size)
     try:
         with _quiet("export"), torch.no_grad():
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                              dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
+            export_torchscript(model, example, path, OPSET)
     except Exception as exc:  # exporter internals raise many types
         raise ValidationError(f"ONNX export of the fake-quantized model failed: {str(exc).splitlines()[0][:200]}",
                               hint="check that the model runs on a 1x3xNxN float32 input (--input-size)") from exc

@@ -15,10 +15,7 @@ the ONNX Q/DQ graph OpenVINO and ONNX Runtime run in INT8.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +107,13 @@ def export(model: Any, path: Path, input_size: int, opset: int = OPSET) -> dict[
     import torch
     from nncf import StripFormat
 
-    from ..export.onnx_export import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, check_io
-    from ..precision.onnx_graph import check_runs_on_cpu, io_types, qdq_counts
+    from ..export.onnx_export import check_io, export_torchscript
+    from ..precision.onnx_graph import check_runs_on_cpu, io_types, opset as opset_of, qdq_counts
 
     model = model.eval()
     example = torch.zeros(2, 3, input_size, input_size)
     stripped = nncf.strip(model, do_copy=True, strip_format=StripFormat.NATIVE, example_input=example[:1])
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(stripped, (example,), str(path), dynamo=False, opset_version=max(opset, 13),
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
+    export_torchscript(stripped, example, path, max(opset, 13))
     proto = onnx.load(str(path))
     check_io(proto)
     check_runs_on_cpu(path, "INT8 (QAT)")
@@ -128,5 +121,4 @@ def export(model: Any, path: Path, input_size: int, opset: int = OPSET) -> dict[
     if counts["quantize_linear"] == 0:
         raise InternalError("the QAT export holds no QuantizeLinear node: NNCF's quantizers did not survive nncf.strip")
     return {"tool": "nncf-qat", "version": version, "precision": "int8", "method": "qat", "target_device": "CPU",
-            **counts, "io_types": io_types(proto),
-            "opset_out": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}
+            **counts, "io_types": io_types(proto), "opset_out": opset_of(proto)}
