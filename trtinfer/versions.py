@@ -18,6 +18,16 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def require_package(name: str, message: str, hint: str = "pip install 'trtinfer[build]'") -> str:
+    """The installed version of ``name``; BackendUnavailable(``message``, ``hint``) when it is not installed."""
+    from .errors import BackendUnavailable
+
+    version = package_version(name)
+    if version is None:
+        raise BackendUnavailable(message, hint=hint)
+    return version
+
+
 def module_available(name: str) -> bool:
     """Whether ``import name`` would find a module, without importing it (heavy libraries stay unloaded)."""
     try:

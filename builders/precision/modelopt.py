@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.errors import BackendUnavailable, DataError, InternalError
-from trtinfer.versions import package_version
+from trtinfer.errors import DataError, InternalError
+from trtinfer.versions import require_package
 
 from .onnx_graph import (CALIBRATION_BATCH, check_calibration, check_runs_on_cpu, int8_source, io_types, opset,
                          publish_int8, static_batch)
@@ -42,11 +42,7 @@ _NOISE = (re.compile(r"Failed to get GPU count"),)  # ModelOpt logs this as an E
 # -- ModelOpt plumbing ------------------------------------------------------------------------
 
 def _need_modelopt() -> str:
-    version = package_version("nvidia-modelopt")
-    if version is None:
-        raise BackendUnavailable("FP16 and INT8 builds need NVIDIA ModelOpt (nvidia-modelopt[onnx])",
-                                 hint="pip install 'trtinfer[build]'")
-    return version
+    return require_package("nvidia-modelopt", "FP16 and INT8 builds need NVIDIA ModelOpt (nvidia-modelopt[onnx])")
 
 
 class _DropModelOpt(logging.Filter):

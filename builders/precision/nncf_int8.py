@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from trtinfer.errors import BackendUnavailable, DataError, InternalError
-from trtinfer.versions import package_version
+from trtinfer.errors import DataError, InternalError
+from trtinfer.versions import require_package
 
 from .onnx_graph import CALIBRATION_BATCH, int8_source, io_types, opset, publish_int8, static_batch
 from .unsigned_activations import make_activations_unsigned
@@ -43,10 +43,7 @@ DEFAULT_NNCF_METHOD = "performance"
 
 
 def _need_nncf() -> str:
-    version = package_version("nncf")
-    if version is None:
-        raise BackendUnavailable("the NNCF quantizer needs OpenVINO NNCF", hint="pip install 'trtinfer[build]'")
-    return version
+    return require_package("nncf", "the NNCF quantizer needs OpenVINO NNCF")
 
 
 @contextlib.contextmanager

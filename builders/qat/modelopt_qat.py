@@ -24,7 +24,7 @@ import numpy as np
 
 from trtinfer.defaults import OPSET
 from trtinfer.errors import BackendUnavailable, DataError, InternalError, ValidationError
-from trtinfer.versions import package_version
+from trtinfer.versions import require_package
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,8 @@ def _quiet(what: str) -> Iterator[None]:
 
 def need_modelopt() -> str:
     """ModelOpt's version, once its PyTorch quantization imports; else BackendUnavailable with the fix."""
-    version = package_version("nvidia-modelopt")
-    if version is None:
-        raise BackendUnavailable("quantization-aware training for the GPU target needs NVIDIA ModelOpt "
-                                 "(nvidia-modelopt)", hint=_HINT)
+    version = require_package("nvidia-modelopt", "quantization-aware training for the GPU target needs NVIDIA "
+                              "ModelOpt (nvidia-modelopt)", hint=_HINT)
     try:
         with _quiet("import"):
             import modelopt.torch.quantization  # noqa: F401

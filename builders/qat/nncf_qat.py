@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from trtinfer.defaults import OPSET
-from trtinfer.errors import BackendUnavailable, InternalError
-from trtinfer.versions import package_version
+from trtinfer.errors import InternalError
+from trtinfer.versions import require_package
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ CALIBRATION_BATCH = 32
 
 
 def need_nncf() -> str:
-    version = package_version("nncf")
-    if version is None:
-        raise BackendUnavailable("quantization-aware training for CPU targets needs OpenVINO NNCF",
-                                 hint="pip install 'trtinfer[build]'")
-    return version
+    return require_package("nncf", "quantization-aware training for CPU targets needs OpenVINO NNCF")
 
 
 def fold_batchnorm(model: Any) -> Any:

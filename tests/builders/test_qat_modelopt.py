@@ -20,6 +20,7 @@ from torch import nn  # noqa: E402
 
 from trtinfer.builders.qat import modelopt_qat  # noqa: E402
 from trtinfer.errors import BackendUnavailable, ValidationError  # noqa: E402
+from trtinfer import versions  # noqa: E402
 
 SIZE = 32
 CLASSES = 10
@@ -163,7 +164,7 @@ def test_tensorrt_check_refuses_unsigned_and_per_tensor_weights(qat):
 
 
 def test_modelopt_missing_is_backend_unavailable_with_hint(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(modelopt_qat, "package_version", lambda name: None)
+    monkeypatch.setattr(versions, "package_version", lambda name: None)
     for call in (lambda: modelopt_qat.prepare(TinyNet(), _images(4, 0)),
                  lambda: modelopt_qat.export(TinyNet(), tmp_path / "m.onnx", SIZE)):
         with pytest.raises(BackendUnavailable) as info:
