@@ -62,12 +62,13 @@ def _build(checkpoint: Path, data: Path, out: Path, name: str, seed: int, extra:
 
 
 def _slice_missed(manifest: Any) -> bool:
-    """Whether the kept method's drop on the selection slice was above the allowance (then the fallback runs)."""
-    choice = manifest.calibration.choice
-    kept = next((m for m in (choice.methods or ()) if m.method == choice.method), None) if choice else None
-    limit = manifest.accuracy.max_drop_points
-    return kept is not None and limit is not None and kept.top1_drop_points is not None and \
-        kept.top1_drop_points + (kept.drop_se_points or 0.0) > limit
+    """Whether post-training INT8 missed the allowance on the selection slice (then the fallback runs), by the
+    chooser's own rule."""
+    from trtinfer.builders.precision.int8_choice import slice_verdict
+
+    choice, limit = manifest.calibration.choice, manifest.accuracy.max_drop_points
+    verdict = slice_verdict(choice, limit) if choice is not None and limit is not None else None
+    return verdict is not None and verdict[1]
 
 
 def run_seed(checkpoint: Path, data: Path, out: Path, tag: str, seed: int, qat: dict[str, Any],

@@ -138,7 +138,7 @@ def _report_choice(report: Reporter, choice: Int8ChoiceRecord) -> None:
                       for m in choice.methods or ())
     report.info(f"INT8 methods on the {choice.slice.rows if choice.slice else None}-row slice, top-1 agreement "
                 f"with FP32: {tried}; chose {choice.method}")
-    for refusal in (choice.why or "").split("; refused ")[1:]:
+    for refusal in choice.refused or ():
         report.warn(f"INT8 method refused because its model does not run: {refusal}")
     fb = choice.fallback
     if fb is not None and fb.ran:

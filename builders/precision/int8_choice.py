@@ -142,20 +142,19 @@ class Int8Chooser:
             log.info("int8 method %s: agreement %.4f, drop %.2f points", method, trials[-1].agreement,
                      trials[-1].drop_points)
         within = [t for t in trials if max_drop is None or t.drop_bound <= max_drop + 1e-9]
-        candidates, refused = list(within or trials), list[str]()
-        while True:  # the best that the target's runtime really runs (``runs``: None when it does)
-            best = pick_method(candidates)
-            failure = runs(best.path) if runs is not None else None
-            if failure is None:
-                return best, trials, refused
-            refused.append(f"{best.method}: {failure}")
-            log.info("int8 method %s refused: %s", best.method, failure)
-            candidates.remove(best)
-            if not candidates:
-                candidates = [t for t in trials if t.method not in {r.split(":")[0] for r in refused}]
-            if not candidates:
-                raise ValidationError(f"no INT8 model of {self.tool.name} runs on the target's runtime: "
-                                      + "; ".join(refused), hint="build fp32/fp16 for this target, or report the model")
+        # The best that the target's runtime really runs (``runs``: None when it does): within the allowance first.
+        refused: list[str] = []
+        for pool in ([within, [t for t in trials if t not in within]] if within else [trials]):
+            while pool:
+                best = pick_method(pool)
+                failure = runs(best.path) if runs is not None else None
+                if failure is None:
+                    return best, trials, refused
+                refused.append(f"{best.method}: {failure}")
+                log.info("int8 method %s refused: %s", best.method, failure)
+                pool.remove(best)
+        raise ValidationError(f"no INT8 model of {self.tool.name} runs on the target's runtime: " + "; ".join(refused),
+                              hint="build fp32/fp16 for this target, or report the model")
 
     def quantized_layers(self, trial: Trial) -> list[str]:
         """Names of compute nodes that read a dequantized input in ``trial``'s model (graph order)."""
@@ -229,6 +228,21 @@ def pick_method(trials: list[Trial]) -> Trial:
     top = max(trials, key=lambda t: (t.agreement, -t.mse))
     tie = max(top.drop_se, 1e-9) / 100.0
     return next(t for t in trials if t.agreement >= top.agreement - tie)
+
+
+def slice_verdict(choice: Int8ChoiceRecord, max_drop: float) -> tuple[float, bool] | None:
+    """The kept INT8 model's top-1 drop on the selection slice plus :data:`DROP_MARGIN_SE` standard errors (after
+    the fallback when it ran), and whether it missed ``max_drop``, by the rule the chooser applied; None when
+    nothing was judged on a slice. Read from the record, for the steps after the choice."""
+    fallback = choice.fallback
+    if fallback is not None and fallback.ran and fallback.drop_after_points is not None:
+        bound = fallback.drop_after_points + DROP_MARGIN_SE * (fallback.drop_after_se_points or 0.0)
+        return bound, not fallback.passed if fallback.passed is not None else bound > max_drop + 1e-9
+    kept = next((m for m in choice.methods or () if m.method == choice.method), None)
+    if not choice.ran or kept is None or kept.top1_drop_points is None:
+        return None
+    bound = kept.top1_drop_points + DROP_MARGIN_SE * (kept.drop_se_points or 0.0)
+    return bound, bound > max_drop + 1e-9
 
 
 def layer_macs(onnx_path: Path, input_shape: tuple[int, ...]) -> dict[str, int]:
@@ -311,9 +325,8 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
         why="given by --calib-method" if method else (
             "highest top-1 agreement with FP32 on the slice among the methods within the allowance"
             if best.drop_bound <= max_drop + 1e-9 else
-            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)")
-        + "".join(f"; refused {r}" for r in refused),
-        fallback=kept_in_float)
+            "highest top-1 agreement with FP32 on the slice (no method was within the allowance)"),
+        fallback=kept_in_float, refused=tuple(refused) or None)
     failure = runs(final.path) if runs is not None and final is not best else None
     if failure is not None:
         raise ValidationError(f"the INT8 model with {len(kept_in_float.excluded_nodes or ())} layer(s) kept in float "
@@ -324,5 +337,5 @@ def choose_int8(tool: PrecisionTool, fp32_path: Path, out_path: Path, calibratio
     return Int8Result(_conversion(final.facts), choice)
 
 
-__all__ = ["Int8Chooser", "Int8Result", "Selection", "Trial", "choose_int8", "pick_method", "SELECTION_SAMPLES",
-           "SENSITIVITY_SAMPLES", "MAX_FALLBACK_FRACTION"]
+__all__ = ["Int8Chooser", "Int8Result", "Selection", "Trial", "choose_int8", "pick_method", "slice_verdict",
+           "SELECTION_SAMPLES", "SENSITIVITY_SAMPLES", "MAX_FALLBACK_FRACTION"]

@@ -45,28 +45,22 @@ class QatDecision:
 
 def decide(mode: str, choice: Int8ChoiceRecord, limit: float) -> QatDecision:
     """Whether the fine-tune runs: asked (``on``), or ``auto`` and post-training INT8 (with the fallback, when
-    it ran) missed ``limit`` points on the selection slice."""
+    it ran) missed ``limit`` points on the selection slice, by the chooser's own rule (:func:`slice_verdict`)."""
+    from ..precision.int8_choice import slice_verdict
+
     if mode == "off":
         return QatDecision(False, "not asked (--qat off)")
     if mode == "on":
         return QatDecision(True, "asked (--qat on)")
-    fallback = choice.fallback
-    if fallback is not None and fallback.ran and fallback.passed is not None:
-        drop = fallback.drop_after_points
-        if fallback.passed:
-            return QatDecision(False, f"--qat auto: post-training INT8 with the fallback met the allowance on the "
-                                      f"selection slice (drop {drop:.2f} <= {limit:.2f} points)")
-        return QatDecision(True, f"--qat auto: post-training INT8 with the fallback missed the allowance on the "
-                                 f"selection slice (drop {drop:.2f} > {limit:.2f} points)")
-    chosen = next((m for m in choice.methods or () if m.method == choice.method), None)
-    if not choice.ran or chosen is None or chosen.top1_drop_points is None:
+    verdict = slice_verdict(choice, limit)
+    if verdict is None:
         return QatDecision(False, "--qat auto: no selection slice to judge post-training INT8 on (pass labelled "
                                   "--calib-data), so the model is left as calibrated")
-    if chosen.top1_drop_points <= limit:
-        return QatDecision(False, f"--qat auto: post-training INT8 met the allowance on the selection slice "
-                                  f"(drop {chosen.top1_drop_points:.2f} <= {limit:.2f} points)")
-    return QatDecision(True, f"--qat auto: post-training INT8 missed the allowance on the selection slice "
-                             f"(drop {chosen.top1_drop_points:.2f} > {limit:.2f} points; fallback off)")
+    bound, missed = verdict
+    what = "post-training INT8 with the fallback" if choice.fallback is not None and choice.fallback.ran else \
+        "post-training INT8"
+    return QatDecision(missed, f"--qat auto: {what} {'missed' if missed else 'met'} the allowance on the selection "
+                               f"slice (drop + 1 standard error {bound:.2f} {'>' if missed else '<='} {limit:.2f} points)")
 
 
 def quantizer_for(target: str) -> Any:

@@ -255,6 +255,7 @@ class Int8ChoiceRecord(Record):
     reason: str | None = None  # why nothing was chosen (not ran)
     why: str | None = None  # why this method (ran)
     fallback: FallbackRecord | None = None
+    refused: tuple[str, ...] | None = None  # schema 4: methods passed over as the target's runtime cannot run them
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ SCHEMA_VERSION = 4
 #: record (``{}`` as no engine), with the fields those versions could lack left at their defaults.
 #: Issue 29 typed every other section (:mod:`.records`) without changing the file: the same keys,
 #: in the same order, so the version stays 3. 4 (issue 31) added ``calibration.qat`` (quantization-aware
-#: fine-tuning: :class:`QatRecord`); a version 1-3 manifest reads with no ``qat`` (it never ran).
+#: fine-tuning: :class:`QatRecord`) and ``calibration.choice.refused`` (INT8 methods passed over because the
+#: target's runtime could not run their model); a version 1-3 manifest reads with neither (never ran).
 READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 TARGETS = ("cpu", "gpu")
 MANIFEST_NAME = "manifest.json"
