@@ -91,9 +91,11 @@ def estimate_training_bytes(model: nn.Module, input_size: int, batch_size: int, 
 
 
 def check_fits(model: nn.Module, input_size: int, batch_size: int, optimizer: str, mixed_precision: bool,
-               device: torch.device, largest_pixels: int = 0) -> int:
+               device: torch.device, largest_pixels: int = 0, subject: str | None = None,
+               hint: str | None = None) -> int:
     """The estimate; TrtInferError naming it and a batch size that fits when it does not. The decode of the
-    largest image (``largest_pixels``) is host memory: on a GPU it is checked against the host's."""
+    largest image (``largest_pixels``) is host memory: on a GPU it is checked against the host's.
+    ``subject`` (default ``--batch-size N at SxS``) and ``hint`` are for callers without finetune's options."""
     decode = decode_bytes(largest_pixels)
     decoding = (f"decoding the largest image ({largest_pixels:,} pixels) at its native size takes about "
                 f"{decode / 2**30:.1f} GiB of it")
@@ -111,13 +113,14 @@ def check_fits(model: nn.Module, input_size: int, batch_size: int, optimizer: st
         per_sample = max(1, (need - fixed) // max(1, batch_size))
         fits = max(0, (have - fixed) // per_sample)
         if fits >= 1:
-            hint = f"use --batch-size {fits} or less"
+            fits_hint = f"use --batch-size {fits} or less"
         elif counted and fixed - decode < have:  # the model fits; the decode is what does not
-            hint = downscale
+            fits_hint = downscale
         else:
-            hint = "use a smaller --input-size or model"
+            fits_hint = "use a smaller --input-size or model"
+        subject = subject or f"--batch-size {batch_size} at {input_size}x{input_size}"
         raise TrtInferError(
-            f"--batch-size {batch_size} at {input_size}x{input_size} needs about {need / 2**30:.1f} GiB to train"
+            f"{subject} needs about {need / 2**30:.1f} GiB to train"
             + (f" ({decoding})" if counted else "")
-            + f", {device.type} memory available for it is {have / 2**30:.1f} GiB", hint=hint)
+            + f", {device.type} memory available for it is {have / 2**30:.1f} GiB", hint=hint or fits_hint)
     return need

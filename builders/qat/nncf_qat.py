@@ -35,15 +35,13 @@ def need_nncf() -> str:
 
 
 def fold_batchnorm(model: Any) -> Any:
-    """A copy of ``model`` (eval mode) with every BatchNorm that only a convolution feeds folded into it and
+    """``model``, in place and in eval mode, with every BatchNorm that only a convolution feeds folded into it and
     replaced by ``Identity``. ``torch.fx`` finds the pairs; the module tree keeps its classes (NNCF cannot
     quantize an fx ``GraphModule``). A model fx cannot trace keeps its BatchNorms."""
-    import copy
-
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    folded = copy.deepcopy(model).eval()
+    folded = model.eval()
     try:
         graph = torch.fx.symbolic_trace(folded).graph
     except Exception as exc:  # noqa: BLE001 -- tracing is best effort
@@ -70,8 +68,9 @@ def _set(root: Any, dotted: str, module: Any) -> None:
 
 
 def prepare(model: Any, calibration: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> Any:
-    """An FP32 classifier -> a copy with BatchNorm folded and NNCF's INT8 fake quantizers in it, their
-    ranges calibrated on ``calibration`` (float32 NCHW, preprocessed), ready to fine-tune."""
+    """An FP32 classifier -> the model with BatchNorm folded into it (in place: pass a copy to keep the original,
+    as :func:`.run.run_qat` does) and NNCF's INT8 fake quantizers, their ranges calibrated on ``calibration``
+    (float32 NCHW, preprocessed), ready to fine-tune."""
     need_nncf()
     import torch
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtinfer.errors import DataError, TrtInferError
+from trtinfer.errors import DataError
 from trtinfer.manifest import Int8ChoiceRecord, QatEpochRecord, QatRecord
 
 if TYPE_CHECKING:
@@ -95,14 +95,12 @@ def run_qat(*, model: Any, spec: PreprocessSpec, calib: CalibrationSet, calib_da
     tool = quantizer_for(target)
     tool_version = tool.need_nncf() if target != "gpu" else tool.need_modelopt()
     data = load_train_data(calib_data, VAL_FRACTION, seed)
-    try:
-        check_fits(model, spec.input_size, batch_size * QUANTIZER_MEMORY_FACTOR, "sgd", False, torch.device("cpu"),
-                   data.largest_pixels())
-    except TrtInferError as exc:  # finetune's hint names its own --batch-size, which the build does not have
-        raise TrtInferError(f"the quantization-aware fine-tune (batch {batch_size}, with fake quantizers) "
-                            f"{exc.message.split(' ', 4)[-1]}",
-                            hint="leave --qat out (post-training INT8 needs no training memory), or build on a "
-                                 "machine with more memory") from None
+    # finetune's message and hint name its own --batch-size, which the build does not have
+    check_fits(model, spec.input_size, batch_size * QUANTIZER_MEMORY_FACTOR, "sgd", False, torch.device("cpu"),
+               data.largest_pixels(), subject=f"the quantization-aware fine-tune (batch {batch_size}, with fake "
+                                              f"quantizers) at {spec.input_size}x{spec.input_size}",
+               hint="leave --qat out (post-training INT8 needs no training memory), or build on a machine with "
+                    "more memory")
     report.info(f"quantization-aware fine-tune ({decision.reason}): {tool.__name__.rsplit('.', 1)[-1]}, "
                 f"{epochs} epoch(s) at lr {lr:g}, batch {batch_size}, on {len(data.train)} {data.train.split} rows of "
                 f"{data.source}; {len(data.val)} rows held out to measure the drop (--eval-data takes no part)")
