@@ -292,6 +292,39 @@ def test_a_second_close_frees_what_a_timed_out_close_left_running(tiny_artifact)
 
 
 # == C. NaN and inf in host input ==================================================================
+def test_a_batch_screened_once_fails_only_its_non_finite_requests(tiny_artifact):
+    """Clients' requests gathered into one batch: the batch is checked once; the two requests holding NaN/inf fail
+    with their own rows named, the other six get exactly their own rows, and the model never sees NaN."""
+    x = distinct_inputs(8, seed=11)
+    x[1, 0, 0, 0] = np.nan
+    x[4, 1, 2, 3] = np.inf
+    with trtinfer.load(tiny_artifact, backend="onnxruntime", max_batch=8, max_delay_ms=200) as model:
+        expected = model.infer(np.delete(x, [1, 4], axis=0))
+        seen: list[np.ndarray] = []
+        run = model._run_batch
+
+        def recording(batch):
+            seen.append(batch.copy())
+            return run(batch)
+
+        model._run_batch = recording
+        before = model.stats()
+        futures = [model.submit(x[i]) if i % 2 else model.submit(x[i:i + 1]) for i in range(8)]
+        for i, future in enumerate(futures):
+            if i in (1, 4):
+                with pytest.raises(DataError, match="sample holds NaN or inf in 1 of" if i == 1 else
+                                   r"1 of 1 row\(s\) \(row 0\)"):
+                    future.result(timeout=10)
+            else:
+                got = future.result(timeout=10)
+                row = expected[[0, 0, 1, 2, 2, 3, 4, 5][i]]
+                assert np.allclose(got if i % 2 else got[0], row, atol=1e-5)
+        after = model.stats()
+        assert after.failed - before.failed == 2 and after.completed - before.completed == 6
+        assert seen and all(np.isfinite(batch).all() for batch in seen)
+        assert sum(len(batch) for batch in seen) == 6
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_non_finite_input_is_refused_naming_the_rows(tiny_artifact, backend):
     x = distinct_inputs(8, seed=7)
@@ -309,10 +342,12 @@ def test_non_finite_input_is_refused_naming_the_rows(tiny_artifact, backend):
             model.infer(x[5])
         with pytest.raises(DataError, match=r"1 of 1 row\(s\) \(row 0\)"):
             model.infer(x[6:7])
-        with pytest.raises(DataError, match="NaN or inf"):  # refused at submit, never queued
-            model.submit(x)
-        with pytest.raises(DataError, match="NaN or inf"):
-            model.submit(x[2])
+        # The batcher screens each assembled batch once: the requests holding NaN/inf fail with the rows named,
+        # their batch-mates run. One request at a time here; mixed batches in the test below.
+        with pytest.raises(DataError, match=r"3 of 8 row\(s\) \(row 2, 5, 6\)"):
+            model.submit(x).result(timeout=10)
+        with pytest.raises(DataError, match="sample holds NaN or inf in 1 of"):
+            model.submit(x[2]).result(timeout=10)
         with pytest.raises(DataError, match="NaN or inf"):
             asyncio.run(model.infer_async(x[5:6]))
         many = np.repeat(x[2:3], 9, axis=0)

@@ -7,6 +7,7 @@ checked, C-contiguous float32 batch of any size >= 1) and ``_close_impl`` (free 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import DataError, InternalError, TrtInferError
 from ..manifest import Manifest
 from .batcher import DynamicBatcher, ModelClosedError
-from .handoff import wait_result
+from .handoff import LoopFuture
 from .options import (DEFAULT_CPU_CHUNK, DEFAULT_CPU_MAX_BATCH, MAX_TIMEOUT_MS, RuntimeOptions, check_number,
                       check_timeout_s, is_integer)
 from .stats import Stats, StatsSnapshot
@@ -129,8 +130,9 @@ class Model:
             if self._active == 0 and self._closed:
                 self._state.notify_all()
 
-    def _check_host(self, x: Any) -> tuple[np.ndarray, bool]:
-        """A float32 NCHW batch (or one CHW sample) -> (C-contiguous batch, was a single sample)."""
+    def _check_host(self, x: Any, finite: bool = True) -> tuple[np.ndarray, bool]:
+        """A float32 NCHW batch (or one CHW sample) -> (C-contiguous batch, was a single sample); with
+        ``finite`` (and ``check_finite``), NaN/inf is refused here (the batcher screens whole batches instead)."""
         if type(x) is not np.ndarray:
             if hasattr(x, "__cuda_array_interface__"):
                 raise DataError(f"the {self.backend} backend takes host (numpy) arrays, got a device array",
@@ -152,26 +154,31 @@ class Model:
                             hint="resize and lay images out as NCHW, or pass images to predict()")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        # min and max propagate NaN and show inf, allocate nothing and raise no floating-point
-        # warnings (a sum would overflow on huge finite values and warn on inf - inf): about 2 us for
-        # a 1x3x32x32 batch, 8 us for 32 rows. The rows are located only when the check fails.
-        if self._check_finite and x.size and not (math.isfinite(x.min()) and math.isfinite(x.max())):
-            self._refuse_non_finite(x, single)
+        if finite and self._check_finite:
+            error = self._non_finite_error(x, single)
+            if error is not None:
+                raise error
         return x, single
 
-    def _refuse_non_finite(self, x: np.ndarray, single: bool) -> None:
-        """DataError naming the rows of ``x`` that hold NaN or inf."""
+    def _non_finite_error(self, x: np.ndarray, single: bool) -> DataError | None:
+        """None when ``x`` is all finite, else the DataError naming its rows that hold NaN or inf.
+
+        min and max propagate NaN and show inf, allocate nothing and raise no floating-point warnings
+        (a sum would overflow on huge finite values and warn on inf - inf): about 2 us for a 1x3x32x32
+        batch, 8 us for 32 rows, but about 10 us each on a core whose caches another library's run
+        has just filled, which is why the batcher screens a whole batch once rather than each request.
+        The rows are located only when the check fails."""
+        if not x.size or (math.isfinite(x.min()) and math.isfinite(x.max())):
+            return None
         finite_rows = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
         bad = np.flatnonzero(~finite_rows)
-        if not len(bad):
-            return
         hint = ("fix or drop them (backends answer NaN/inf differently: NaN on one, a confident class on another); "
                 "load with check_finite=False only if your data is guaranteed finite")
         if single:
             count = int(np.count_nonzero(~np.isfinite(x)))
-            raise DataError(f"the input sample holds NaN or inf in {count} of its {x[0].size} values", hint=hint)
+            return DataError(f"the input sample holds NaN or inf in {count} of its {x[0].size} values", hint=hint)
         shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise DataError(f"input rows hold NaN or inf: {len(bad)} of {x.shape[0]} row(s) (row {shown})", hint=hint)
+        return DataError(f"input rows hold NaN or inf: {len(bad)} of {x.shape[0]} row(s) (row {shown})", hint=hint)
 
     def _check_out(self, out: Any, rows: int) -> np.ndarray:
         expected = (rows, *self.output_row_shape)
@@ -247,6 +254,7 @@ class Model:
                     max_delay_s=opts.max_delay_ms / 1e3, max_queue=opts.max_queue,
                     timeout_s=None if opts.timeout_ms is None else opts.timeout_ms / 1e3,
                     concurrency=opts.workers or self.concurrency, stats=self._stats,
+                    refuse=self._non_finite_error if self._check_finite else None,
                     name=f"trtinfer-{self.backend}")
             return self._batcher
 
@@ -258,26 +266,35 @@ class Model:
         this request's rows. ``timeout`` (seconds) bounds the time spent queued.
 
         Raises at once, without queueing: DataError for a wrong shape or dtype, OverloadedError when
-        the queue is full, ModelClosedError after ``close()``. Do not modify ``x`` until the future is done.
+        the queue is full, ModelClosedError after ``close()``. Input holding NaN or inf fails its future
+        with DataError before its batch runs (the batcher checks each batch once, not each request); the
+        rest of that batch runs. Do not modify ``x`` until the future is done.
         """
-        if self._closed:
-            raise ModelClosedError(f"{self.manifest.name!r} is closed",
-                                   hint="load the artifact again (trtinfer.load) to run it")
-        if timeout is not None:
-            timeout = check_timeout_s("submit()", timeout)
-        batch, single = self._check_host(x)
-        rows = batch.shape[0]
-        if rows == 0:
-            future: Future = Future()
-            future.set_result(self._empty.copy())
-            return future
-        return (self._batcher or self._ensure_batcher()).submit(batch, rows, single, timeout)
+        future: Future = Future()
+        self._enqueue(x, timeout, future)
+        return future
 
     async def infer_async(self, x: Any, timeout: float | None = None) -> Any:
         """``await model.infer_async(x)``: :meth:`submit` for coroutines; cancelling the await
         cancels the request if it has not started. A batch's results reach the event loop in one
         wake-up (:mod:`.handoff`), not one per request."""
-        return await wait_result(self.submit(x, timeout=timeout))
+        future = LoopFuture(asyncio.get_running_loop())
+        self._enqueue(x, timeout, future)
+        return await future.waiter
+
+    def _enqueue(self, x: Any, timeout: float | None, future: Future | LoopFuture) -> None:
+        if self._closed:
+            raise ModelClosedError(f"{self.manifest.name!r} is closed",
+                                   hint="load the artifact again (trtinfer.load) to run it")
+        if timeout is not None:
+            timeout = check_timeout_s("submit()", timeout)
+        batch, single = self._check_host(x, finite=False)
+        rows = batch.shape[0]
+        if rows == 0:
+            future.set_running_or_notify_cancel()
+            future.set_result(self._empty.copy())
+            return
+        (self._batcher or self._ensure_batcher()).enqueue(batch, rows, single, timeout, future)
 
     # -- statistics --------------------------------------------------------------------------
     def stats(self) -> StatsSnapshot:

@@ -34,8 +34,21 @@ class _Ring:
         self._count += 1
 
     def add_many(self, values: list[float]) -> None:
-        for v in values:
-            self.add(v)
+        """``add`` each value, in one or two slice writes (a batch's latencies at once)."""
+        size, total, start = len(self._buf), len(values), self._next
+        end = (start + total) % size
+        if total >= size:  # only the last ``size`` survive, the newest ending just before ``end``
+            tail = values[total - size:]
+            self._buf[end:] = tail[:size - end]
+            self._buf[:end] = tail[size - end:]
+        elif start + total <= size:
+            self._buf[start:start + total] = values
+        else:
+            split = size - start
+            self._buf[start:] = values[:split]
+            self._buf[:total - split] = values[split:]
+        self._next = end
+        self._count += total
 
     def values(self) -> np.ndarray:
         n = min(self._count, len(self._buf))
@@ -61,7 +74,7 @@ class StatsSnapshot:
 
     requests: int = 0          # requests accepted by submit()/infer_async()
     completed: int = 0         # requests that got their rows
-    failed: int = 0            # requests whose batch raised
+    failed: int = 0            # requests whose batch raised, or whose rows were refused (NaN/inf)
     timed_out: int = 0         # requests dropped because their timeout passed before they ran
     cancelled: int = 0         # requests cancelled before they ran
     rejected: int = 0          # submit() refused: queue full (overload)
@@ -126,11 +139,13 @@ class Stats:
         with self._lock:
             self._c["rejected"] += 1
 
-    def record_dropped(self, timed_out: int = 0, cancelled: int = 0) -> None:
-        if timed_out or cancelled:
+    def record_dropped(self, timed_out: int = 0, cancelled: int = 0, refused: int = 0) -> None:
+        """Requests that never ran: past their timeout, cancelled, or refused (NaN/inf rows: counted as failed)."""
+        if timed_out or cancelled or refused:
             with self._lock:
                 self._c["timed_out"] += timed_out
                 self._c["cancelled"] += cancelled
+                self._c["failed"] += refused
 
     def record_batch(self, rows: int, latencies: list[float], ok: bool, queued: list[float] | None = None,
                      compute_s: float | None = None) -> None:
@@ -145,6 +160,11 @@ class Stats:
                 self._c["failed"] += len(latencies)
         for observer in self._observers:  # outside the lock: an observer may take its own
             observer(rows, ok, queued or [], compute_s)
+
+    @property
+    def observed(self) -> bool:
+        """Whether any batch observer listens (the batcher builds their per-request lists only then)."""
+        return bool(self._observers)
 
     def add_observer(self, observer: Any) -> None:
         """``observer(rows, ok, queued_seconds_per_request, compute_seconds)`` after every batch (the

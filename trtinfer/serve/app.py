@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..runtime.handoff import wait_result
 from ..runtime.model import softmax
 from . import outputs, protocol, service
 from .bodies import BodyParser, read_body, read_upload
@@ -165,7 +164,7 @@ class _Handlers:
             x = value if isinstance(value, np.ndarray) else await run_in_threadpool(
                 images_to_tensor, value, served, state.limits, state.decode_budget)
             input_s = time.perf_counter() - started
-            logits = await wait_result(service.submit(served, x, parsed))
+            logits = await service.infer_async(served, x, parsed)
             built = time.perf_counter()
             content, headers = outputs.build_infer_response(
                 name, VERSION, parsed, service.output_tensors(served, logits), served.labels)

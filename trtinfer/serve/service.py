@@ -159,10 +159,19 @@ def model_input(state: ServerState, served: ServedModel, image: bool, parsed: pr
 
 def submit(served: ServedModel, x: np.ndarray, parsed: protocol.InferRequest) -> Future:
     """Queue the batch on the model's dynamic batcher, with the request's own ``timeout`` when it has one."""
+    return served.model.submit(x, timeout=_timeout_s(x, parsed))
+
+
+async def infer_async(served: ServedModel, x: np.ndarray, parsed: protocol.InferRequest) -> np.ndarray:
+    """:func:`submit` awaited on the event loop (the batch's results wake the loop once)."""
+    return await served.model.infer_async(x, timeout=_timeout_s(x, parsed))
+
+
+def _timeout_s(x: np.ndarray, parsed: protocol.InferRequest) -> float | None:
+    """The request's own timeout in seconds (None: the model's); refuses anything but FP32 first."""
     if x.dtype != np.float32:
         raise ProtocolError(f"input is {x.dtype}; the model takes FP32")
-    timeout = parsed.timeout_us / 1e6 if parsed.timeout_us else None
-    return served.model.submit(x, timeout=timeout)
+    return parsed.timeout_us / 1e6 if parsed.timeout_us else None
 
 
 def output_tensors(served: ServedModel, logits: np.ndarray) -> dict[str, np.ndarray]:
