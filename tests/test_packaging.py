@@ -83,7 +83,8 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in readme and "test-command" in ci
     block = readme.split("<!-- test-command -->", 1)[1].split("```")[1]
-    assert block.strip().splitlines()[-1] == "bash scripts/typecheck.sh && bash scripts/test.sh"  # CI type-checks
+    # CI type-checks, runs the default suite, then the long end-to-end runs (and stops at the first failure)
+    assert block.strip().splitlines()[-1] == "bash scripts/typecheck.sh && bash scripts/test.sh && bash scripts/test.sh -m long"
     assert (REPO / "scripts" / "typecheck.sh").is_file() and (REPO / "mypy.ini").is_file()
 
 

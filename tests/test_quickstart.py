@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,6 +45,7 @@ def _fewer_training_rows(cifar_dir: Path, root: Path) -> Path:
     return root
 
 
+@pytest.mark.long  # about 80 s: CI runs it after the default suite
 def test_quickstart_runs_end_to_end(cifar_dir, tmp_path):
     out = tmp_path / "qs"
     data = _fewer_training_rows(cifar_dir, tmp_path / "data")

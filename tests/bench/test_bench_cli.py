@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,15 +34,40 @@ FIXTURE_BACKENDS = ",".join(b for b in ALL_BACKENDS if b != "openvino-benchmark_
 
 
 @pytest.fixture(scope="module")
-def bench_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("bench-cache")
+def bench_cache(tmp_path_factory) -> Iterator[Path]:
+    """The artifact cache every bench run in this module shares (XDG_CACHE_HOME), restored afterwards."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
+@pytest.fixture(scope="module")
+def fp32_artifact(trained_model, bench_cache, tmp_path_factory) -> Path:
+    """The bench's cached FP32 artifact of the trained model: the full run's when it ran, else built by a
+    bench run of its own (FP32 only, a few seconds)."""
+    def cached() -> Path | None:
+        return next((p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32")), None)
+
+    if cached() is None:
+        code = main(["bench", str(trained_model.state_path), *QUICK, "--precisions", "fp32", "--backends", "onnxruntime",
+                     "--scenarios", "offline", "--out", str(tmp_path_factory.mktemp("bench-fp32")), "-q"])
+        assert code == 0
+    found = cached()
+    assert found is not None
+    return found
+
+
+# The full run (about 150 s on 2 cores: every backend, cold builds, torch.compile) and the tests that read it are
+# marked long: outside the default run, which stays under 10 minutes; CI runs them after it (README's test command).
 @pytest.fixture(scope="module")
 def first_run(trained_model, cifar_root, bench_cache, tmp_path_factory):
     """One full default run (every backend that applies), cold: it builds FP32, FP16 and INT8."""
     out = tmp_path_factory.mktemp("bench-out")
-    os.environ["XDG_CACHE_HOME"] = str(bench_cache)
     code = main(["bench", str(trained_model.state_path), "--eval-data", str(cifar_root), "--eval-samples", "100",
                  *QUICK, *INT8_METHOD, "--backends", FIXTURE_BACKENDS, "--out", str(out), "-q"])
     assert code == 0
@@ -58,6 +84,7 @@ def _cases(out: Path) -> list[dict]:
 CODEGEN_PEERS = {"torch-compile"}
 
 
+@pytest.mark.long
 def test_every_cpu_backend_runs_checked_and_timed(first_run):
     cases = _cases(first_run)
     ran = {c["backend"] for c in cases if c["status"] in ("ok", "unstable")}
@@ -91,6 +118,7 @@ def test_every_cpu_backend_runs_checked_and_timed(first_run):
     assert "convolutions stay FP32" in dq["note"] and dq["options"]["implementation"]
 
 
+@pytest.mark.long
 def test_results_files_and_plots(first_run):
     data = json.loads((first_run / "results.json").read_text())
     assert data["schema"] == "trtinfer-bench" and data["schema_version"] == 1
@@ -117,6 +145,7 @@ def test_results_files_and_plots(first_run):
             assert img.format == "PNG" and img.size[0] > 300
 
 
+@pytest.mark.long
 def test_second_run_reuses_the_cached_artifacts(first_run, trained_model, cifar_root, bench_cache, capsys):
     built = sorted(p for p in bench_cache.rglob("manifest.json"))
     stamps = [p.stat().st_mtime_ns for p in built]
@@ -129,7 +158,7 @@ def test_second_run_reuses_the_cached_artifacts(first_run, trained_model, cifar_
     assert [p.stat().st_mtime_ns for p in built] == stamps
 
 
-def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model, bench_cache, cifar_root, tmp_path):
+def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model, fp32_artifact, cifar_root, tmp_path):
     """An artifact whose model.onnx is another network (its classifier rows rotated by one class),
     re-hashed into its manifest so that load() accepts it: the check against eager FP32 must catch it."""
     import torch
@@ -137,7 +166,7 @@ def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model
     from trtinfer.builders.export.onnx_export import export_onnx
     from trtinfer.builders.source.archs import build_model, match_arch
 
-    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    fp32 = fp32_artifact
     wrong = Path(shutil.copytree(fp32, tmp_path / "wrong-fp32"))
     state = torch.load(trained_model.state_path, weights_only=True)
     state["fc.weight"] = torch.roll(state["fc.weight"], 1, dims=0)
@@ -158,8 +187,8 @@ def test_a_backend_computing_something_else_fails_and_is_not_timed(trained_model
     assert any(c["backend"] == "torch-eager" and c["throughput"] for c in cases)
 
 
-def test_mismatched_checkpoint_and_bad_options_are_one_line(trained_model, bench_cache, tmp_path, capsys):
-    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+def test_mismatched_checkpoint_and_bad_options_are_one_line(trained_model, fp32_artifact, tmp_path, capsys):
+    fp32 = fp32_artifact
     other = tmp_path / "other.pth"
     import torch
 
@@ -183,14 +212,14 @@ def test_mismatched_checkpoint_and_bad_options_are_one_line(trained_model, bench
     assert code == 1 and "is a file" in capsys.readouterr().err
 
 
-def test_openvino_benchmark_app_rows_come_from_its_own_report(trained_model, bench_cache, cifar_root, tmp_path):
+def test_openvino_benchmark_app_rows_come_from_its_own_report(trained_model, fp32_artifact, cifar_root, tmp_path):
     """OpenVINO's own benchmark_app on our FP32 artifact, both hints, for real: checked on the same file
     compiled here the same way, timed by its report."""
     from trtinfer.benchmarks.openvino_peers import find_benchmark_app
 
     if find_benchmark_app() is None:
         pytest.skip("benchmark_app is not installed")
-    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+    fp32 = fp32_artifact
     code = main(["bench", str(trained_model.state_path), str(fp32), "--eval-data", str(cifar_root),
                  "--eval-samples", "50", *QUICK, "--batch-sizes", "4", "--iterations", "4", "--precisions", "fp32",
                  "--backends", "openvino-benchmark_app,torch-eager", "--scenarios", "offline", "--out", str(tmp_path), "-q"])
@@ -205,8 +234,8 @@ def test_openvino_benchmark_app_rows_come_from_its_own_report(trained_model, ben
         assert c["options"]["inference_precision"] in ("f32", "bf16", "f16")
 
 
-def test_without_eval_data_it_says_no_accuracy_ran(trained_model, bench_cache, capsys, tmp_path):
-    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+def test_without_eval_data_it_says_no_accuracy_ran(trained_model, fp32_artifact, capsys, tmp_path):
+    fp32 = fp32_artifact
     code = main(["bench", str(trained_model.state_path), str(fp32), *QUICK, "--backends", "onnxruntime,torch-eager",
                  "--scenarios", "offline", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -215,6 +244,7 @@ def test_without_eval_data_it_says_no_accuracy_ran(trained_model, bench_cache, c
     assert all(c["accuracy"] is None for c in cases)
 
 
+@pytest.mark.long
 def test_compare_prints_ratios_and_flags_regressions(first_run, tmp_path, capsys):
     same = main(["bench", "--compare", str(first_run / "results.json"), str(first_run / "results.json")])
     assert same == 0 and "within noise" in capsys.readouterr().out
@@ -229,8 +259,8 @@ def test_compare_prints_ratios_and_flags_regressions(first_run, tmp_path, capsys
     assert code == 1 and "regression" in captured.out and "regression(s) beyond noise" in captured.err
 
 
-def test_device_cuda_on_a_host_without_one_skips_every_row_with_its_reason(trained_model, bench_cache, tmp_path):
-    fp32 = next(p.parent for p in bench_cache.rglob("manifest.json") if p.parent.name.endswith("fp32"))
+def test_device_cuda_on_a_host_without_one_skips_every_row_with_its_reason(trained_model, fp32_artifact, tmp_path):
+    fp32 = fp32_artifact
     code = main(["bench", str(trained_model.state_path), str(fp32), *QUICK, "--device", "cuda", "--precisions", "fp32",
                  "--out", str(tmp_path), "-q"])
     assert code == 0

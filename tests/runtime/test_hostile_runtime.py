@@ -292,6 +292,20 @@ def test_a_second_close_frees_what_a_timed_out_close_left_running(tiny_artifact)
 
 
 # == C. NaN and inf in host input ==================================================================
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_read_only_input_runs_on_every_path(tiny_artifact, backend):
+    """A server hands the model read-only views of its request bytes (np.frombuffer): every path takes them."""
+    x = distinct_inputs(3, seed=5)
+    frozen = np.frombuffer(x.tobytes(), dtype=np.float32).reshape(x.shape)
+    assert not frozen.flags.writeable
+    with trtinfer.load(tiny_artifact, backend=backend) as model:
+        expected = model.infer(x)
+        assert np.array_equal(model.infer(frozen), expected)
+        assert np.array_equal(model.infer(frozen[1]), expected[1])
+        assert np.array_equal(model.submit(frozen).result(timeout=10), expected)
+        assert np.array_equal(asyncio.run(model.infer_async(frozen[2:3])), expected[2:3])
+
+
 def test_a_batch_screened_once_fails_only_its_non_finite_requests(tiny_artifact):
     """Clients' requests gathered into one batch: the batch is checked once; the two requests holding NaN/inf fail
     with their own rows named, the other six get exactly their own rows, and the model never sees NaN."""

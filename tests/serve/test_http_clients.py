@@ -177,6 +177,21 @@ def test_statistics_move_with_inferences(served):
         client.get_inference_statistics("tiny", "7")
 
 
+def test_non_finite_binary_input_is_a_400_naming_its_rows(served):
+    """NaN reaches the server as binary FP32 (JSON cannot carry it): the batcher's once-per-batch check fails that
+    request's future, which the server answers as a client error; the next clean request is served."""
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{served.port}")
+    bad = np.array(X[:3], copy=True)
+    bad[1, 0, 0, 0] = np.nan
+    tensor = httpclient.InferInput("input", list(bad.shape), "FP32")
+    tensor.set_data_from_numpy(bad, binary_data=True)
+    with pytest.raises(InferenceServerException, match=r"NaN or inf: 1 of 3 row\(s\) \(row 1\)") as info:
+        client.infer("tiny", [tensor])
+    assert info.value.status() == "400"
+    tensor.set_data_from_numpy(np.nan_to_num(bad), binary_data=True)
+    assert client.infer("tiny", [tensor]).as_numpy("logits").shape == (3, 10)
+
+
 # -- schedule policy -------------------------------------------------------------------------------------------------
 def test_timeout_parameter_is_the_requests_own_and_priority_is_refused(served):
     from concurrent.futures import ThreadPoolExecutor
