@@ -59,6 +59,7 @@ def folder_rows(tmp_path_factory, cifar_dir):
     return root
 
 
+@pytest.mark.long  # about 50 s for both targets (NNCF's first use is most of it): CI runs it after the default suite
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
 def test_fine_tune_of_each_target_is_exported_judged_and_recorded(tmp_path, folder_rows, monkeypatch, target):
     """CPU: NNCF, BatchNorm folded, uint8/int8 Q/DQ OpenVINO judges. GPU: ModelOpt, the Q/DQ TensorRT needs
