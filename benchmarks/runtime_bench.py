@@ -252,7 +252,8 @@ def bench_defaults_batch1(artifact: Path, threads: int, rounds: int, calls: int)
 
     with trtinfer.load(artifact, threads=threads) as model:
         x = _inputs(model, 1, seed=3)
-        sides = {f"trtinfer.load defaults ({model.execution})": functools.partial(model.infer, x),
+        routed = f"; single rows: {model.single_execution}" if model.single_execution else ""
+        sides = {f"trtinfer.load defaults ({model.execution}{routed})": functools.partial(model.infer, x),
                  **bare_sessions(artifact, threads)}
         for fn in sides.values():
             for _ in range(20):

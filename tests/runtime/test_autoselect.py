@@ -16,6 +16,7 @@ from trtinfer.errors import TrtInferError
 from trtinfer.execution import OPENVINO_BF16, Execution, executions_checked_at_build
 from trtinfer.manifest import AccuracyRecord, ExecutionRecord, Manifest
 from trtinfer.runtime import tuning
+from trtinfer.runtime import autoselect
 from trtinfer.runtime.autoselect import candidates
 
 from .helpers import export_artifact, tiny_net
@@ -49,7 +50,7 @@ def test_auto_measures_once_then_uses_the_cache(artifact):
         assert "cached measurement" in second.backend_reason
     # the cache holds what was measured: a planted answer is what the next load opens
     other = "openvino" if first.execution == "onnxruntime" else "onnxruntime"
-    entries[key] = {"execution": other, "why": "planted by the test"}
+    entries[key] = {"execution": other, "single": None, "why": "planted by the test"}
     tuning.tuning_path().write_text(json.dumps({"version": tuning.TUNING_VERSION, "entries": entries}))
     with trtinfer.load(artifact, prefer="throughput") as third:
         assert third.execution == other and "planted by the test" in third.backend_reason
@@ -121,3 +122,42 @@ def _options():
     from trtinfer.runtime.options import RuntimeOptions
 
     return RuntimeOptions()
+
+
+@pytest.mark.parametrize("one_row, winner, expected", [
+    ({"openvino-bf16": 6.6e-4, "onnxruntime": 5.9e-4, "openvino": 7.0e-4}, "openvino-bf16", "onnxruntime"),  # 12 %
+    ({"openvino-bf16": 6.05e-4, "onnxruntime": 5.9e-4}, "openvino-bf16", None),  # 2.5 %: not worth a second model
+    ({"openvino": 4.4e-4, "onnxruntime": 5.6e-4}, "openvino", None),  # the winner also wins one row
+])
+def test_single_rows_go_elsewhere_only_when_clearly_faster(one_row, winner, expected):
+    assert autoselect.single_rows_route(one_row, winner) == expected
+
+
+def test_a_routed_load_runs_single_rows_on_the_batch_1_winner_and_closes_both(artifact):
+    """A cached measurement that routes single rows (planted: which execution wins where is this machine's call):
+    one-row calls, direct and batched, give the batch-1 execution's logits; larger ones the main execution's."""
+    with trtinfer.load(artifact, prefer="throughput") as measured:
+        assert "at batch 1:" in measured.backend_reason  # the race timed single rows too
+    entries = json.loads(tuning.tuning_path().read_text())["entries"]
+    key = next(k for k in entries if k.startswith("backend-throughput|"))
+    assert "single" in entries[key]
+    entries[key] = {"execution": "onnxruntime", "single": "openvino", "why": "planted by the test"}
+    tuning.tuning_path().write_text(json.dumps({"version": tuning.TUNING_VERSION, "entries": entries}))
+    x = np.random.default_rng(4).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with trtinfer.load(artifact, backend="openvino") as ov, trtinfer.load(artifact, backend="onnxruntime") as ort:
+        ov_one, ort_all = ov.infer(x[:1]), ort.infer(x)
+    model = trtinfer.load(artifact, prefer="throughput")
+    try:
+        assert (model.execution, model.single_execution) == ("onnxruntime", "openvino")
+        assert np.array_equal(model.infer(x[:1]), ov_one) and np.array_equal(model.infer(x[0]), ov_one[0])
+        assert np.array_equal(model.submit(x[:1]).result(timeout=10), ov_one)
+        assert np.array_equal(model.infer(x), ort_all)
+        single = model._single
+    finally:
+        model.close()
+    assert single is not None and single.closed and single._freed
+    # an entry cached before single rows were measured (no "single") is measured again, not trusted
+    entries[key] = {"execution": "onnxruntime", "why": "cached by an older trtinfer"}
+    tuning.tuning_path().write_text(json.dumps({"version": tuning.TUNING_VERSION, "entries": entries}))
+    with trtinfer.load(artifact, prefer="throughput") as again:
+        assert "older trtinfer" not in again.backend_reason and "measured: prefer=throughput" in again.backend_reason

@@ -42,6 +42,12 @@ WARMUP_SECONDS = 0.1  # first runs allocate and tune: not timed
 #: after a spinning ONNX Runtime session ran 12 % slower than alone, and lost the choice it wins).
 SETTLE_SECONDS = 0.05
 MAX_CALLS = 200
+#: With ``prefer="throughput"`` (the default), single rows go to another execution only when it ran them at
+#: least this much faster than the full-batch winner: then both stay open (twice the memory). Measured on an
+#: AMX Xeon, ResNet-18 FP32 at 32x32: OpenVINO bf16 won batch 32 by 10-20 %, while ONNX Runtime with spinning
+#: won batch 1 by 4-17 %, depending on the hour. 3 %: above the race's round-to-round noise, below the 5 % a
+#: caller of one row at a time should not lose to a bare session.
+ROUTE_MARGIN = 0.03
 
 
 def candidates(manifest: Manifest, options: RuntimeOptions) -> tuple[list[Execution], list[str]]:
@@ -91,32 +97,55 @@ def choose_and_open(manifest: Manifest, directory: Path, options: RuntimeOptions
     key = _key(manifest, options, names)
     sha = _onnx_sha256(manifest)
     cached = tuning.lookup(key) if sha else None
-    if cached is not None and cached.get("execution") in names:
+    routed = options.prefer == "throughput"
+    if cached is not None and cached.get("execution") in names and \
+            (not routed or cached.get("single", "") is None or cached.get("single") in names):
         execution = allowed[names.index(cached["execution"])]
-        return open_execution(execution, f"{context}; cached measurement: {cached['why']}{excluded}")
+        chosen = open_execution(execution, f"{context}; cached measurement: {cached['why']}{excluded}")
+        if cached.get("single"):
+            try:
+                chosen.route_single_rows(open_execution(allowed[names.index(cached["single"])], ""))
+            except BaseException:
+                chosen.close()
+                raise
+        return chosen
     models: dict[str, Any] = {}
     try:
         for execution in allowed:
             models[execution.name] = open_execution(execution, "")
-        winner, why = _race(models, options)
+        winner, single, why = _race(models, options)
     except BaseException:
         for model in models.values():
             model.close()
         raise
     for name, model in models.items():
-        if name != winner:
+        if name not in (winner, single):
             model.close()
     if sha:
-        tuning.remember(key, {"execution": winner, "why": why})
+        tuning.remember(key, {"execution": winner, "single": single, "why": why})
     chosen = models[winner]
     chosen.backend_reason = f"{context}; measured: {why}{excluded}"
+    if single is not None:
+        chosen.route_single_rows(models[single])
     return chosen
 
 
-def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
+def single_rows_route(one_row: dict[str, float], winner: str) -> str | None:
+    """The execution single rows should run on instead of the full-batch ``winner`` (``one_row``: seconds per
+    one-row call, per execution): the batch-1 winner, when it beats ``winner`` there by ROUTE_MARGIN; else None."""
+    best = min(one_row, key=lambda name: one_row[name])
+    if best != winner and one_row[winner] > one_row[best] * (1.0 + ROUTE_MARGIN):
+        return best
+    return None
+
+
+def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str | None, str]:
+    """(full-batch winner, the execution single rows go to or None, why)."""
     rows = PREFER_BATCH[options.prefer]
+    routed = options.prefer == "throughput"
     any_model = next(iter(models.values()))
     x = np.random.default_rng(0).standard_normal((rows, *any_model.row_shape)).astype(np.float32)
+    one = x[:1]
     calls = MAX_CALLS
     for model in models.values():  # warm up by time; the slowest sets how many calls a round takes
         time.sleep(SETTLE_SECONDS)
@@ -126,16 +155,25 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str]:
             model.infer(x)
             warm += 1
         calls = min(calls, max(1, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
-    times = tuning.race({name: {"run": functools.partial(model.infer, x)} for name, model in models.items()},
-                        calls={"run": calls}, rounds=3, settle_s=SETTLE_SECONDS)
+    workloads = {"run": calls, **({"b1": min(MAX_CALLS, 4 * calls)} if routed and rows > 1 else {})}
+    times = tuning.race({name: {"run": functools.partial(model.infer, x), "b1": functools.partial(model.infer, one)}
+                         for name, model in models.items()}, calls=workloads, rounds=3, settle_s=SETTLE_SECONDS)
     rates = {name: rows / t["run"] for name, t in times.items()}
     winner = max(rates, key=lambda name: rates[name])
     info = cpu_info()
     listing = ", ".join(f"{n} {r:,.0f} img/s" for n, r in sorted(rates.items(), key=lambda kv: -kv[1]))
     why = (f"prefer={options.prefer}: at batch {rows} on {info.model} ({options.cpu_threads} threads), {listing}; "
            f"{winner} is fastest")
+    single = None
+    if "b1" in workloads:
+        one_row = {name: t["b1"] for name, t in times.items()}
+        single = single_rows_route(one_row, winner)
+        per_call = ", ".join(f"{n} {t * 1e6:,.0f} us" for n, t in sorted(one_row.items(), key=lambda kv: kv[1]))
+        why += (f"; single rows run on {single} (at batch 1: {per_call})" if single is not None else
+                f"; it also runs single rows (at batch 1: {per_call}; another execution is kept only when "
+                f"{ROUTE_MARGIN:.0%} faster)")
     log.info("auto backend: %s", why)
-    return winner, why
+    return winner, single, why
 
 
-__all__ = ["candidates", "choose_and_open", "ROUND_SECONDS"]
+__all__ = ["candidates", "choose_and_open", "single_rows_route", "ROUND_SECONDS", "ROUTE_MARGIN"]

@@ -69,6 +69,9 @@ class Model:
         self._closed = False
         self._batcher: DynamicBatcher | None = None
         self._batcher_lock = threading.Lock()
+        # load(backend="auto") may route single rows to another execution measured faster at batch 1
+        self._single: Model | None = None
+        self.single_execution: str | None = None
         # NaN/inf input gets a different answer from each backend (NaN from one, a confident class
         # from another), so host input is refused unless the caller vouches for it.
         self._check_finite = bool(getattr(options, "check_finite", True))
@@ -97,6 +100,12 @@ class Model:
 
     def _close_impl(self) -> None:
         raise NotImplementedError
+
+    def route_single_rows(self, model: Model) -> None:
+        """Run one-row calls (direct, and the batcher's one-row batches) on ``model``: another execution of the
+        same artifact, which ``auto`` measured faster at batch 1. It is closed with this model."""
+        self._single = model
+        self.single_execution = model.execution
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -216,6 +225,8 @@ class Model:
                     target = self._check_out(out[None] if single and isinstance(out, np.ndarray) else out, rows)
                 if rows == 0:
                     result = self._empty.copy() if target is None else target
+                elif rows == 1 and self._single is not None:
+                    result = self._single._infer_impl(batch, target)
                 else:
                     result = self._infer_impl(batch, target)
                 if out is not None:
@@ -264,6 +275,8 @@ class Model:
             return self._batcher
 
     def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 1 and self._single is not None:
+            return self._single._infer_impl(batch, None)
         return self._infer_impl(batch, None)
 
     def submit(self, x: Any, timeout: float | None = None) -> Future:
@@ -356,6 +369,8 @@ class Model:
                     self._close_impl()
                 finally:
                     self._freed = True
+                    if self._single is not None:  # no call can be running on it: they all passed _enter
+                        self._single.close()
         log.debug("closed %r", self)
 
     def __enter__(self) -> Model:
