@@ -146,6 +146,8 @@ class RuntimeCase(Case):
             raise Skip(exc.one_line()) from exc
         if backend == "auto":
             self.info.options["chosen"] = self.model.execution  # e.g. openvino-bf16: the backend and its precision
+            if self.model.single_execution:  # one-row calls run on another execution, measured faster there
+                self.info.options["single_rows"] = self.model.single_execution
             self.info.device = "cuda" if self.model.backend == "tensorrt" else "cpu"
             self.info.note = self.model.backend_reason
         if self.model.backend == "onnxruntime":

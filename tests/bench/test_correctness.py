@@ -62,3 +62,17 @@ def test_with_eval_data_a_reduced_precision_is_held_to_the_guard_plus_noise():
     other = check_case(FakeCase(precision="fp16", swap=True), reference, inputs, 8, {"max_accuracy_drop": 0.5})
     assert not other["passed"] and "beyond the 0.5 the build's fp16 guard allows" in other["why"]
     assert other["eval_drop_points"] > 50 and other["over_allowance"]
+
+
+def test_an_fp32_auto_row_whose_single_rows_run_in_bf16_gets_the_reduced_precision_allowance():
+    """auto may run one-row calls on another execution (model.single_execution): when that one is lossy
+    (openvino-bf16) while the full-batch one is not, its FP32 logits are judged as BF16 arithmetic, as the build
+    checked them, not held to the export tolerance."""
+    inputs = Inputs(images(16), "16 rows")
+    reference = _reference(inputs)
+    plain = FakeCase("auto", shift=0.01)
+    plain.info.options["chosen"] = "onnxruntime"
+    assert not check_case(plain, reference, inputs, 8, {})["passed"]
+    routed = FakeCase("auto", shift=0.01)
+    routed.info.options.update(chosen="onnxruntime", single_rows="openvino-bf16")
+    assert check_case(routed, reference, inputs, 8, {})["passed"]
