@@ -97,9 +97,10 @@ def choose_and_open(manifest: Manifest, directory: Path, options: RuntimeOptions
     key = _key(manifest, options, names)
     sha = _onnx_sha256(manifest)
     cached = tuning.lookup(key) if sha else None
-    routed = options.prefer == "throughput"
-    if cached is not None and cached.get("execution") in names and \
-            (not routed or cached.get("single", "") is None or cached.get("single") in names):
+    # a throughput entry must also say where single rows go (None: nowhere else); older entries are measured again
+    single_known = options.prefer != "throughput" or (
+        cached is not None and "single" in cached and (cached["single"] is None or cached["single"] in names))
+    if cached is not None and cached.get("execution") in names and single_known:
         execution = allowed[names.index(cached["execution"])]
         chosen = open_execution(execution, f"{context}; cached measurement: {cached['why']}{excluded}")
         if cached.get("single"):
@@ -142,7 +143,6 @@ def single_rows_route(one_row: dict[str, float], winner: str) -> str | None:
 def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str | None, str]:
     """(full-batch winner, the execution single rows go to or None, why)."""
     rows = PREFER_BATCH[options.prefer]
-    routed = options.prefer == "throughput"
     any_model = next(iter(models.values()))
     x = np.random.default_rng(0).standard_normal((rows, *any_model.row_shape)).astype(np.float32)
     one = x[:1]
@@ -155,8 +155,10 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str | N
             model.infer(x)
             warm += 1
         calls = min(calls, max(1, int(warm * ROUND_SECONDS / (time.perf_counter() - start))))
-    workloads = {"run": calls, **({"b1": min(MAX_CALLS, 4 * calls)} if routed and rows > 1 else {})}
-    times = tuning.race({name: {"run": functools.partial(model.infer, x), "b1": functools.partial(model.infer, one)}
+    timed_one_row = options.prefer == "throughput" and rows > 1  # where single rows may go elsewhere
+    workloads = {"run": calls, **({"b1": min(MAX_CALLS, 4 * calls)} if timed_one_row else {})}
+    times = tuning.race({name: {"run": functools.partial(model.infer, x),
+                                **({"b1": functools.partial(model.infer, one)} if timed_one_row else {})}
                          for name, model in models.items()}, calls=workloads, rounds=3, settle_s=SETTLE_SECONDS)
     rates = {name: rows / t["run"] for name, t in times.items()}
     winner = max(rates, key=lambda name: rates[name])
@@ -165,7 +167,7 @@ def _race(models: dict[str, Any], options: RuntimeOptions) -> tuple[str, str | N
     why = (f"prefer={options.prefer}: at batch {rows} on {info.model} ({options.cpu_threads} threads), {listing}; "
            f"{winner} is fastest")
     single = None
-    if "b1" in workloads:
+    if timed_one_row:
         one_row = {name: t["b1"] for name, t in times.items()}
         single = single_rows_route(one_row, winner)
         per_call = ", ".join(f"{n} {t * 1e6:,.0f} us" for n, t in sorted(one_row.items(), key=lambda kv: kv[1]))

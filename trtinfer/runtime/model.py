@@ -107,6 +107,11 @@ class Model:
         self._single = model
         self.single_execution = model.execution
 
+    def _execution_for(self, rows: int) -> Model:
+        """The model whose backend runs ``rows`` rows: the single-row execution for one row, when routed."""
+        single = self._single
+        return single if rows == 1 and single is not None else self
+
     # -- facts ------------------------------------------------------------------------------
     @property
     def labels(self) -> list[str]:
@@ -225,10 +230,8 @@ class Model:
                     target = self._check_out(out[None] if single and isinstance(out, np.ndarray) else out, rows)
                 if rows == 0:
                     result = self._empty.copy() if target is None else target
-                elif rows == 1 and self._single is not None:
-                    result = self._single._infer_impl(batch, target)
                 else:
-                    result = self._infer_impl(batch, target)
+                    result = self._execution_for(rows)._infer_impl(batch, target)
                 if out is not None:
                     result = out
                 elif single:
@@ -275,9 +278,7 @@ class Model:
             return self._batcher
 
     def _run_batch(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) == 1 and self._single is not None:
-            return self._single._infer_impl(batch, None)
-        return self._infer_impl(batch, None)
+        return self._execution_for(len(batch))._infer_impl(batch, None)
 
     def submit(self, x: Any, timeout: float | None = None) -> Future:
         """Queue a batch (or one sample) for the dynamic batcher; the future's result holds exactly
