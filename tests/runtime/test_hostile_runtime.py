@@ -376,21 +376,38 @@ def test_non_finite_input_is_refused_naming_the_rows(tiny_artifact, backend):
         assert model.infer(x).shape == (8, 10)  # the caller vouched for the data
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3])  # 3 rows of 3x32x32 pass DOT_CHECK_MAX: min and max check them
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_finite_check_finds_one_bad_value_anywhere_and_passes_every_finite_one(tiny_artifact, rows, bad):
+    from trtinfer.runtime.model import DOT_CHECK_MAX
+
+    assert (rows * 3 * 32 * 32 <= DOT_CHECK_MAX) == (rows < 3)
+    finite = distinct_inputs(rows, seed=rows)
+    finite.reshape(-1)[:4] = [3.4e38, -3.4e38, 1e-45, -0.0]  # the largest, a denormal, a signed zero: all finite
+    with trtinfer.load(tiny_artifact) as model:
+        assert model._non_finite_error(finite, False) is None
+        for where in (0, finite.size // 2, finite.size - 1):
+            x = finite.copy()
+            x.reshape(-1)[where] = bad
+            error = model._non_finite_error(x, False)
+            assert error is not None and f"row {where // (3 * 32 * 32)}" in str(error)
+
+
 def test_the_finite_check_allocates_nothing_per_row(tiny_artifact):
-    """The check is one min and one max over the input: no copy, no boolean mask of its size (its cost
-    is measured by the benchmarks, not asserted here)."""
+    """The check is a dot product with zeros (small inputs) or one min and one max: no copy, no boolean mask
+    of its size (its cost is measured by the benchmarks, not asserted here)."""
     import tracemalloc
 
-    x = distinct_inputs(64)
     with trtinfer.load(tiny_artifact) as model:
-        model._check_host(x)
-        tracemalloc.start()
-        try:
+        for x in (distinct_inputs(2), distinct_inputs(64)):
             model._check_host(x)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    assert peak < x.nbytes // 100, f"the finite check allocated {peak} bytes for a {x.nbytes}-byte batch"
+            tracemalloc.start()
+            try:
+                model._check_host(x)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert peak < 2048 + x.nbytes // 100, f"the finite check allocated {peak} bytes for a {x.nbytes}-byte batch"
 
 
 # == D. images: bit depth, empty, huge, slivers, encoded bytes ====================================

@@ -309,6 +309,49 @@ def test_close_waits_for_direct_calls_in_flight(resnet_artifact):
     assert result and result[0].shape == (64, 10)
 
 
+def test_close_racing_many_direct_calls_never_frees_the_backend_under_one(tiny_artifact):
+    """Direct calls are counted in without a lock (an atomic append): close() racing 4 threads of calls must
+    still wait for every call counted in, and every later call must fail with ModelClosedError."""
+    model = trtinfer.load(tiny_artifact, backend="onnxruntime")
+    freed = threading.Event()
+    late: list[str] = []
+    run, free = model._infer_impl, model._close_impl
+
+    def slow_run(x, out):
+        if freed.is_set():
+            late.append("started after the backend was freed")
+        time.sleep(0.0005)
+        result = run(x, out)
+        if freed.is_set():
+            late.append("ended after the backend was freed")
+        return result
+
+    def marked_free():
+        freed.set()
+        free()
+
+    model._infer_impl, model._close_impl = slow_run, marked_free
+    outcomes: list[str] = []
+    x = distinct_inputs(1)
+
+    def caller() -> None:
+        while True:
+            try:
+                model.infer(x)
+            except ModelClosedError:
+                outcomes.append("closed")
+                return
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for t in callers:
+        t.start()
+    time.sleep(0.05)
+    model.close()
+    for t in callers:
+        t.join(10)
+    assert not late and outcomes == ["closed"] * 4 and not model._calls
+
+
 def test_stats_report_what_happened(tiny_artifact):
     with trtinfer.load(tiny_artifact, max_batch=8, max_delay_ms=20) as model:
         model.infer(distinct_inputs(5))
