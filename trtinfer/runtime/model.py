@@ -35,7 +35,7 @@ _minimum, _maximum = np.minimum.reduce, np.maximum.reduce  # reduce(x, None): ov
 # np.vdot, not np.dot: dot (and matmul) check the floating-point flags afterwards, so an inf (0 * inf) warned
 # "invalid value", or raised under np.errstate(all="raise"), before our DataError; vdot does neither (tested).
 _vdot = np.vdot
-# The finite check's dot product covers inputs up to this many values (a row of 3x32x32 and two more): BLAS may
+# The finite check's dot product covers inputs up to this many values (two rows of 3x32x32): BLAS may
 # split longer ones over its own threads, which would wake beside the backend's. Larger inputs take min and max.
 DOT_CHECK_MAX = 8192
 
