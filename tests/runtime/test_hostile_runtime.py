@@ -412,7 +412,9 @@ def test_the_finite_check_allocates_nothing_per_row(tiny_artifact):
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()
-            assert peak < 2048 + x.nbytes // 100, f"the finite check allocated {peak} bytes for a {x.nbytes}-byte batch"
+            # a copy of 2 rows would be 24 KB and their mask 6 KB; the dot product's own scalar and view about 300 bytes
+            bound = max(1024, x.nbytes // 100)
+            assert peak < bound, f"the finite check allocated {peak} bytes for a {x.nbytes}-byte batch"
 
 
 # == D. images: bit depth, empty, huge, slivers, encoded bytes ====================================

@@ -49,6 +49,9 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
+#: The model's objection to a batch or a request (its NaN/inf check): the error to fail it with, or None.
+Refuse = Callable[[np.ndarray, bool], BaseException | None]
+
 
 class RequestTimeout(TrtInferError, TimeoutError):
     """A request waited past its timeout and was dropped before it ran."""
@@ -107,7 +110,7 @@ class DynamicBatcher:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, row_shape: tuple[int, ...],
                  dtype: Any = np.float32, max_batch: int, max_delay_s: float, max_queue: int,
                  timeout_s: float | None = None, concurrency: int = 1, pipeline: bool = True,
-                 refuse: Callable[[np.ndarray, bool], BaseException | None] | None = None,
+                 refuse: Refuse | None = None,
                  stats: Stats | None = None, name: str = "trtinfer-batcher") -> None:
         what = "DynamicBatcher"
         self._run = run
@@ -355,12 +358,12 @@ class DynamicBatcher:
             self.stats.record_dropped(timed_out=timed_out, cancelled=cancelled)
         return keep
 
-    def _screen(self, taken: list[_Request]) -> list[_Request]:
+    def _screen(self, taken: list[_Request], refuse: Refuse) -> list[_Request]:
         """The assembled batch was refused: fail each request ``refuse`` objects to; return the rest."""
         keep: list[_Request] = []
         refused = 0
         for request in taken:
-            error = self._refuse(request.x, request.single) if self._refuse is not None else None
+            error = refuse(request.x, request.single)
             if error is None:
                 keep.append(request)
             else:
@@ -421,8 +424,9 @@ class DynamicBatcher:
                 continue
             # Assemble (and screen) before taking a run slot: with every slot busy, this overlaps a running batch.
             batch, rows, staging = self._assemble(taken, staging)
-            if self._refuse is not None and self._refuse(batch, False) is not None:
-                taken = self._screen(taken)
+            refuse = self._refuse
+            if refuse is not None and refuse(batch, False) is not None:
+                taken = self._screen(taken, refuse)
                 if not taken:
                     continue
                 batch, rows, staging = self._assemble(taken, staging)
